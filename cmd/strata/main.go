@@ -1,0 +1,14 @@
+// Command strata is the operator's CLI: status, topology and the lab.
+package main
+
+import (
+	"os"
+
+	"github.com/strata-net/strata/internal/cli"
+)
+
+func main() {
+	if err := cli.NewStrata().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
