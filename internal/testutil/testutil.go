@@ -4,6 +4,7 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -23,6 +24,27 @@ func RequireCommand(t testing.TB, name, hint string) string {
 	p, err := exec.LookPath(name)
 	if err != nil {
 		t.Fatalf("this test needs %q on PATH: %s", name, hint)
+	}
+	return p
+}
+
+// ToolsBin is where `make tools` puts the binaries it builds
+// ($STRATA_TOOLS_BIN, default ~/.cache/strata/bin).
+func ToolsBin() string {
+	if d := os.Getenv("STRATA_TOOLS_BIN"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "strata", "bin")
+}
+
+// Tool returns the path of a binary built by `make tools` (cnitool, kubectl,
+// helm, ...), failing the test with the fix when it is missing.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(ToolsBin(), name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s not found at %s: run `make tools` first", name, p)
 	}
 	return p
 }
