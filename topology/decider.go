@@ -1,0 +1,313 @@
+package topology
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// poolPair is an unordered pool pair, names sorted. A pool's own LAN is
+// (P, P).
+type poolPair [2]string
+
+func pairOf(a, b string) poolPair {
+	if b < a {
+		a, b = b, a
+	}
+	return poolPair{a, b}
+}
+
+// tracker is the hysteresis state machine of one pool link.
+type tracker struct {
+	phase        linkPhase
+	fails        int // consecutive failures now
+	streakStart  time.Time
+	downFails    int
+	downSince    time.Time
+	healthySince time.Time
+}
+
+func (t *tracker) snap() *linkSnap {
+	if t.phase == linkUp {
+		return nil
+	}
+	return &linkSnap{phase: t.phase, fails: t.downFails, since: t.downSince, healthySince: t.healthySince}
+}
+
+func (t *tracker) observe(ok bool, at time.Time, cfg Config) {
+	if !ok {
+		if t.fails == 0 {
+			t.streakStart = at
+		}
+		t.fails++
+		t.healthySince = time.Time{}
+		switch t.phase {
+		case linkUp:
+			if t.fails >= cfg.FailThreshold {
+				t.phase, t.downFails, t.downSince = linkDown, t.fails, t.streakStart
+			}
+		case linkRecovering:
+			// Flapping: back to down, hold-down starts again on the next success.
+			t.phase = linkDown
+		}
+		return
+	}
+	t.fails = 0
+	if t.phase == linkUp {
+		return
+	}
+	if t.healthySince.IsZero() {
+		t.healthySince = at
+		t.phase = linkRecovering
+	}
+	t.advance(at, cfg)
+}
+
+func (t *tracker) advance(now time.Time, cfg Config) {
+	if t.phase == linkRecovering && now.Sub(t.healthySince) >= cfg.HoldDown {
+		*t = tracker{}
+	}
+}
+
+// Decider keeps the last plan and updates it incrementally: a probe result
+// touches one pool link or one node, so it costs O(pools²) or O(nodes)
+// pointer copies, never a recomputation. It is safe for concurrent use.
+type Decider struct {
+	mu       sync.Mutex
+	cfg      Config
+	plan     *Plan
+	facts    map[string]NodeFacts // last good facts per node
+	live     map[string]liveness
+	trackers map[poolPair]*tracker
+	now      time.Time
+}
+
+type liveness struct {
+	alive bool
+	since time.Time
+}
+
+// NewDecider returns a Decider with an empty plan.
+func NewDecider(cfg Config) (*Decider, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}}
+	d.plan = build(cfg, time.Time{}, nil, d.trackers)
+	return d, nil
+}
+
+// Decide is the pure, one-shot form: it replays facts through a fresh
+// Decider and returns the plan at facts.Now.
+func Decide(facts Facts, cfg Config) (*Plan, error) {
+	d, err := NewDecider(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.SetNodes(facts.Nodes); err != nil {
+		return nil, err
+	}
+	for i, r := range facts.Probes {
+		if i > 0 && r.At.Before(facts.Probes[i-1].At) {
+			return nil, fmt.Errorf("facts.probes[%d] at %s is before probes[%d]: probes must be in time order", i, r.At, i-1)
+		}
+		d.Observe(r)
+	}
+	d.Advance(facts.Now)
+	return d.Plan(), nil
+}
+
+// Plan is the current plan.
+func (d *Decider) Plan() *Plan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.plan
+}
+
+func validateNode(f NodeFacts) error {
+	if f.Name == "" {
+		return errors.New("node with an empty name: every node needs its Kubernetes name")
+	}
+	if f.Pool != "" && !validPoolName(f.Pool) {
+		return fmt.Errorf("node %s: pool %q is not a DNS label", f.Name, f.Pool)
+	}
+	return nil
+}
+
+// SetNodes replaces every node's facts and rebuilds the plan (O(nodes)).
+// On error nothing changes.
+func (d *Decider) SetNodes(nodes []NodeFacts) (*Plan, error) {
+	facts := make(map[string]NodeFacts, len(nodes))
+	for _, f := range nodes {
+		if err := validateNode(f); err != nil {
+			return nil, err
+		}
+		if _, dup := facts[f.Name]; dup {
+			return nil, fmt.Errorf("node %s listed twice: node names must be unique", f.Name)
+		}
+		facts[f.Name] = cloneFacts(f)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.facts = facts
+	d.rebuild()
+	return d.plan, nil
+}
+
+func (d *Decider) entry(f NodeFacts) *nodeEntry {
+	l, ok := d.live[f.Name]
+	if !ok {
+		l = liveness{alive: true}
+	}
+	return newEntry(f, l.alive, l.since)
+}
+
+func (d *Decider) rebuild() {
+	entries := make([]*nodeEntry, 0, len(d.facts))
+	for _, f := range d.facts {
+		entries = append(entries, d.entry(f))
+	}
+	d.plan = build(d.cfg, d.now, entries, d.trackers)
+}
+
+// UpsertNode adds or replaces one node's facts. Replacing a node within the
+// same pool is O(nodes) pointer copies; a new node or pool change rebuilds.
+func (d *Decider) UpsertNode(f NodeFacts) (*Plan, error) {
+	if err := validateNode(f); err != nil {
+		return nil, err
+	}
+	f = cloneFacts(f)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old, known := d.facts[f.Name]
+	d.facts[f.Name] = f
+	if i, ok := d.plan.index[f.Name]; ok && known && old.Pool == f.Pool {
+		d.plan = d.plan.withEntry(i, d.entry(f))
+	} else {
+		d.rebuild()
+	}
+	return d.plan, nil
+}
+
+// UpsertNodeMeta parses a node's labels and annotations and upserts it. A
+// malformed key returns the parse error and keeps the node's last good facts.
+func (d *Decider) UpsertNodeMeta(name string, labels, annotations map[string]string) (*Plan, error) {
+	f, err := ParseNode(name, labels, annotations)
+	if err != nil {
+		return d.Plan(), fmt.Errorf("kept the last good facts of node %s: %w", name, err)
+	}
+	return d.UpsertNode(f)
+}
+
+// RemoveNode drops a node (O(nodes) rebuild).
+func (d *Decider) RemoveNode(name string) *Plan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.facts[name]; ok {
+		delete(d.facts, name)
+		delete(d.live, name)
+		d.rebuild()
+	}
+	return d.plan
+}
+
+// Observe feeds one probe result. It returns the (possibly unchanged) plan
+// and whether it changed. Results about unknown nodes are ignored, and so
+// are native failures towards a node whose node IPs are down (liveness
+// already explains them).
+func (d *Decider) Observe(r ProbeResult) (*Plan, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r.At.After(d.now) {
+		d.now = r.At
+	}
+	switch r.Kind {
+	case ProbeNodeIP:
+		return d.setLive(r.To, r.OK, r.At)
+	case ProbeNative:
+		from, okf := d.plan.index[r.From]
+		to, okt := d.plan.index[r.To]
+		if !okf || !okt {
+			return d.plan, false
+		}
+		ef, et := d.plan.nodes[from], d.plan.nodes[to]
+		if ef.facts.Pool == "" || et.facts.Pool == "" || (!r.OK && (!et.alive || !ef.alive)) {
+			return d.plan, false
+		}
+		k := pairOf(ef.facts.Pool, et.facts.Pool)
+		t := d.trackers[k]
+		if t == nil {
+			if r.OK {
+				return d.plan, false // healthy and never failed: nothing to keep
+			}
+			t = &tracker{}
+			d.trackers[k] = t
+		}
+		before := t.snap()
+		t.observe(r.OK, r.At, d.cfg)
+		if t.phase == linkUp && t.fails == 0 {
+			delete(d.trackers, k)
+		}
+		after := t.snap()
+		if before.equal(after) {
+			return d.plan, false
+		}
+		d.plan = d.plan.withLink(k, after)
+		return d.plan, true
+	default:
+		return d.plan, false
+	}
+}
+
+// SetLiveness records node-IP reachability of a node (from memberlist).
+func (d *Decider) SetLiveness(node string, alive bool, at time.Time) (*Plan, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.setLive(node, alive, at)
+}
+
+func (d *Decider) setLive(node string, alive bool, at time.Time) (*Plan, bool) {
+	old, known := d.live[node]
+	if !known {
+		old = liveness{alive: true}
+	}
+	if old.alive == alive {
+		return d.plan, false
+	}
+	d.live[node] = liveness{alive: alive, since: at}
+	i, ok := d.plan.index[node]
+	if !ok {
+		return d.plan, false
+	}
+	d.plan = d.plan.withEntry(i, d.entry(d.facts[node]))
+	return d.plan, true
+}
+
+// Advance moves time forward: links whose hold-down has elapsed return to
+// native. Call it periodically (e.g. every probe period).
+func (d *Decider) Advance(now time.Time) (*Plan, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if now.After(d.now) {
+		d.now = now
+	}
+	changed := false
+	for k, t := range d.trackers {
+		if t.phase != linkRecovering {
+			continue
+		}
+		t.advance(d.now, d.cfg)
+		if t.phase == linkUp {
+			delete(d.trackers, k)
+			d.plan = d.plan.withLink(k, nil)
+			changed = true
+		}
+	}
+	if changed || !d.plan.now.Equal(d.now) {
+		q := *d.plan
+		q.now = d.now
+		d.plan = &q
+	}
+	return d.plan, changed
+}

@@ -1,0 +1,522 @@
+package topology
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Datapath is how a node wires its own pods and announces them.
+type Datapath string
+
+const (
+	DatapathENIMultiIP   Datapath = "eni-multi-ip"  // cloud: ENI secondary IPs
+	DatapathENIExclusive Datapath = "eni-exclusive" // cloud: one ENI per pod
+	DatapathBGPUnderlay  Datapath = "bgp-underlay"  // edge: pod CIDR announced over BGP
+	DatapathVXLANOverlay Datapath = "vxlan-overlay" // L3-only: pods reachable only through VXLAN
+)
+
+// Path is how traffic between two nodes' pods travels.
+type Path string
+
+const (
+	PathNative      Path = "native"
+	PathVXLAN       Path = "vxlan"
+	PathUnreachable Path = "unreachable"
+)
+
+// Paths lists every path value, in display order.
+var Paths = []Path{PathNative, PathVXLAN, PathUnreachable}
+
+// Config tunes the decision. Its zero value is not valid; start from
+// DefaultConfig.
+type Config struct {
+	// FailThreshold is K: a pool link leaves native after K consecutive
+	// failed native probes.
+	FailThreshold int `json:"failThreshold"`
+	// HoldDown is how long the native path must stay healthy (no failed
+	// probe) before pairs return to native.
+	HoldDown time.Duration `json:"holdDown"`
+}
+
+// DefaultConfig: K=3 (with the prober's 100 ms period and 3 samples per
+// remote pool that is ~100-300 ms to leave native), hold-down 10 s.
+func DefaultConfig() Config { return Config{FailThreshold: 3, HoldDown: 10 * time.Second} }
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.FailThreshold < 1 || c.FailThreshold > 1000 {
+		return fmt.Errorf("topology config: failThreshold=%d: want 1..1000 consecutive failures (default 3)", c.FailThreshold)
+	}
+	if c.HoldDown < 0 || c.HoldDown > 24*time.Hour {
+		return fmt.Errorf("topology config: holdDown=%s: want 0..24h (default 10s)", c.HoldDown)
+	}
+	return nil
+}
+
+// linkPhase is the state of the native path between two pools.
+type linkPhase uint8
+
+const (
+	linkUp         linkPhase = iota // native usable
+	linkDown                        // K failures seen, still failing
+	linkRecovering                  // healthy again, inside hold-down
+)
+
+// linkSnap is an immutable view of one pool link inside a Plan. A nil
+// *linkSnap means up with no failure ever seen.
+type linkSnap struct {
+	phase        linkPhase
+	fails        int       // failures counted when it went down
+	since        time.Time // first failure of the streak that took it down
+	healthySince time.Time // recovering: first good probe since the last failure
+}
+
+func (l *linkSnap) up() bool { return l == nil || l.phase == linkUp }
+
+func (l *linkSnap) equal(o *linkSnap) bool {
+	if l == nil || o == nil {
+		return l.up() && o.up()
+	}
+	return *l == *o || (l.up() && o.up())
+}
+
+// nodeEntry is one node's immutable decision inside a Plan.
+type nodeEntry struct {
+	facts     NodeFacts
+	datapath  Datapath
+	dpReason  string
+	pool      int // index into Plan.pools; -1 when the pool is unknown
+	baseMiss  []string
+	ovlMiss   []string
+	natMiss   []string
+	nativeOK  bool // its datapath is native-capable and its native facts are complete
+	private   bool // its pod routes are in the VPC routing domain (cloud, leased line)
+	alive     bool
+	liveSince time.Time
+}
+
+func newEntry(f NodeFacts, alive bool, liveSince time.Time) *nodeEntry {
+	e := &nodeEntry{facts: f, pool: -1, alive: alive, liveSince: liveSince}
+	e.baseMiss = f.missingBase()
+	e.ovlMiss = f.missingOverlay()
+	e.natMiss = f.missingNative()
+	e.datapath, e.dpReason = chooseDatapath(&f, e.baseMiss)
+	e.private = f.Location == LocationCloud || f.Interconnect == InterconnectLeasedLine
+	e.nativeOK = e.datapath != DatapathVXLANOverlay && len(e.baseMiss) == 0 && len(e.natMiss) == 0
+	return e
+}
+
+func chooseDatapath(f *NodeFacts, baseMiss []string) (Datapath, string) {
+	if len(baseMiss) > 0 {
+		return DatapathVXLANOverlay, "facts incomplete (missing " + strings.Join(baseMiss, ", ") + "): never assumed native"
+	}
+	switch f.Location {
+	case LocationCloud:
+		if !f.Capabilities.ENI {
+			return DatapathVXLANOverlay, "cloud node without the eni capability"
+		}
+		if f.ENIMode == ENIModeExclusive {
+			if f.Capabilities.ENIQuota < 2 {
+				return DatapathENIMultiIP, fmt.Sprintf("eni-mode=exclusive asked but eni-quota=%d leaves no ENI for pods; using secondary IPs", f.Capabilities.ENIQuota)
+			}
+			return DatapathENIExclusive, "cloud node, eni-mode=exclusive"
+		}
+		return DatapathENIMultiIP, "cloud node with ENIs: pods take secondary IPs"
+	default:
+		if f.Capabilities.BGPPeers > 0 && f.Interconnect != "" {
+			return DatapathBGPUnderlay, fmt.Sprintf("%s node with %d BGP peer(s): pod CIDR announced to the underlay", f.Location, f.Capabilities.BGPPeers)
+		}
+		if f.Capabilities.BGPPeers == 0 {
+			return DatapathVXLANOverlay, fmt.Sprintf("%s node without BGP peers: L3-only, pods reachable only through VXLAN", f.Location)
+		}
+		return DatapathVXLANOverlay, "BGP peers configured but " + LabelInterconnect + " unknown: never assumed native"
+	}
+}
+
+// NodePlan is one node's decision.
+type NodePlan struct {
+	Name     string    `json:"name"`
+	Pool     string    `json:"pool"`
+	Location Location  `json:"location"`
+	Datapath Datapath  `json:"datapath"`
+	Reason   string    `json:"reason"`
+	Alive    bool      `json:"alive"`
+	Facts    NodeFacts `json:"facts"`
+}
+
+// PairPath is the path of one ordered node pair.
+type PairPath struct {
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Path   Path   `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// PeerProgram is what a node programs for one peer.
+//   - native: routes for PodPrefixes via NextHop (the peer's underlay IP) when
+//     that is on-link; otherwise the underlay (VPC, BGP) already routes them.
+//   - vxlan: FDB/neighbour/onlink routes for PodPrefixes via VTEP, VTEPMAC,
+//     VTEPPort.
+//   - unreachable: remove whatever was programmed for the peer.
+type PeerProgram struct {
+	Peer        string         `json:"peer"`
+	Path        Path           `json:"path"`
+	Reason      string         `json:"reason"`
+	PodPrefixes []netip.Prefix `json:"podPrefixes,omitempty"`
+	NextHop     netip.Addr     `json:"nextHop,omitzero"`
+	VTEP        netip.Addr     `json:"vtep,omitzero"`
+	VTEPMAC     string         `json:"vtepMAC,omitempty"`
+	VTEPPort    uint16         `json:"vtepPort,omitempty"`
+}
+
+// SameProgramming reports whether p and o need the same kernel state (the
+// reason text does not count).
+func (p PeerProgram) SameProgramming(o PeerProgram) bool {
+	return p.Path == o.Path && p.NextHop == o.NextHop && p.VTEP == o.VTEP &&
+		p.VTEPMAC == o.VTEPMAC && p.VTEPPort == o.VTEPPort && slices.Equal(p.PodPrefixes, o.PodPrefixes)
+}
+
+// Plan is an immutable decision. Pair paths are not stored: they follow from
+// per-pool-pair link state plus per-node state and are computed on demand,
+// so a plan is O(nodes + pools²), never O(nodes²).
+type Plan struct {
+	cfg       Config
+	now       time.Time
+	nodes     []*nodeEntry // sorted by name
+	index     map[string]int
+	pools     []string // sorted
+	poolIndex map[string]int
+	members   [][]int     // node indices per pool
+	links     []*linkSnap // len(pools)², symmetric
+}
+
+// Now is the time the plan was last advanced to.
+func (p *Plan) Now() time.Time { return p.now }
+
+// Len is the number of nodes.
+func (p *Plan) Len() int { return len(p.nodes) }
+
+// Pools lists the pool names, sorted.
+func (p *Plan) Pools() []string { return slices.Clone(p.pools) }
+
+func (p *Plan) nodePlan(e *nodeEntry) NodePlan {
+	return NodePlan{Name: e.facts.Name, Pool: e.facts.Pool, Location: e.facts.Location, Datapath: e.datapath,
+		Reason: e.dpReason, Alive: e.alive, Facts: cloneFacts(e.facts)}
+}
+
+// Nodes lists every node's decision, sorted by name.
+func (p *Plan) Nodes() []NodePlan {
+	out := make([]NodePlan, len(p.nodes))
+	for i, e := range p.nodes {
+		out[i] = p.nodePlan(e)
+	}
+	return out
+}
+
+// Node returns one node's decision.
+func (p *Plan) Node(name string) (NodePlan, bool) {
+	i, ok := p.index[name]
+	if !ok {
+		return NodePlan{}, false
+	}
+	return p.nodePlan(p.nodes[i]), true
+}
+
+func (p *Plan) link(a, b int) *linkSnap {
+	if a < 0 || b < 0 {
+		return nil
+	}
+	return p.links[a*len(p.pools)+b]
+}
+
+// Path is the path from node a to node b. ok is false when either is unknown
+// or a == b.
+func (p *Plan) Path(a, b string) (PairPath, bool) {
+	ia, oka := p.index[a]
+	ib, okb := p.index[b]
+	if !oka || !okb || a == b {
+		return PairPath{}, false
+	}
+	ea, eb := p.nodes[ia], p.nodes[ib]
+	v := p.verdict(ea, eb)
+	return PairPath{From: a, To: b, Path: v.path, Reason: p.reason(ea, eb, v)}, true
+}
+
+// verdict is a pair decision without its text.
+type verdict struct {
+	path Path
+	why  why
+	link *linkSnap
+	who  *nodeEntry // the node the reason is about
+}
+
+type why uint8
+
+const (
+	whyIncomplete why = iota // base facts missing
+	whyDead
+	whyNativeHealthy
+	whyLinkDown
+	whyLinkRecovering
+	whyOverlayNode
+	whyNativeFactsMissing
+	whyNoInterconnect
+)
+
+// verdict holds every rule. Its inputs are per-node state and the pool link,
+// which is what makes pair paths derivable without storing pairs.
+func (p *Plan) verdict(a, b *nodeEntry) verdict {
+	for _, e := range [2]*nodeEntry{a, b} {
+		if len(e.baseMiss) > 0 {
+			return verdict{path: PathUnreachable, why: whyIncomplete, who: e}
+		}
+	}
+	for _, e := range [2]*nodeEntry{a, b} {
+		if !e.alive {
+			return verdict{path: PathUnreachable, why: whyDead, who: e}
+		}
+	}
+	v := verdict{path: PathVXLAN}
+	switch {
+	case !a.nativeOK || !b.nativeOK:
+		e := a
+		if a.nativeOK {
+			e = b
+		}
+		v.who = e
+		v.why = whyOverlayNode
+		if e.datapath != DatapathVXLANOverlay {
+			v.why = whyNativeFactsMissing
+		}
+	case a.pool != b.pool && !(a.private && b.private):
+		v.why = whyNoInterconnect
+		v.who = a
+		if a.private {
+			v.who = b
+		}
+	default:
+		l := p.link(a.pool, b.pool)
+		v.link = l
+		if l.up() {
+			return verdict{path: PathNative, why: whyNativeHealthy, link: l}
+		}
+		v.why = whyLinkDown
+		if l.phase == linkRecovering {
+			v.why = whyLinkRecovering
+		}
+	}
+	for _, e := range [2]*nodeEntry{a, b} {
+		if len(e.ovlMiss) > 0 {
+			return verdict{path: PathUnreachable, why: v.why, link: v.link, who: e}
+		}
+	}
+	return v
+}
+
+func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
+	pools := a.facts.Pool + "↔" + b.facts.Pool
+	var s string
+	switch v.why {
+	case whyIncomplete:
+		return fmt.Sprintf("%s facts incomplete (missing %s): no address to route to → unreachable", v.who.facts.Name, strings.Join(v.who.baseMiss, ", "))
+	case whyDead:
+		return fmt.Sprintf("node IPs of %s unreachable since %s (gossip/probe) → unreachable", v.who.facts.Name, clock(v.who.liveSince))
+	case whyNativeHealthy:
+		if a.pool == b.pool {
+			s = "same pool " + a.facts.Pool
+		} else {
+			s = "pools " + pools + " share the VPC routing domain (cloud/leased line)"
+		}
+		if v.link != nil {
+			return s + "; native pod path healthy again since " + clock(v.link.healthySince) + " → native"
+		}
+		return s + "; native pod path healthy → native"
+	case whyLinkDown:
+		s = fmt.Sprintf("native pod path %s probe failed %d× since %s", pools, v.link.fails, clock(v.link.since))
+	case whyLinkRecovering:
+		s = fmt.Sprintf("native pod path %s healthy since %s, held down until %s (failed %d× since %s)",
+			pools, clock(v.link.healthySince), clock(v.link.healthySince.Add(p.cfg.HoldDown)), v.link.fails, clock(v.link.since))
+	case whyOverlayNode:
+		s = fmt.Sprintf("%s is %s (%s)", v.who.facts.Name, v.who.datapath, v.who.dpReason)
+	case whyNativeFactsMissing:
+		s = fmt.Sprintf("%s facts incomplete for native (missing %s): never assumed native", v.who.facts.Name, strings.Join(v.who.natMiss, ", "))
+	case whyNoInterconnect:
+		s = fmt.Sprintf("no native interconnect between pools %s (%s is %s/%s)", pools, v.who.facts.Name, v.who.facts.Location, orUnknown(string(v.who.facts.Interconnect)))
+	}
+	if v.path == PathUnreachable {
+		return fmt.Sprintf("%s; %s lacks overlay facts (missing %s) → unreachable", s, v.who.facts.Name, strings.Join(v.who.ovlMiss, ", "))
+	}
+	return s + "; node IPs reachable → vxlan"
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "start"
+	}
+	return t.UTC().Format("15:04:05.000")
+}
+
+func (p *Plan) program(a, b *nodeEntry) PeerProgram {
+	v := p.verdict(a, b)
+	pp := PeerProgram{Peer: b.facts.Name, Path: v.path, Reason: p.reason(a, b, v)}
+	switch v.path {
+	case PathNative:
+		pp.PodPrefixes = b.facts.PodAddrs()
+		pp.NextHop = b.facts.Underlay()
+	case PathVXLAN:
+		pp.PodPrefixes = b.facts.PodAddrs()
+		pp.VTEP = b.facts.Underlay()
+		pp.VTEPMAC = b.facts.VTEPMAC
+		pp.VTEPPort = b.facts.VTEPPort
+	}
+	return pp
+}
+
+// PeerOf is what node local programs for peer.
+func (p *Plan) PeerOf(local, peer string) (PeerProgram, bool) {
+	ia, oka := p.index[local]
+	ib, okb := p.index[peer]
+	if !oka || !okb || local == peer {
+		return PeerProgram{}, false
+	}
+	return p.program(p.nodes[ia], p.nodes[ib]), true
+}
+
+// PeersOf lists what node local programs for every other node, sorted by
+// peer name. It is O(nodes).
+func (p *Plan) PeersOf(local string) []PeerProgram {
+	ia, ok := p.index[local]
+	if !ok {
+		return nil
+	}
+	out := make([]PeerProgram, 0, len(p.nodes)-1)
+	for ib, b := range p.nodes {
+		if ib != ia {
+			out = append(out, p.program(p.nodes[ia], b))
+		}
+	}
+	return out
+}
+
+// Pairs calls fn for every ordered pair in name order until fn returns
+// false. It is O(nodes²): for people and small clusters.
+func (p *Plan) Pairs(fn func(PairPath) bool) {
+	for _, a := range p.nodes {
+		for _, b := range p.nodes {
+			if a == b {
+				continue
+			}
+			v := p.verdict(a, b)
+			if !fn(PairPath{From: a.facts.Name, To: b.facts.Name, Path: v.path, Reason: p.reason(a, b, v)}) {
+				return
+			}
+		}
+	}
+}
+
+// Counts is the number of ordered pairs per path, computed per class of
+// equivalent nodes, so it is cheap at 15,000 nodes.
+func (p *Plan) Counts() map[Path]int {
+	type class struct {
+		pool                                     int
+		base, ovl, nat, nativeOK, private, alive bool
+		dp                                       Datapath
+	}
+	groups := map[class]struct {
+		rep *nodeEntry
+		n   int
+	}{}
+	for _, e := range p.nodes {
+		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, e.datapath}
+		g := groups[k]
+		if g.rep == nil {
+			g.rep = e
+		}
+		g.n++
+		groups[k] = g
+	}
+	out := map[Path]int{}
+	for ka, ga := range groups {
+		for kb, gb := range groups {
+			n := ga.n * gb.n
+			if ka == kb {
+				n = ga.n * (ga.n - 1)
+			}
+			if n > 0 {
+				out[p.verdict(ga.rep, gb.rep).path] += n
+			}
+		}
+	}
+	return out
+}
+
+// build makes a plan from entries and link trackers.
+func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPair]*tracker) *Plan {
+	sort.Slice(entries, func(i, j int) bool { return entries[i].facts.Name < entries[j].facts.Name })
+	p := &Plan{cfg: cfg, now: now, nodes: entries, index: make(map[string]int, len(entries)), poolIndex: map[string]int{}}
+	for i, e := range entries {
+		p.index[e.facts.Name] = i
+		if e.facts.Pool != "" {
+			if _, ok := p.poolIndex[e.facts.Pool]; !ok {
+				p.poolIndex[e.facts.Pool] = 0
+				p.pools = append(p.pools, e.facts.Pool)
+			}
+		}
+	}
+	sort.Strings(p.pools)
+	for i, name := range p.pools {
+		p.poolIndex[name] = i
+	}
+	p.members = make([][]int, len(p.pools))
+	for i, e := range entries {
+		if e.facts.Pool == "" {
+			e.pool = -1
+			continue
+		}
+		e.pool = p.poolIndex[e.facts.Pool]
+		p.members[e.pool] = append(p.members[e.pool], i)
+	}
+	p.links = make([]*linkSnap, len(p.pools)*len(p.pools))
+	for k, t := range trackers {
+		ia, oka := p.poolIndex[k[0]]
+		ib, okb := p.poolIndex[k[1]]
+		if oka && okb {
+			s := t.snap()
+			p.links[ia*len(p.pools)+ib], p.links[ib*len(p.pools)+ia] = s, s
+		}
+	}
+	return p
+}
+
+// withLink returns a copy of p sharing everything but the link table.
+func (p *Plan) withLink(k poolPair, s *linkSnap) *Plan {
+	ia, oka := p.poolIndex[k[0]]
+	ib, okb := p.poolIndex[k[1]]
+	if !oka || !okb {
+		return p
+	}
+	q := *p
+	q.links = slices.Clone(p.links)
+	q.links[ia*len(p.pools)+ib], q.links[ib*len(p.pools)+ia] = s, s
+	return &q
+}
+
+// withEntry returns a copy of p with node i replaced; the pool must not change.
+func (p *Plan) withEntry(i int, e *nodeEntry) *Plan {
+	q := *p
+	q.nodes = slices.Clone(p.nodes)
+	e.pool = p.nodes[i].pool
+	q.nodes[i] = e
+	return &q
+}
