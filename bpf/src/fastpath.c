@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Strata's pod fast path. Two tc ingress programs:
+//
+//   from_pod     on the host side of every pod veth (traffic leaving a pod)
+//   from_netdev  on the uplink / VXLAN device (traffic arriving for pods)
+//
+// A packet to a pod on this node goes straight into that pod's namespace with
+// bpf_redirect_peer. A packet from a pod to anywhere else is forwarded after a
+// FIB lookup with bpf_redirect_neigh. Everything else (ARP, fragments, TTL
+// expiry, unknown sources, no route, MTU trouble, local delivery) is handed
+// to the kernel stack unchanged: the programs never drop.
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <stddef.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "fastpath.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+#define NEXTHDR_FRAGMENT 44
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct endpoint_key);
+	__type(value, struct pod_stats);
+} pod_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PATH_MAX_ID);
+	__type(key, __u32);
+	__type(value, struct counter);
+} path_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+static __always_inline void count_path(__u32 path, __u64 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(&path_counters, &path);
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void count_pod(struct endpoint_key *src, __u32 slot, __u64 bytes)
+{
+	struct pod_stats *s = bpf_map_lookup_elem(&pod_counters, src);
+	if (!s) {
+		struct pod_stats zero = {};
+		bpf_map_update_elem(&pod_counters, src, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&pod_counters, src);
+		if (!s)
+			return;
+	}
+	if (slot < POD_SLOTS) {
+		s->c[slot].packets++;
+		s->c[slot].bytes += bytes;
+	}
+}
+
+static __always_inline int enabled(void)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	return cfg && cfg->enabled;
+}
+
+static __always_inline void key4(struct endpoint_key *k, __be32 addr)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->addr[2] = bpf_htonl(0xffff);
+	k->addr[3] = addr;
+}
+
+static __always_inline void key6(struct endpoint_key *k, const struct in6_addr *a)
+{
+	__builtin_memcpy(k->addr, a->in6_u.u6_addr32, 16);
+}
+
+// pass hands the packet to the stack and counts why.
+static __always_inline int pass(__u32 path, __u64 bytes, struct endpoint_key *src)
+{
+	count_path(path, bytes);
+	if (src)
+		count_pod(src, POD_SLOT_STACK, bytes);
+	return TC_ACT_OK;
+}
+
+// set_macs rewrites the Ethernet header for delivery to a local pod.
+static __always_inline int set_macs(struct __sk_buff *skb, const struct endpoint *dst)
+{
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), dst->pod_mac, ETH_ALEN, 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), dst->host_mac, ETH_ALEN, 0) < 0)
+		return -1;
+	return 0;
+}
+
+// dec_ttl4 does what IP forwarding does to the header, checksum included.
+static __always_inline int dec_ttl4(struct __sk_buff *skb, struct iphdr *ip)
+{
+	__u16 old = *(__u16 *)&ip->ttl; // ttl and protocol share a 16-bit word
+	ip->ttl--;
+	__u16 new = *(__u16 *)&ip->ttl;
+	return bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int from_pod)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u64 bytes = skb->len;
+	struct ethhdr *eth = data;
+	struct endpoint_key src = {}, dst = {};
+	struct bpf_fib_lookup fib = {};
+	struct endpoint *sep, *dep;
+	struct iphdr *ip = NULL;
+	struct ipv6hdr *ip6 = NULL;
+	__u16 proto;
+	int ipv6;
+
+	if (!enabled())
+		return pass(PATH_DISABLED, bytes, NULL);
+	if ((void *)(eth + 1) > end)
+		return pass(PATH_STACK_MALFORMED, bytes, NULL);
+	proto = eth->h_proto;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
+			return pass(PATH_STACK_MALFORMED, bytes, NULL);
+		ipv6 = 0;
+		key4(&src, ip->saddr);
+		key4(&dst, ip->daddr);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return pass(PATH_STACK_MALFORMED, bytes, NULL);
+		ipv6 = 1;
+		key6(&src, &ip6->saddr);
+		key6(&dst, &ip6->daddr);
+	} else {
+		return pass(PATH_STACK_NOT_IP, bytes, NULL);
+	}
+
+	// From a pod, only a registered source on its own veth is fast-pathed:
+	// anything else (spoofing, a pod not yet written) takes the normal path.
+	sep = NULL;
+	if (from_pod) {
+		sep = bpf_map_lookup_elem(&endpoints, &src);
+		if (!sep || sep->ifindex != skb->ifindex)
+			return pass(PATH_STACK_UNKNOWN_SOURCE, bytes, NULL);
+	}
+	struct endpoint_key *srck = from_pod ? &src : NULL;
+
+	if (!ipv6) {
+		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+			return pass(PATH_STACK_FRAGMENT, bytes, srck);
+		if (ip->ttl <= 1)
+			return pass(PATH_STACK_TTL, bytes, srck);
+	} else {
+		if (ip6->nexthdr == NEXTHDR_FRAGMENT)
+			return pass(PATH_STACK_FRAGMENT, bytes, srck);
+		if (ip6->hop_limit <= 1)
+			return pass(PATH_STACK_TTL, bytes, srck);
+		// Link-local and multicast (neighbour discovery) belong to the stack.
+		__u8 d0 = ((__u8 *)&ip6->daddr)[0], d1 = ((__u8 *)&ip6->daddr)[1];
+		if (d0 == 0xff || (d0 == 0xfe && (d1 & 0xc0) == 0x80))
+			return pass(PATH_STACK_LINK_LOCAL, bytes, srck);
+	}
+
+	dep = bpf_map_lookup_elem(&endpoints, &dst);
+	if (dep) {
+		if (dep->ifindex == skb->ifindex)
+			return pass(PATH_STACK_HAIRPIN, bytes, srck);
+		struct endpoint d = *dep;
+		if (!ipv6) {
+				if (dec_ttl4(skb, ip) < 0)
+				return pass(PATH_STACK_MALFORMED, bytes, srck);
+		} else {
+				ip6->hop_limit--;
+		}
+		if (set_macs(skb, &d) < 0)
+			return pass(PATH_STACK_MALFORMED, bytes, srck);
+		count_path(PATH_LOCAL, bytes);
+		if (srck)
+			count_pod(srck, POD_SLOT_LOCAL, bytes);
+		return bpf_redirect_peer(d.ifindex, 0);
+	}
+
+	// Not a local pod. Traffic arriving on the uplink for somewhere else is
+	// the stack's business; traffic from a pod is forwarded by FIB lookup.
+	if (!from_pod)
+		return pass(PATH_STACK_NOT_LOCAL, bytes, NULL);
+
+	fib.ifindex = skb->ifindex;
+	if (!ipv6) {
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.l4_protocol = ip->protocol;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = ip->daddr;
+	} else {
+		fib.family = AF_INET6;
+		fib.l4_protocol = ip6->nexthdr;
+		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
+		__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr32, 16);
+		__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr32, 16);
+	}
+
+	// SKIP_NEIGH: bpf_redirect_neigh resolves the next hop itself (and queues
+	// behind an unresolved neighbour), so the first packet is not lost.
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return pass(PATH_STACK_NO_ROUTE, bytes, srck);
+	if (fib.ifindex == skb->ifindex)
+		return pass(PATH_STACK_HAIRPIN, bytes, srck);
+
+	struct bpf_redir_neigh nh = {};
+	if (!ipv6) {
+		if (dec_ttl4(skb, ip) < 0)
+			return pass(PATH_STACK_MALFORMED, bytes, srck);
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = fib.ipv4_dst;
+	} else {
+		ip6->hop_limit--;
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, 16);
+	}
+	count_path(PATH_REMOTE, bytes);
+	count_pod(&src, POD_SLOT_REMOTE, bytes);
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}
+
+SEC("tc")
+int from_netdev(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}
