@@ -152,12 +152,23 @@ func KillProcessesIn(nsPath string) {
 	}
 }
 
-// ownerAlive reports whether the owner encoded in a namespace name still runs.
-func ownerAlive(name string) bool {
-	rest := strings.TrimPrefix(name, Prefix)
-	owner, _, ok := strings.Cut(rest, "-")
-	if !ok {
-		return false
+// LabOwner owns the lab's namespaces ("stlab-<name>"). They outlive the
+// `strata-lab up` process, so they count as alive while LabStateDir exists;
+// `strata-lab down` removes both.
+const LabOwner = "lab"
+
+// LabStateDir holds the running lab's state (PIDs, logs, kubeconfig).
+const LabStateDir = "/run/strata-lab"
+
+// LabName returns the namespace name of a lab host.
+func LabName(host string) string { return Prefix + LabOwner + "-" + host }
+
+// OwnerAlive reports whether an owner tag (a base-36 PID, or LabOwner) is
+// still live.
+func OwnerAlive(owner string) bool {
+	if owner == LabOwner {
+		_, err := os.Stat(LabStateDir)
+		return err == nil
 	}
 	pid, err := strconv.ParseInt(owner, 36, 64)
 	if err != nil || pid <= 0 {
@@ -167,6 +178,13 @@ func ownerAlive(name string) bool {
 		return true
 	}
 	return syscall.Kill(int(pid), 0) == nil
+}
+
+// ownerAlive reports whether the owner encoded in a namespace name still runs.
+func ownerAlive(name string) bool {
+	rest := strings.TrimPrefix(name, Prefix)
+	owner, _, ok := strings.Cut(rest, "-")
+	return ok && OwnerAlive(owner)
 }
 
 // Sweep deletes namespaces named with Prefix whose owning process is gone, or

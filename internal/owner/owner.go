@@ -10,10 +10,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/strata-net/strata/internal/nsutil"
 )
 
 // Env is the environment variable carrying the owner's PID.
 const Env = "STRATA_OWNER"
+
+// MarkLab tags children as the lab's: they live while the lab's state exists.
+func MarkLab() { _ = os.Setenv(Env, nsutil.LabOwner) }
 
 // Mark makes this process the owner of every child it starts from now on.
 func Mark() { _ = os.Setenv(Env, strconv.Itoa(os.Getpid())) }
@@ -39,7 +44,11 @@ func Orphans() []int {
 			if !ok {
 				continue
 			}
-			if o, err := strconv.Atoi(string(v)); err == nil && o != pid && !Alive(o) {
+			if string(v) == nsutil.LabOwner {
+				if !nsutil.OwnerAlive(nsutil.LabOwner) {
+					out = append(out, pid)
+				}
+			} else if o, err := strconv.Atoi(string(v)); err == nil && o != pid && !Alive(o) {
 				out = append(out, pid)
 			}
 			break

@@ -65,7 +65,8 @@ type Switch struct {
 
 // Lab is a built network.
 type Lab struct {
-	ns map[string]nsutil.NS
+	ns     map[string]nsutil.NS
+	naming func(string) string
 }
 
 // New builds spec for a test and removes it when the test ends, pass or fail.
@@ -88,8 +89,12 @@ func New(t testing.TB, spec Spec) *Lab {
 
 // Build creates the network. On error it removes what it made and returns a
 // nil Lab.
-func Build(spec Spec) (*Lab, error) {
-	l := &Lab{ns: map[string]nsutil.NS{}}
+func Build(spec Spec) (*Lab, error) { return BuildNamed(spec, nsutil.OwnedName) }
+
+// BuildNamed is Build with a caller-chosen namespace naming (e.g. the lab's
+// fixed names, which outlive the process that built them).
+func BuildNamed(spec Spec, naming func(host string) string) (*Lab, error) {
+	l := &Lab{ns: map[string]nsutil.NS{}, naming: naming}
 	if err := l.build(spec); err != nil {
 		_ = l.Close()
 		return nil, err
@@ -130,7 +135,7 @@ func (l *Lab) addNS(name string) error {
 	if _, ok := l.ns[name]; ok {
 		return fmt.Errorf("host %q declared twice", name)
 	}
-	n, err := nsutil.Create(nsutil.OwnedName(name))
+	n, err := nsutil.Create(l.naming(name))
 	if err != nil {
 		return err
 	}
