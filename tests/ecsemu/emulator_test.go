@@ -1,0 +1,459 @@
+package ecsemu_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/cloud-node/metadata"
+	"github.com/strata-net/strata/tests/ecsemu"
+)
+
+const (
+	ak = "LTAI-test-key"
+	sk = "test-secret"
+)
+
+func baseConfig() ecsemu.Config {
+	return ecsemu.Config{
+		AccessKeyID: ak, AccessKeySecret: sk, RAMRole: "StrataNodeRole",
+		RegionID: "cn-hangzhou", VPCID: "vpc-1", VPCCIDR: "10.0.0.0/16",
+		InstanceTypes: []ecsemu.InstanceType{{ID: "ecs.g7.large", ENIQuantity: 3, IPsPerENI: 6}},
+		VSwitches: []ecsemu.VSwitch{
+			{ID: "vsw-node", CIDR: "10.0.1.0/24", ZoneID: "cn-hangzhou-h"},
+			{ID: "vsw-pod", CIDR: "10.0.64.0/20", ZoneID: "cn-hangzhou-h"},
+			{ID: "vsw-tiny", CIDR: "10.0.2.0/29", ZoneID: "cn-hangzhou-h"},
+		},
+		Instances:   []ecsemu.Instance{{ID: "i-node1", Type: "ecs.g7.large", VSwitchID: "vsw-node", PrimaryIP: "10.0.1.11"}},
+		AttachDelay: 20 * time.Millisecond,
+	}
+}
+
+func start(t *testing.T, cfg ecsemu.Config) (*ecsemu.Emulator, string) {
+	t.Helper()
+	emu, err := ecsemu.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(func() { emu.Wait(); srv.Close() })
+	return emu, srv.URL
+}
+
+func client(t *testing.T, endpoint string, mut func(*ecsapi.Config)) *ecsapi.Client {
+	t.Helper()
+	cfg := ecsapi.Config{RegionID: "cn-hangzhou", Endpoint: endpoint,
+		Credentials: ecsapi.Credentials{AccessKeyID: ak, AccessKeySecret: sk},
+		MaxAttempts: 1, Timeout: 10 * time.Second, BackoffBase: time.Millisecond,
+		Limits: map[string]ecsapi.Limit{}}
+	for a := range ecsapi.DefaultLimits {
+		cfg.Limits[a] = ecsapi.Limit{QPS: 10000, Burst: 10000}
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	c, err := ecsapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitStatus(t *testing.T, c *ecsapi.Client, id, status string) ecsapi.ENI {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		es, err := c.DescribeENIs(context.Background(), ecsapi.Filter{IDs: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 1 && es[0].Status == status {
+			return es[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ENI %s never reached %s: %+v", id, status, es)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSDKDecodesEveryAction(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	tags := map[string]string{"strata.io/cluster": "c1", "strata.io/node": "i-node1"}
+
+	eni, err := c.CreateENI(ctx, "vsw-pod", "sg-1", 2, tags, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eni.ID == "" || eni.MAC == "" || !eni.PrimaryIP.IsValid() || len(eni.Secondary) != 2 || eni.Status != "Available" || eni.Tags["strata.io/node"] != "i-node1" {
+		t.Fatalf("CreateNetworkInterface decoded badly: %+v", eni)
+	}
+	if err := c.AttachENI(ctx, eni.ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	got := waitStatus(t, c, eni.ID, "InUse")
+	if got.InstanceID != "i-node1" || got.MAC != eni.MAC || len(got.Secondary) != 2 || got.Tags["strata.io/cluster"] != "c1" {
+		t.Fatalf("DescribeNetworkInterfaces decoded badly: %+v", got)
+	}
+	ips, _, err := c.AssignIPs(ctx, eni.ID, 2, nil, 0, ecsapi.NewToken())
+	if err != nil || len(ips) != 2 {
+		t.Fatalf("AssignPrivateIpAddresses: %v %v", ips, err)
+	}
+	want := netip.MustParseAddr("10.0.79.200")
+	ips2, _, err := c.AssignIPs(ctx, eni.ID, 0, []netip.Addr{want}, 0, ecsapi.NewToken())
+	if err != nil || len(ips2) != 1 || ips2[0] != want {
+		t.Fatalf("explicit AssignPrivateIpAddresses: %v %v", ips2, err)
+	}
+	if err := c.UnassignIPs(ctx, eni.ID, ips); err != nil {
+		t.Fatal(err)
+	}
+	got = waitStatus(t, c, eni.ID, "InUse")
+	if len(got.Secondary) != 3 {
+		t.Fatalf("after unassign want 3 secondaries, got %v", got.Secondary)
+	}
+	// prefixes on a fresh ENI (they count toward the per-ENI limit)
+	e2, err := c.CreateENI(ctx, "vsw-pod", "sg-1", 0, tags, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pfx, err := c.AssignIPs(ctx, e2.ID, 0, nil, 1, ecsapi.NewToken())
+	if err != nil || len(pfx) != 1 || pfx[0].Bits() != 28 {
+		t.Fatalf("Ipv4PrefixCount: %v %v", pfx, err)
+	}
+	d2 := waitStatus(t, c, e2.ID, "Available")
+	if len(d2.Prefixes) != 1 || d2.Prefixes[0] != pfx[0] {
+		t.Fatalf("Ipv4PrefixSets decoded badly: %+v", d2)
+	}
+
+	it, err := c.DescribeInstanceType(ctx, "ecs.g7.large")
+	if err != nil || it.ENIs != 3 || it.IPsPerENI != 6 || it.TotalENIs != 3 {
+		t.Fatalf("DescribeInstanceTypes: %+v %v", it, err)
+	}
+	vs, err := c.DescribeVSwitch(ctx, "vsw-tiny")
+	if err != nil || vs.Available != 3 || vs.CIDR.String() != "10.0.2.0/29" {
+		t.Fatalf("DescribeVSwitches: %+v %v", vs, err)
+	}
+	if err := c.DetachENI(ctx, eni.ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, eni.ID, "Available")
+	for _, id := range []string{eni.ID, e2.ID} {
+		if err := c.DeleteENI(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(emu.ENIs()); n != 1 {
+		t.Fatalf("want only the primary ENI left, have %d", n)
+	}
+}
+
+func TestDescribePaging(t *testing.T) {
+	_, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	for range 7 {
+		if _, err := c.CreateENI(ctx, "vsw-pod", "", 0, map[string]string{"k": "v"}, ecsapi.NewToken()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := c.DescribeENIs(ctx, ecsapi.Filter{Tags: map[string]string{"k": "v"}, PageSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range es {
+		seen[e.ID] = true
+	}
+	if len(es) != 7 || len(seen) != 7 {
+		t.Fatalf("paging with PageSize 3 gave %d ENIs (%d distinct), want 7", len(es), len(seen))
+	}
+}
+
+func TestClientTokenIsIdempotent(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	tok := ecsapi.NewToken()
+	a, err := c.CreateENI(ctx, "vsw-pod", "", 1, nil, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.CreateENI(ctx, "vsw-pod", "", 1, nil, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != b.ID || len(emu.ENIs()) != 2 {
+		t.Fatalf("same ClientToken made two ENIs: %s %s", a.ID, b.ID)
+	}
+	t1 := ecsapi.NewToken()
+	x, _, err := c.AssignIPs(ctx, a.ID, 2, nil, 0, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, _, err := c.AssignIPs(ctx, a.ID, 2, nil, 0, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x) != 2 || x[0] != y[0] || x[1] != y[1] {
+		t.Fatalf("retried assign gave different IPs: %v %v", x, y)
+	}
+	es := emu.ENIs()
+	if len(es[1].Secondary) != 3 {
+		t.Fatalf("retried assign added IPs twice: %v", es[1].Secondary)
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	ctx := context.Background()
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	tags := map[string]string{}
+	check := func(name string, err error, code string) {
+		t.Helper()
+		if got := ecsapi.Code(err); got != code {
+			t.Errorf("%s: want error code %s, got %q (%v)", name, code, got, err)
+		}
+	}
+
+	// EniPerInstanceLimitExceeded: ecs.g7.large allows 3 ENIs, primary included.
+	var ids []string
+	for range 3 {
+		e, err := c.CreateENI(ctx, "vsw-pod", "", 0, tags, ecsapi.NewToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	for _, id := range ids[:2] {
+		if err := c.AttachENI(ctx, id, "i-node1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("third secondary ENI", c.AttachENI(ctx, ids[2], "i-node1"), ecsemu.CodeENILimit)
+	// InvalidOperation.InvalidEniState: attach an ENI already attaching/in use,
+	// delete one in use.
+	check("attach twice", c.AttachENI(ctx, ids[0], "i-node1"), ecsemu.CodeInvalidENIState)
+	waitStatus(t, c, ids[0], "InUse")
+	check("delete in use", c.DeleteENI(ctx, ids[0]), ecsemu.CodeInvalidENIState)
+	check("detach available", c.DetachENI(ctx, ids[2], "i-node1"), ecsemu.CodeInvalidENIState)
+	// InvalidOperation.Ipv4CountExceeded: 6 per ENI, primary included.
+	_, _, err := c.AssignIPs(ctx, ids[0], 6, nil, 0, ecsapi.NewToken())
+	check("7 IPs on a 6-IP ENI", err, ecsemu.CodeIPCountExceeded)
+	// InvalidVSwitchId.IpNotEnough: a /29 has 3 usable addresses.
+	_, err = c.CreateENI(ctx, "vsw-tiny", "", 3, tags, ecsapi.NewToken())
+	check("4 IPs from a /29", err, ecsemu.CodeIPNotEnough)
+	small, err := c.CreateENI(ctx, "vsw-tiny", "", 1, tags, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.AssignIPs(ctx, small.ID, 2, nil, 0, ecsapi.NewToken())
+	check("assign past vSwitch", err, ecsemu.CodeIPNotEnough)
+	// InvalidEniId.NotFound
+	check("attach unknown", c.AttachENI(ctx, "eni-nope", "i-node1"), ecsemu.CodeENINotFound)
+	_, _, err = c.AssignIPs(ctx, "eni-nope", 1, nil, 0, ecsapi.NewToken())
+	check("assign unknown", err, ecsemu.CodeENINotFound)
+	// InvalidIp.NotFound on unassigning an address the ENI does not hold
+	check("unassign foreign", c.UnassignIPs(ctx, ids[0], []netip.Addr{netip.MustParseAddr("10.0.70.1")}), ecsemu.CodeIPNotFound)
+	// Throttling
+	emu.SetFaults(ecsemu.Faults{ThrottleRate: 1})
+	_, err = c.DescribeENIs(ctx, ecsapi.Filter{})
+	check("throttled", err, ecsemu.CodeThrottling)
+	if !ecsapi.Retryable(err) {
+		t.Errorf("Throttling must be retryable")
+	}
+	// per-action injected error
+	emu.SetFaults(ecsemu.Faults{Actions: map[string]ecsemu.ActionFault{"DeleteNetworkInterface": {Code: "InternalError"}}})
+	err = c.DeleteENI(ctx, ids[2])
+	check("injected", err, "InternalError")
+	emu.SetFaults(ecsemu.Faults{})
+
+	// signature: wrong secret gets the real error shape and code
+	bad := client(t, url, func(cfg *ecsapi.Config) { cfg.Credentials.AccessKeySecret = "wrong" })
+	_, err = bad.DescribeENIs(ctx, ecsapi.Filter{})
+	check("wrong secret", err, ecsemu.CodeSignatureMismatch)
+	if ecsapi.Retryable(err) {
+		t.Errorf("a signature error must not be retried")
+	}
+	unknown := client(t, url, func(cfg *ecsapi.Config) { cfg.Credentials.AccessKeyID = "LTAI-who" })
+	_, err = unknown.DescribeENIs(ctx, ecsapi.Filter{})
+	check("unknown key", err, ecsemu.CodeAccessKeyNotFound)
+	// non-retryable errors are not retried
+	retrying := client(t, url, func(cfg *ecsapi.Config) { cfg.MaxAttempts = 5 })
+	before := retrying.Calls()
+	_ = retrying.AttachENI(ctx, "eni-nope", "i-node1")
+	if n := retrying.Calls() - before; n != 1 {
+		t.Errorf("a NotFound was sent %d times, want 1", n)
+	}
+}
+
+func TestRetriesThroughThrottlingAndTimeouts(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Seed = 7
+	cfg.Faults = ecsemu.Faults{ThrottleRate: 0.3, TimeoutRate: 0.2, Timeout: 2 * time.Second}
+	emu, url := start(t, cfg)
+	c := client(t, url, func(cfg *ecsapi.Config) { cfg.MaxAttempts = 30; cfg.Timeout = 300 * time.Millisecond })
+	ctx := context.Background()
+	eni, err := c.CreateENI(ctx, "vsw-pod", "", 0, nil, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for range 10 {
+		ips, _, err := c.AssignIPs(ctx, eni.ID, 2, nil, 0, ecsapi.NewToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(ips)
+		if err := c.UnassignIPs(ctx, eni.ID, ips[:1]); err != nil {
+			t.Fatal(err)
+		}
+		total--
+	}
+	for _, e := range emu.ENIs() {
+		if e.ID == eni.ID && len(e.Secondary) != total {
+			t.Fatalf("cloud has %d secondaries, client saw %d: a retry was applied twice", len(e.Secondary), total)
+		}
+	}
+	if emu.Calls("") <= 30 {
+		t.Logf("only %d calls; faults may not have fired", emu.Calls(""))
+	}
+}
+
+func TestMetadataService(t *testing.T) {
+	_, base := start(t, baseConfig())
+	ctx := context.Background()
+	// hardened mode: no token, no answer
+	resp, err := http.Get(base + "/latest/meta-data/instance-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET without a token: HTTP %d, want 401", resp.StatusCode)
+	}
+	md := metadata.New(base)
+	in, err := md.Instance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.ID != "i-node1" || in.RegionID != "cn-hangzhou" || in.Type != "ecs.g7.large" || in.VPCID != "vpc-1" ||
+		in.VPCCIDR.String() != "10.0.0.0/16" || in.ZoneID != "cn-hangzhou-h" || in.PrimaryMAC == "" {
+		t.Fatalf("instance metadata: %+v", in)
+	}
+	c := client(t, base, nil)
+	e, err := c.CreateENI(ctx, "vsw-pod", "", 2, nil, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AttachENI(ctx, e.ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, e.ID, "InUse")
+	macs, err := md.MACs(ctx)
+	if err != nil || len(macs) != 2 || macs[0] != in.PrimaryMAC || macs[1] != e.MAC {
+		t.Fatalf("macs: %v %v (want primary then %s)", macs, err, e.MAC)
+	}
+	m, err := md.ENI(ctx, e.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != e.ID || m.PrimaryIP != e.PrimaryIP || m.Gateway.String() != "10.0.64.1" || m.VSwitchID != "vsw-pod" ||
+		m.VSwitchCIDR.String() != "10.0.64.0/20" || len(m.IPs) != 3 {
+		t.Fatalf("ENI metadata: %+v", m)
+	}
+	p, err := md.Get(ctx, "network/interfaces/macs/"+e.MAC+"/netmask")
+	if err != nil || p != "255.255.240.0" {
+		t.Fatalf("netmask %q %v", p, err)
+	}
+	if _, err := md.Get(ctx, "no/such/path"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("unknown path: %v", err)
+	}
+	// per-instance base URL
+	md2 := metadata.New(base + "/i/i-node1")
+	if id, err := md2.Get(ctx, "instance-id"); err != nil || id != "i-node1" {
+		t.Fatalf("per-instance metadata: %q %v", id, err)
+	}
+}
+
+func TestRAMRoleCredentials(t *testing.T) {
+	emu, base := start(t, baseConfig())
+	ctx := context.Background()
+	md := metadata.New(base)
+	c := client(t, base, func(cfg *ecsapi.Config) {
+		cfg.Credentials = ecsapi.Credentials{}
+		cfg.Source = func() (ecsapi.Credentials, error) {
+			rc, err := md.RoleCredentials(ctx, "")
+			return ecsapi.Credentials{AccessKeyID: rc.AccessKeyID, AccessKeySecret: rc.AccessKeySecret, SecurityToken: rc.SecurityToken}, err
+		}
+	})
+	if _, err := c.DescribeENIs(ctx, ecsapi.Filter{}); err != nil {
+		t.Fatalf("API call with RAM role credentials: %v", err)
+	}
+	rc, _ := md.RoleCredentials(ctx, "")
+	stsAK, _, _ := emu.STSCredentials()
+	if rc.AccessKeyID != stsAK {
+		t.Fatalf("role credentials: %v", rc)
+	}
+	if s := rc.String(); contains(s, rc.AccessKeySecret) || contains(s, rc.SecurityToken) {
+		t.Fatalf("credentials String leaks the secret: %s", s)
+	}
+}
+
+func contains(s, sub string) bool {
+	return sub != "" && len(s) >= len(sub) && (func() bool {
+		for i := 0; i+len(sub) <= len(s); i++ {
+			if s[i:i+len(sub)] == sub {
+				return true
+			}
+		}
+		return false
+	})()
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Instances[0].Type = "ecs.nope"
+	if _, err := ecsemu.New(cfg); err == nil || !contains(err.Error(), "Type") {
+		t.Fatalf("want an error naming Type, got %v", err)
+	}
+	cfg = baseConfig()
+	cfg.VSwitches[0].CIDR = "10.0.1.0/30"
+	if _, err := ecsemu.New(cfg); err == nil || !contains(err.Error(), "CIDR") {
+		t.Fatalf("want an error naming CIDR, got %v", err)
+	}
+}
+
+func FuzzRPC(f *testing.F) {
+	f.Add("Action=AssignPrivateIpAddresses&NetworkInterfaceId=x&SecondaryPrivateIpAddressCount=3")
+	f.Add("Action=DescribeNetworkInterfaces&PageNumber=0&PageSize=9999")
+	f.Add("Action=CreateNetworkInterface&VSwitchId=vsw-pod&PrivateIpAddress.1=10.0.64.9&Tag.1.Key=a")
+	f.Add("Action=UnassignPrivateIpAddresses&NetworkInterfaceId=eni&Ipv4Prefix.1=10.0.64.0/28")
+	f.Add("Action=DescribeNetworkInterfaces&MaxResults=2&NextToken=-4")
+	emu, err := ecsemu.New(baseConfig())
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := emu.Handler()
+	f.Fuzz(func(t *testing.T, q string) {
+		vals, err := url.ParseQuery(q)
+		if err != nil {
+			return
+		}
+		vals.Set("AccessKeyId", ak)
+		vals.Set("Signature", ecsemu.Sign(ecsemu.StringToSign("POST", vals), sk))
+		req := httptest.NewRequest("POST", "/?"+vals.Encode(), nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == 0 || rec.Body.Len() == 0 {
+			t.Fatalf("no answer for %q", q)
+		}
+	})
+}
