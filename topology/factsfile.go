@@ -1,0 +1,34 @@
+package topology
+
+import (
+	"fmt"
+
+	"sigs.k8s.io/yaml"
+)
+
+// ParseFactsDoc parses a facts document (YAML or JSON, the shape of Facts).
+// Unknown fields are errors, so a typo never silently drops a fact.
+func ParseFactsDoc(data []byte) (Facts, error) {
+	var f Facts
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return Facts{}, fmt.Errorf("parse facts document (want YAML/JSON with now, nodes[], probes[]; see topology/testdata/lab.yaml): %w", err)
+	}
+	for i, n := range f.Nodes {
+		if err := validateNode(n); err != nil {
+			return Facts{}, fmt.Errorf("facts document nodes[%d]: %w", i, err)
+		}
+		if n.VTEPMAC != "" {
+			pf, err := ParseNode(n.Name, nil, map[string]string{AnnotationVTEPMAC: n.VTEPMAC})
+			if err != nil {
+				return Facts{}, fmt.Errorf("facts document nodes[%d]: %w", i, err)
+			}
+			f.Nodes[i].VTEPMAC = pf.VTEPMAC
+		}
+	}
+	for i, p := range f.Probes {
+		if p.Kind != ProbeNative && p.Kind != ProbeNodeIP {
+			return Facts{}, fmt.Errorf("facts document probes[%d]: kind %q: want native or node-ip", i, p.Kind)
+		}
+	}
+	return f, nil
+}
