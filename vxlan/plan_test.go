@@ -1,0 +1,239 @@
+package vxlan
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-net/strata/internal/rtproto"
+)
+
+func testCfg(t *testing.T) DeviceConfig {
+	t.Helper()
+	cfg, err := DeviceConfig{LocalIP: netip.MustParseAddr("192.168.10.11"), OverlayIP: netip.MustParseAddr("10.244.1.0"), UnderlayMTU: 1500}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := testCfg(t)
+	if cfg.Name != DefaultName || cfg.VNI != 1 || cfg.Port != 4789 || cfg.MTU != 1450 || cfg.CheckInterval != DefaultCheckInterval {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+	if cfg.MAC.String() != DefaultMAC(1, cfg.OverlayIP).String() {
+		t.Fatalf("MAC %s is not the derived default", cfg.MAC)
+	}
+	if cfg.MAC[0]&0x03 != 0x02 {
+		t.Fatalf("derived MAC %s is not locally administered unicast", cfg.MAC)
+	}
+}
+
+func TestDefaultMACStableAndDistinct(t *testing.T) {
+	a := DefaultMAC(1, netip.MustParseAddr("10.244.1.0"))
+	if a.String() != DefaultMAC(1, netip.MustParseAddr("10.244.1.0")).String() {
+		t.Fatal("DefaultMAC is not deterministic")
+	}
+	if a.String() == DefaultMAC(2, netip.MustParseAddr("10.244.1.0")).String() || a.String() == DefaultMAC(1, netip.MustParseAddr("10.244.2.0")).String() {
+		t.Fatal("DefaultMAC collides for different VNI or address")
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	ok := DeviceConfig{LocalIP: netip.MustParseAddr("192.168.10.11"), OverlayIP: netip.MustParseAddr("10.244.1.0"), UnderlayMTU: 1500}
+	cases := []struct {
+		name string
+		mod  func(*DeviceConfig)
+		want string
+	}{
+		{"no local", func(c *DeviceConfig) { c.LocalIP = netip.Addr{} }, "DeviceConfig.LocalIP is required"},
+		{"v6 local", func(c *DeviceConfig) { c.LocalIP = netip.MustParseAddr("2001:db8::1") }, "IPv4 only"},
+		{"no overlay", func(c *DeviceConfig) { c.OverlayIP = netip.Addr{} }, "DeviceConfig.OverlayIP is required"},
+		{"vni", func(c *DeviceConfig) { c.VNI = 1 << 24 }, "DeviceConfig.VNI"},
+		{"name", func(c *DeviceConfig) { c.Name = "a-very-long-device-name" }, "DeviceConfig.Name"},
+		{"no mtu", func(c *DeviceConfig) { c.UnderlayMTU = 0 }, "UnderlayLink"},
+		{"small mtu", func(c *DeviceConfig) { c.UnderlayMTU = 600 }, "too small"},
+		{"mac", func(c *DeviceConfig) { c.MAC = net.HardwareAddr{1, 0, 0, 0, 0, 1} }, "DeviceConfig.MAC"},
+	}
+	for _, tc := range cases {
+		c := ok
+		tc.mod(&c)
+		_, err := c.withDefaults()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want it to mention %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func peer(name, ul, gw string, pfx ...string) Peer {
+	p := Peer{Name: name, UnderlayIP: netip.MustParseAddr(ul), OverlayIP: netip.MustParseAddr(gw)}
+	for _, s := range pfx {
+		p.Prefixes = append(p.Prefixes, netip.MustParsePrefix(s))
+	}
+	return p
+}
+
+func TestPlanEdgeAndCloudPeers(t *testing.T) {
+	cfg := testCfg(t)
+	d, err := plan(cfg, []Peer{
+		peer("edge-b1", "192.168.30.11", "10.244.3.0", "10.244.3.0/24"),
+		peer("cloud-1", "10.0.1.11", "10.0.63.11", "10.0.64.7/32", "10.0.64.16/28"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.neigh) != 2 || len(d.fdb) != 2 {
+		t.Fatalf("want 2 neighbours and 2 FDB entries, got %d and %d", len(d.neigh), len(d.fdb))
+	}
+	// The edge gateway lies in its CIDR; the cloud gateway needs its own /32.
+	want := map[string]string{"10.244.3.0/24": "10.244.3.0", "10.0.64.7/32": "10.0.63.11", "10.0.64.16/28": "10.0.63.11", "10.0.63.11/32": "10.0.63.11"}
+	if len(d.routes) != len(want) {
+		t.Fatalf("routes %v, want %v", d.routes, want)
+	}
+	for dst, gw := range want {
+		if got := d.routes[netip.MustParsePrefix(dst)]; got.String() != gw {
+			t.Errorf("route %s via %s, want via %s", dst, got, gw)
+		}
+	}
+	mk, _ := keyOf(DefaultMAC(1, netip.MustParseAddr("10.244.3.0")))
+	if d.fdb[mk] != netip.MustParseAddr("192.168.30.11") {
+		t.Errorf("fdb for edge-b1's derived MAC missing: %v", d.fdb)
+	}
+}
+
+func TestPlanRejectsBadPeers(t *testing.T) {
+	cfg := testCfg(t)
+	good := peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24")
+	cases := []struct {
+		name  string
+		peers []Peer
+		want  string
+	}{
+		{"empty name", []Peer{peer("", "192.168.30.11", "10.244.3.0")}, "Name is empty"},
+		{"dup name", []Peer{good, peer("a", "192.168.30.12", "10.244.4.0")}, "listed twice"},
+		{"v6 underlay", []Peer{peer("b", "2001:db8::1", "10.244.4.0")}, "IPv6"},
+		{"v6 prefix", []Peer{peer("b", "192.168.30.12", "10.244.4.0", "fd00::/64")}, "IPv6"},
+		{"host bits", []Peer{peer("b", "192.168.30.12", "10.244.4.0", "10.244.4.1/24")}, "use 10.244.4.0/24"},
+		{"default", []Peer{peer("b", "192.168.30.12", "10.244.4.0", "0.0.0.0/0")}, "everything"},
+		{"self", []Peer{peer("b", "192.168.10.11", "10.244.4.0")}, "own LocalIP"},
+		{"own overlay", []Peer{peer("b", "192.168.30.12", "10.244.1.0")}, "own OverlayIP"},
+		{"dup underlay", []Peer{good, peer("b", "192.168.30.11", "10.244.4.0")}, "share UnderlayIP"},
+		{"dup overlay", []Peer{good, peer("b", "192.168.30.12", "10.244.3.0")}, "share OverlayIP"},
+		{"dup prefix", []Peer{good, peer("b", "192.168.30.12", "10.244.4.0", "10.244.3.0/24")}, "claimed by peers"},
+		{"multicast mac", []Peer{{Name: "b", UnderlayIP: netip.MustParseAddr("192.168.30.12"), OverlayIP: netip.MustParseAddr("10.244.4.0"), MAC: net.HardwareAddr{1, 2, 3, 4, 5, 6}}}, "unicast"},
+	}
+	for _, tc := range cases {
+		_, err := plan(cfg, tc.peers)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want it to mention %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestDiffFromEmptyAddsAll(t *testing.T) {
+	cfg := testCfg(t)
+	d, err := plan(cfg, []Peer{peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := diff(d, 7, nil, nil, nil)
+	c := cs.counts()
+	if c != (Counts{NeighAdded: 1, FDBAdded: 1, RoutesAdded: 1}) {
+		t.Fatalf("counts %+v", c)
+	}
+	r := cs.routeSet[0]
+	if r.LinkIndex != 7 || r.Protocol != rtproto.VXLAN || r.Flags&int(netlink.FLAG_ONLINK) == 0 || r.Gw.String() != "10.244.3.0" {
+		t.Fatalf("route %+v is not 'via 10.244.3.0 dev 7 onlink proto vxlan'", r)
+	}
+	f := cs.fdbSet[0]
+	if f.Family != unix.AF_BRIDGE || f.Flags&netlink.NTF_SELF == 0 || f.State != netlink.NUD_PERMANENT || f.IP.String() != "192.168.30.11" {
+		t.Fatalf("fdb %+v is not a permanent self entry to the VTEP", f)
+	}
+}
+
+// observedOf turns a change set's writes into what a dump would show.
+func observedOf(cs changeSet) (neighs, fdbs []netlink.Neigh, routes []netlink.Route) {
+	return cs.neighSet, cs.fdbSet, cs.routeSet
+}
+
+func TestDiffNoopAndDrift(t *testing.T) {
+	cfg := testCfg(t)
+	d, err := plan(cfg, []Peer{
+		peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24"),
+		peer("b", "192.168.30.12", "10.244.4.0", "10.244.4.0/24"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, f, r := observedOf(diff(d, 7, nil, nil, nil))
+	if c := diff(d, 7, n, f, r).counts(); c.Total() != 0 {
+		t.Fatalf("no-op diff wants writes: %+v", c)
+	}
+	// Drift: a wrong FDB destination, a stray permanent neighbour, a foreign
+	// route, a stale route of ours, and a kernel (non-permanent) neighbour.
+	f[0].IP = net.ParseIP("192.168.99.99")
+	n = append(n, netlink.Neigh{LinkIndex: 7, IP: net.ParseIP("10.244.9.0"), State: netlink.NUD_PERMANENT, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 9}})
+	n = append(n, netlink.Neigh{LinkIndex: 7, IP: net.ParseIP("10.244.8.0"), State: netlink.NUD_STALE, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 8}})
+	foreign := routeFor(7, netip.MustParsePrefix("10.9.0.0/16"), netip.MustParseAddr("10.244.3.0"))
+	foreign.Protocol = rtproto.BGP
+	stale := routeFor(7, netip.MustParsePrefix("10.244.5.0/24"), netip.MustParseAddr("10.244.5.0"))
+	r = append(r, foreign, stale)
+	c := diff(d, 7, n, f, r).counts()
+	want := Counts{NeighRemoved: 1, FDBAdded: 1, FDBRemoved: 1, RoutesRemoved: 1}
+	if c != want {
+		t.Fatalf("drift counts %+v, want %+v", c, want)
+	}
+	// A recreated device (new ifindex) needs everything again.
+	if c := diff(d, 8, nil, nil, r).counts(); c.RoutesAdded != 2 || c.NeighAdded != 2 || c.FDBAdded != 2 {
+		t.Fatalf("resync after recreation: %+v", c)
+	}
+}
+
+// FuzzPlan feeds arbitrary addresses and prefix lengths through validation
+// and diff: no panics, and every accepted route has a neighbour for its
+// gateway and an FDB entry behind that neighbour.
+func FuzzPlan(f *testing.F) {
+	f.Add([]byte{192, 168, 30, 11, 10, 244, 3, 0, 10, 244, 3, 0, 24})
+	f.Add([]byte{10, 0, 1, 11, 10, 0, 63, 11, 10, 0, 64, 7, 32, 10, 0, 1, 12, 10, 0, 63, 12, 10, 0, 64, 16, 28})
+	f.Add([]byte{192, 168, 10, 11, 10, 244, 1, 0, 10, 244, 1, 0, 24})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg := DeviceConfig{LocalIP: netip.MustParseAddr("192.168.10.11"), OverlayIP: netip.MustParseAddr("10.244.1.0"), UnderlayMTU: 1500}
+		cfg, err := cfg.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var peers []Peer
+		for i := 0; len(b) >= 13 && i < 50; i++ {
+			p := Peer{
+				Name:       string(rune('a' + i)),
+				UnderlayIP: netip.AddrFrom4([4]byte(b[0:4])),
+				OverlayIP:  netip.AddrFrom4([4]byte(b[4:8])),
+				Prefixes:   []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte(b[8:12])), int(b[12]%40))},
+			}
+			peers = append(peers, p)
+			b = b[13:]
+		}
+		d, err := plan(cfg, peers)
+		if err != nil {
+			return
+		}
+		for dst, gw := range d.routes {
+			mac, ok := d.neigh[gw]
+			if !ok {
+				t.Fatalf("route %s via %s has no neighbour", dst, gw)
+			}
+			if _, ok := d.fdb[mac]; !ok {
+				t.Fatalf("neighbour %s -> %x has no FDB entry", gw, mac)
+			}
+		}
+		n, fd, r := observedOf(diff(d, 3, nil, nil, nil))
+		if c := diff(d, 3, n, fd, r).counts(); c.Total() != 0 {
+			t.Fatalf("second diff not a no-op: %+v", c)
+		}
+	})
+}
