@@ -1,0 +1,290 @@
+// Package plugin is strata-cni: a CNI plugin (ADD, DEL, CHECK, STATUS, GC,
+// VERSION; spec 0.3.1 to 1.1.0) that asks the agent for an address over the
+// socket of package wire and wires the pod itself.
+//
+// ADD is one socket round trip plus a handful of netlink calls. Every step
+// it takes is undone, and the address released, when a later step fails.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	cnins "github.com/containernetworking/cni/pkg/ns"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/strata-net/strata/cni/wire"
+	"github.com/strata-net/strata/internal/role"
+)
+
+// Funcs are the verbs for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+}
+
+// About is printed when the binary is run by hand.
+const About = "strata-cni: Strata's CNI plugin; the runtime runs it with CNI_COMMAND and a network config on stdin"
+
+// Main is the whole of cmd/strata-cni.
+func Main() { skel.PluginMainFuncs(Funcs(), PluginInfo, About) }
+
+func client(conf *Config) *wire.Client {
+	// Keep redialling a missing socket for a while: the agent may be
+	// restarting. Bounded by the call's own timeout too.
+	return &wire.Client{Socket: conf.Socket, DialWait: min(5*time.Second, conf.Timeout())}
+}
+
+// agentError turns a failed agent call into a CNI error naming the socket.
+func agentError(verb string, conf *Config, err error) *types.Error {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		code := we.Code
+		switch code {
+		case wire.CodeUnknownAttachment:
+			code = types.ErrUnknownContainer
+		case wire.CodeNoAddresses, wire.CodeNotAvailable:
+			code = types.ErrTryAgainLater
+		case wire.CodeInvalidRequest:
+			code = types.ErrInternal // the plugin sent something the agent refuses: a bug
+		}
+		return types.NewError(code, fmt.Sprintf("%s: %s", verb, we.Message), "agent socket "+conf.Socket)
+	case errors.Is(err, context.DeadlineExceeded):
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%s: the strata agent did not answer on %s within %s", verb, conf.Socket, conf.Timeout()), "check strata-agent's health and logs")
+	default:
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%s: %v", verb, err), "start strata-agent, or fix \"socket\" in the network config")
+	}
+}
+
+// checkCommon validates what every netns verb needs.
+func checkCommon(args *skel.CmdArgs) (*Config, PodArgs, error) {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return nil, PodArgs{}, err
+	}
+	if e := utils.ValidateContainerID(args.ContainerID); e != nil {
+		return nil, PodArgs{}, types.NewError(e.Code, "CNI_CONTAINERID: "+e.Msg, e.Details)
+	}
+	if e := utils.ValidateInterfaceName(args.IfName); e != nil {
+		return nil, PodArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q: %s", args.IfName, e.Msg), e.Details)
+	}
+	pod, err := ParseArgs(args.Args)
+	if err != nil {
+		return nil, PodArgs{}, err
+	}
+	return conf, pod, nil
+}
+
+func openNetNS(path string) (ns.NetNS, error) {
+	if path == "" {
+		return nil, types.NewError(types.ErrInvalidNetNS, "CNI_NETNS is empty", "pass the pod's network namespace path")
+	}
+	if same, e := cnins.CheckNetNS(path); e != nil {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: %s", path, e.Msg), "")
+	} else if same {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q is the plugin's own namespace", path), "pass the pod's network namespace, not the host's")
+	}
+	netns, err := ns.GetNS(path)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q cannot be opened: %v", path, err), "pass an existing network namespace path")
+	}
+	return netns, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, pod, err := checkCommon(args)
+	if err != nil {
+		return err
+	}
+	netns, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	// Refuse a taken interface name before allocating: a retried ADD for a
+	// live attachment must not release that attachment's address below.
+	if err := ifNameFree(netns, args.IfName); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
+	defer cancel()
+	cl := client(conf)
+	alloc, err := cl.Add(ctx, wire.AddRequest{
+		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		PodNamespace: pod.Namespace, PodName: pod.Name,
+	})
+	if err != nil {
+		e := agentError("allocate an address", conf, err)
+		if errors.Is(err, wire.ErrAgentUnreachable) || errors.Is(err, context.DeadlineExceeded) {
+			// The agent may have persisted an address before going away.
+			if rerr := release(conf, args.ContainerID, args.IfName); rerr != nil {
+				e.Details += "; the address may stay allocated until the runtime's DEL or GC"
+			}
+		}
+		return e
+	}
+
+	res, err := setup(netns, args, alloc)
+	if err != nil {
+		if rerr := release(conf, args.ContainerID, args.IfName); rerr != nil {
+			err = fmt.Errorf("%w (and releasing %s failed: %v; the runtime's DEL or GC will release it)", err, alloc.Addr, rerr)
+		}
+		var te *types.Error
+		if errors.As(err, &te) {
+			return te
+		}
+		return types.NewError(types.ErrInternal, fmt.Sprintf("wire pod interface %s: %v", args.IfName, err), "nothing was left behind")
+	}
+	if conf.PrevResult != nil {
+		res, err = merge(conf.PrevResult, res)
+		if err != nil {
+			_ = teardown(args.Netns, args.ContainerID, args.IfName)
+			_ = release(conf, args.ContainerID, args.IfName)
+			return types.NewError(types.ErrDecodingFailure, fmt.Sprintf(`field "prevResult": %v`, err), "")
+		}
+	}
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// release frees the attachment's address with a short, separate deadline.
+func release(conf *Config, containerID, ifName string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), min(conf.Timeout(), 10*time.Second))
+	defer cancel()
+	_, err := (&wire.Client{Socket: conf.Socket, DialWait: time.Second}).Del(ctx, wire.Attachment{ContainerID: containerID, IfName: ifName})
+	return err
+}
+
+// merge appends this plugin's result to a chained plugin's prevResult.
+func merge(prev types.Result, mine *current.Result) (*current.Result, error) {
+	p, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return nil, err
+	}
+	off := len(p.Interfaces)
+	p.Interfaces = append(p.Interfaces, mine.Interfaces...)
+	for _, ipc := range mine.IPs {
+		c := *ipc
+		if c.Interface != nil {
+			i := *c.Interface + off
+			c.Interface = &i
+		}
+		p.IPs = append(p.IPs, &c)
+	}
+	p.Routes = append(p.Routes, mine.Routes...)
+	return p, nil
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, _, err := checkCommon(args)
+	if err != nil {
+		return err
+	}
+	// Link first, address second: an address is never free while a link
+	// still carries it.
+	if err := teardown(args.Netns, args.ContainerID, args.IfName); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("remove pod interface %s: %v", args.IfName, err), "retry DEL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
+	defer cancel()
+	if _, err := client(conf).Del(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
+		return agentError("release the address", conf, err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, _, err := checkCommon(args)
+	if err != nil {
+		return err
+	}
+	if conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, `field "prevResult" is missing: CHECK needs the result of ADD`, "")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf(`field "prevResult": %v`, err), "")
+	}
+	netns, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
+	defer cancel()
+	alloc, err := client(conf).Check(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+	if err != nil {
+		return agentError("look up the allocation", conf, err)
+	}
+	found := false
+	for _, ipc := range prev.IPs {
+		if ipc.Address.IP.Equal(alloc.Addr.Addr().AsSlice()) {
+			found = true
+		}
+	}
+	if !found {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("prevResult does not hold the agent's address %s for %s", alloc.Addr, args.IfName), "")
+	}
+	if err := check(netns, args, alloc); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("CHECK %s: %v", args.IfName, err), "DEL and ADD the pod again")
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := make([]wire.Attachment, 0, len(conf.ValidAttachments))
+	for _, a := range conf.ValidAttachments {
+		valid = append(valid, wire.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
+	defer cancel()
+	// Host links of attachments that are going away are removed first, so
+	// no released address stays routed.
+	live, err := client(conf).GC(ctx, valid)
+	if err != nil {
+		return agentError("garbage-collect allocations", conf, err)
+	}
+	var errs []error
+	for _, a := range live.Released {
+		if a.Datapath == role.DatapathVethRouted || a.Datapath == "" {
+			if err := removeHostVeth(hostVethName(a.ContainerID, a.IfName)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("GC released the addresses but left host links: %v", err), "run GC again")
+	}
+	return nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(conf.Timeout(), 5*time.Second))
+	defer cancel()
+	st, err := (&wire.Client{Socket: conf.Socket}).Status(ctx)
+	if err != nil {
+		return types.NewError(wire.CodeNotAvailable, fmt.Sprintf("strata agent not available on %s: %v", conf.Socket, err), "start strata-agent")
+	}
+	if !st.Ready {
+		code := st.Code
+		if code != wire.CodeNoAddresses {
+			code = wire.CodeNotAvailable
+		}
+		return types.NewError(code, fmt.Sprintf("strata agent (role %s) is not ready: %s", st.Role, st.Message), "")
+	}
+	return nil
+}
