@@ -1,0 +1,138 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/tests/harness/netlab"
+)
+
+const ctlHost = "ctl"
+
+// netSpec turns the lab description into a netlab network: routers and
+// nodes are namespaces, links are veths, switches are bridges, and a
+// management switch joins ctl to every node's mgmt0.
+func (s *Spec) netSpec() netlab.Spec {
+	var ns netlab.Spec
+	for _, r := range s.Routers {
+		h := netlab.Host{Name: r.Name, Forward: true}
+		for _, rt := range r.Routes {
+			h.Routes = append(h.Routes, netlab.Route{Dst: rt.Dst, Via: rt.Via})
+		}
+		ns.Hosts = append(ns.Hosts, h)
+	}
+	ns.Hosts = append(ns.Hosts, netlab.Host{Name: ctlHost})
+	mgmtBits := s.Mgmt.Bits()
+	mgmt := netlab.Switch{Name: "mgmt", Ports: []netlab.Port{{Host: ctlHost, Ifname: "mgmt0", Addr: fmt.Sprintf("%s/%d", s.MgmtAddr(0), mgmtBits)}}}
+	for i, n := range s.Nodes {
+		ns.Hosts = append(ns.Hosts, netlab.Host{Name: n.Name, Routes: []netlab.Route{{Dst: "default", Via: n.Gateway.String()}}})
+		mgmt.Ports = append(mgmt.Ports, netlab.Port{Host: n.Name, Ifname: "mgmt0", Addr: fmt.Sprintf("%s/%d", s.MgmtAddr(i+1), mgmtBits)})
+	}
+	for _, l := range s.Links {
+		ns.Links = append(ns.Links, netlab.Link{
+			A: netlab.Port{Host: l.A.Host, Ifname: l.A.Ifname, Addr: l.A.Addr},
+			B: netlab.Port{Host: l.B.Host, Ifname: l.B.Ifname, Addr: l.B.Addr},
+		})
+	}
+	for _, sw := range s.Switches {
+		nsw := netlab.Switch{Name: sw.Name}
+		if len(sw.Router.Addrs) > 0 {
+			nsw.Ports = append(nsw.Ports, netlab.Port{Host: sw.Router.Host, Ifname: sw.Router.Ifname, Addr: sw.Router.Addrs[0]})
+		}
+		for _, n := range s.Nodes {
+			if n.Switch == sw.Name {
+				nsw.Ports = append(nsw.Ports, netlab.Port{Host: n.Name, Ifname: "eth0", Addr: n.Addr.String()})
+			}
+		}
+		ns.Switches = append(ns.Switches, nsw)
+	}
+	ns.Switches = append(ns.Switches, mgmt)
+	return ns
+}
+
+// buildNetwork creates the namespaces, or reopens them when the lab is up.
+func (l *Lab) buildNetwork() error {
+	marker := filepath.Join(l.dir, "network.built")
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	spec := l.spec.netSpec()
+	if _, err := netlab.BuildNamed(spec, nsutil.LabName); err != nil {
+		return fmt.Errorf("build the lab network: %w (run `strata-lab down` to clear a half-built lab)", err)
+	}
+	// Secondary router addresses (e.g. the pod vSwitch gateway on the VPC router).
+	for _, sw := range l.spec.Switches {
+		for _, a := range sw.Router.Addrs[1:] {
+			if err := l.ns(sw.Router.Host).Do(func() error { return addAddr(sw.Router.Ifname, a) }); err != nil {
+				return fmt.Errorf("switch %s: %w", sw.Name, err)
+			}
+		}
+	}
+	return os.WriteFile(marker, nil, 0o644)
+}
+
+func (l *Lab) ns(host string) nsutil.NS {
+	return nsutil.NS{Name: nsutil.LabName(host), Path: filepath.Join(nsutil.RunDir, nsutil.LabName(host))}
+}
+
+// hosts lists every namespace the lab owns (for down).
+func (l *Lab) hosts() []string {
+	out := []string{ctlHost, "sw-mgmt"}
+	for _, r := range l.spec.Routers {
+		out = append(out, r.Name)
+	}
+	for _, n := range l.spec.Nodes {
+		out = append(out, n.Name)
+	}
+	for _, sw := range l.spec.Switches {
+		out = append(out, "sw-"+sw.Name)
+	}
+	return out
+}
+
+func addAddr(ifname, cidr string) error {
+	link, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return err
+	}
+	return netlink.AddrReplace(link, a)
+}
+
+// setLink sets a named lab link's two ends up or down (fail/heal).
+func (l *Lab) setLink(name string, up bool) error {
+	lk, ok := l.spec.Link(name)
+	if !ok {
+		return fmt.Errorf("no link %q in the lab description (links: %v)", name, l.linkNames())
+	}
+	for _, e := range []End{lk.A, lk.B} {
+		if err := l.ns(e.Host).Do(func() error {
+			link, err := netlink.LinkByName(e.Ifname)
+			if err != nil {
+				return err
+			}
+			if up {
+				return netlink.LinkSetUp(link)
+			}
+			return netlink.LinkSetDown(link)
+		}); err != nil {
+			return fmt.Errorf("link %s end %s:%s: %w", name, e.Host, e.Ifname, err)
+		}
+	}
+	return nil
+}
+
+func (l *Lab) linkNames() []string {
+	var out []string
+	for _, lk := range l.spec.Links {
+		out = append(out, lk.Name)
+	}
+	return out
+}

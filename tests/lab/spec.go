@@ -1,0 +1,190 @@
+// Package lab builds Strata's lab: a whole mixed cluster on one machine, in
+// network namespaces, from the description in lab.yaml. Routers and nodes are
+// namespaces; BIRD plays the VBR and the IDC vSwitch; a real kube-apiserver,
+// etcd and the ECS emulator run on an out-of-band management network; one
+// strata-agent runs in each node namespace; pods are namespaces created
+// through strata-cni, as a container runtime would.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Spec is the lab description (lab.yaml).
+type Spec struct {
+	Name     string       `json:"name"`
+	Mgmt     netip.Prefix `json:"mgmt"`
+	Routers  []Router     `json:"routers"`
+	Links    []Link       `json:"links"`
+	Switches []Switch     `json:"switches"`
+	Nodes    []Node       `json:"nodes"`
+}
+
+// Router is a forwarding namespace, optionally running BIRD.
+type Router struct {
+	Name   string  `json:"name"`
+	Routes []Route `json:"routes,omitempty"`
+	BGP    *BGP    `json:"bgp,omitempty"`
+}
+
+// Route is a static route.
+type Route struct {
+	Dst string `json:"dst"`
+	Via string `json:"via"`
+}
+
+// BGP configures a router's BIRD.
+type BGP struct {
+	ASN      uint32         `json:"asn"`
+	RouterID netip.Addr     `json:"routerID"`
+	Announce []netip.Prefix `json:"announce,omitempty"`
+	Peers    []BGPPeer      `json:"peers"`
+}
+
+// BGPPeer is one BIRD session.
+type BGPPeer struct {
+	Name    string     `json:"name"`
+	Address netip.Addr `json:"address"`
+	ASN     uint32     `json:"asn"`
+}
+
+// End is one side of a link.
+type End struct {
+	Host   string `json:"host"`
+	Ifname string `json:"ifname"`
+	Addr   string `json:"addr"`
+}
+
+// Link is a named point-to-point link; `fail <name>` cuts it.
+type Link struct {
+	Name string `json:"name"`
+	A    End    `json:"a"`
+	B    End    `json:"b"`
+}
+
+// Switch is an L2 segment with its router's port.
+type Switch struct {
+	Name   string `json:"name"`
+	Router struct {
+		Host   string   `json:"host"`
+		Ifname string   `json:"ifname"`
+		Addrs  []string `json:"addrs"`
+	} `json:"router"`
+}
+
+// Node is a Kubernetes node.
+type Node struct {
+	Name         string       `json:"name"`
+	Location     string       `json:"location"`
+	Pool         string       `json:"pool"`
+	Interconnect string       `json:"interconnect"`
+	Switch       string       `json:"switch"`
+	Addr         netip.Prefix `json:"addr"`
+	Gateway      netip.Addr   `json:"gateway"`
+	PodCIDR      netip.Prefix `json:"podCIDR,omitzero"`
+	ASN          uint32       `json:"asn,omitempty"`
+	BGPPeers     []BGPPeer    `json:"bgpPeers,omitempty"`
+	Pods         int          `json:"pods"`
+}
+
+// Load reads and validates a lab description.
+func Load(path string) (*Spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read lab description: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes and validates a lab description.
+func Parse(b []byte) (*Spec, error) {
+	var s Spec
+	if err := yaml.UnmarshalStrict(b, &s); err != nil {
+		return nil, fmt.Errorf("lab description: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Validate checks names and references, naming the field at fault.
+func (s *Spec) Validate() error {
+	var errs []error
+	hosts := map[string]string{}
+	add := func(kind, name string) {
+		if name == "" || len(name) > 12 || strings.ContainsAny(name, " /_.") {
+			errs = append(errs, fmt.Errorf("%s name %q: use 1-12 characters of [a-z0-9-]", kind, name))
+		}
+		if prev, ok := hosts[name]; ok {
+			errs = append(errs, fmt.Errorf("%s %q: name already used by a %s", kind, name, prev))
+		}
+		hosts[name] = kind
+	}
+	if !s.Mgmt.IsValid() {
+		errs = append(errs, errors.New("mgmt: want the management network's CIDR, e.g. 10.255.0.0/24"))
+	}
+	for _, r := range s.Routers {
+		add("router", r.Name)
+	}
+	add("router", "ctl")
+	for _, n := range s.Nodes {
+		add("node", n.Name)
+	}
+	switches := map[string]bool{}
+	for _, sw := range s.Switches {
+		switches[sw.Name] = true
+		if hosts[sw.Router.Host] != "router" {
+			errs = append(errs, fmt.Errorf("switch %s: router.host %q is not a router", sw.Name, sw.Router.Host))
+		}
+	}
+	for _, l := range s.Links {
+		for _, e := range []End{l.A, l.B} {
+			if hosts[e.Host] == "" {
+				errs = append(errs, fmt.Errorf("link %s: host %q is not declared", l.Name, e.Host))
+			}
+		}
+	}
+	for _, n := range s.Nodes {
+		if !switches[n.Switch] {
+			errs = append(errs, fmt.Errorf("node %s: switch %q is not declared", n.Name, n.Switch))
+		}
+		if !n.Addr.IsValid() || !n.Gateway.IsValid() {
+			errs = append(errs, fmt.Errorf("node %s: addr (CIDR) and gateway are required", n.Name))
+		}
+		switch n.Location {
+		case "cloud", "idc", "ens":
+		default:
+			errs = append(errs, fmt.Errorf("node %s: location %q: want cloud, idc or ens", n.Name, n.Location))
+		}
+		if n.Location != "cloud" && !n.PodCIDR.IsValid() {
+			errs = append(errs, fmt.Errorf("node %s: podCIDR is required on %s nodes", n.Name, n.Location))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Link returns the named link.
+func (s *Spec) Link(name string) (Link, bool) {
+	for _, l := range s.Links {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return Link{}, false
+}
+
+// MgmtAddr returns the i-th management address (0 is ctl).
+func (s *Spec) MgmtAddr(i int) netip.Addr {
+	a := s.Mgmt.Addr()
+	for range i + 1 {
+		a = a.Next()
+	}
+	return a
+}
