@@ -162,6 +162,8 @@ func TestPrivilegedProgramDecisions(t *testing.T) {
 			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA6, dst: remote6}.bytes(), tcActRedirect, "remote"},
 		{"ipv4 no route goes to stack", r.fromPod, func() int { return r.ifA },
 			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: nowhere4}.bytes(), tcActOK, "stack_no_route"},
+		{"ipv4 above the uplink MTU goes to stack (ICMP from the kernel)", r.fromPod, func() int { return r.ifA },
+			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: remote4, payload: 1600}.bytes(), tcActOK, "stack_no_route"},
 		{"arp goes to stack", r.fromPod, func() int { return r.ifA },
 			arpFrame(podAMAC, podA4, netip.MustParseAddr("169.254.1.1")), tcActOK, "stack_not_ip"},
 		{"ipv4 fragment goes to stack", r.fromPod, func() int { return r.ifA },

@@ -224,18 +224,19 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 	if (!from_pod)
 		return pass(PATH_STACK_NOT_LOCAL, bytes, NULL);
 
+	// tot_len stays 0: the kernel then checks the skb against the egress MTU
+	// itself, GSO-aware. A non-zero tot_len would compare a GSO super-packet's
+	// full length with the MTU and send every large TCP send to the stack.
 	fib.ifindex = skb->ifindex;
 	if (!ipv6) {
 		fib.family = AF_INET;
 		fib.tos = ip->tos;
 		fib.l4_protocol = ip->protocol;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
 		fib.ipv4_src = ip->saddr;
 		fib.ipv4_dst = ip->daddr;
 	} else {
 		fib.family = AF_INET6;
 		fib.l4_protocol = ip6->nexthdr;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
 		__builtin_memcpy(fib.ipv6_src, ip6->saddr.in6_u.u6_addr32, 16);
 		__builtin_memcpy(fib.ipv6_dst, ip6->daddr.in6_u.u6_addr32, 16);
 	}
