@@ -117,7 +117,6 @@ func TestProbeRateScalesWithPoolsNotNodes(t *testing.T) {
 	}
 }
 
-
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -141,8 +140,8 @@ func TestProberLoopback(t *testing.T) {
 	factsAt := map[string]topology.NodeFacts{}
 	start := func(name, ip string) *Prober {
 		cfg := Config{
-			Facts:      topology.NodeFacts{Name: name, Pool: "lo-" + name, ProbeIP: netip.MustParseAddr(ip), VTEPPort: 4789},
-			BindAddr:   ip, GossipPort: -1, Keyring: kr, ProbePort: port,
+			Facts:    topology.NodeFacts{Name: name, Pool: "lo-" + name, ProbeIP: netip.MustParseAddr(ip), VTEPPort: 4789},
+			BindAddr: ip, GossipPort: -1, Keyring: kr, ProbePort: port,
 			OnProbe: func(r topology.ProbeResult) {
 				if r.Kind == topology.ProbeNative && r.OK {
 					mu.Lock()
