@@ -74,7 +74,7 @@ func Create(name string) (NS, error) {
 			errc <- fmt.Errorf("read current netns: %w", err)
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		h, err := netns.NewNamed(name)
 		if err != nil {
 			if netns.Set(orig) == nil {
@@ -83,7 +83,7 @@ func Create(name string) (NS, error) {
 			errc <- fmt.Errorf("create netns %s: %w", name, err)
 			return
 		}
-		h.Close()
+		_ = h.Close()
 		if err := netns.Set(orig); err != nil {
 			errc <- fmt.Errorf("restore netns after creating %s: %w", name, err)
 			return

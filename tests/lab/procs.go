@@ -112,7 +112,7 @@ func alive(pid int) bool {
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
-	return !(i > 0 && i+2 < len(s) && s[i+2] == 'Z')
+	return i <= 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 func tail(path string, n int) string {

@@ -21,7 +21,7 @@ func TestShippedLabDescriptionIsValid(t *testing.T) {
 func TestBadDescriptionsNameTheField(t *testing.T) {
 	cases := map[string]string{
 		"name: x\nmgmt: 10.255.0.0/24\nnodes:\n  - {name: n1, location: mars, switch: s, addr: 10.0.0.1/24, gateway: 10.0.0.254}\n": "location \"mars\"",
-		"name: x\nmgmt: nope\n":                 "nope",
+		"name: x\nmgmt: nope\n":                  "nope",
 		"name: x\nmgmt: 10.255.0.0/24\nbogus: 1": "bogus",
 	}
 	for in, want := range cases {
