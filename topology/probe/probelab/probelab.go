@@ -135,7 +135,9 @@ func spec() netlab.Spec {
 func vpcLeasedRoutes() []netlab.Route {
 	return []netlab.Route{{Dst: "10.244.1.0/24", Via: "172.31.0.2"}, {Dst: "10.244.2.0/24", Via: "172.31.0.2"}}
 }
-func idcLeasedRoutes() []netlab.Route { return []netlab.Route{{Dst: "10.0.64.0/20", Via: "172.31.0.1"}} }
+func idcLeasedRoutes() []netlab.Route {
+	return []netlab.Route{{Dst: "10.0.64.0/20", Via: "172.31.0.1"}}
+}
 
 // Start builds the network and starts one encrypted prober and Decider per
 // node. Close it, even on error paths (a nil Lab needs no Close).
