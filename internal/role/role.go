@@ -86,3 +86,12 @@ type Role interface {
 	// Stop releases the role's resources; live allocations stay persisted.
 	Stop(ctx context.Context) error
 }
+
+// NodeAddresser is implemented by roles that reserve an address of the pod
+// space for the node itself: the edge role's first pod-CIDR address, the
+// cloud role's reserved ENI secondary IP. The agent puts it on the overlay
+// device (peers route to this node's pods via it) and probes the native pod
+// path from it.
+type NodeAddresser interface {
+	NodeAddr() netip.Addr
+}
