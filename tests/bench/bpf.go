@@ -1,0 +1,329 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/strata-net/strata/bpf"
+	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/tests/harness/netlab"
+)
+
+// The bpf area: the eBPF fast path against plain kernel routing, in the same
+// namespaces and the same run. Two nodes on a veth underlay; node 1 has pods
+// A and B, node 2 has pod C. "local" is A -> B, "cross" is A -> C. Each round
+// measures both modes back to back (routing = no program attached at all),
+// and the figures are medians over rounds.
+func init() {
+	Register(Area{Name: "bpf", Run: runBPF})
+}
+
+const (
+	bpfIperfSeconds = 4
+	bpfRounds       = 5
+	bpfRRCount      = 5000
+)
+
+type bpfBenchPod struct {
+	name, node, hostIf string
+	ip                 netip.Addr
+	mac                string
+}
+
+var bpfBenchPods = []bpfBenchPod{
+	{"bfA", "bfN1", "vpa", netip.MustParseAddr("10.245.1.10"), "02:00:00:45:01:10"},
+	{"bfB", "bfN1", "vpb", netip.MustParseAddr("10.245.1.11"), "02:00:00:45:01:11"},
+	{"bfC", "bfN2", "vpc", netip.MustParseAddr("10.245.2.10"), "02:00:00:45:02:10"},
+}
+
+type bpfBenchLab struct {
+	lab *netlab.Lab
+	fps map[string]*bpf.Fastpath // node -> fast path
+}
+
+func runBPF(ctx context.Context, log io.Writer) ([]Result, error) {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return nil, errors.New("iperf3 not installed (apt-get install iperf3; `make deps` does it)")
+	}
+	if err := bpf.Supported(); err != nil {
+		return nil, err
+	}
+	l, err := newBPFBenchLab()
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+
+	type sample struct{ fastBps, routeBps, fastRR, routeRR []float64 }
+	scen := map[string]*sample{"local": {}, "cross": {}}
+	dst := map[string]bpfBenchPod{"local": bpfBenchPods[1], "cross": bpfBenchPods[2]}
+	src := bpfBenchPods[0]
+	for round := 0; round < bpfRounds; round++ {
+		for _, name := range []string{"local", "cross"} {
+			s := scen[name]
+			for _, fast := range []bool{round%2 == 0, round%2 != 0} { // alternate which mode goes first
+				if err := l.setFast(fast); err != nil {
+					return nil, err
+				}
+				bps, err := l.iperf(ctx, src, dst[name])
+				if err != nil {
+					return nil, fmt.Errorf("%s iperf (fast=%v): %w", name, fast, err)
+				}
+				rr, err := bpfRR(ctx, l.lab.NS(src.name), l.lab.NS(dst[name].name), dst[name].ip, bpfRRCount)
+				if err != nil {
+					return nil, fmt.Errorf("%s request/response (fast=%v): %w", name, fast, err)
+				}
+				if fast {
+					s.fastBps, s.fastRR = append(s.fastBps, bps), append(s.fastRR, rr)
+				} else {
+					s.routeBps, s.routeRR = append(s.routeBps, bps), append(s.routeRR, rr)
+				}
+				fmt.Fprintf(log, "    round %d %-5s fast=%-5v %.2f Gbit/s, RR p50 %.1f us\n", round, name, fast, bps/1e9, rr)
+			}
+		}
+	}
+	// Prove the fast path carried the fast-mode traffic.
+	c, err := l.fps["bfN1"].Counters()
+	if err != nil {
+		return nil, err
+	}
+	if c.Paths["local"].Packets == 0 || c.Paths["remote"].Packets == 0 {
+		return nil, fmt.Errorf("fast path counters stayed empty (local %d, remote %d packets): the measurement did not exercise it", c.Paths["local"].Packets, c.Paths["remote"].Packets)
+	}
+
+	med := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	lo, cr := scen["local"], scen["cross"]
+	lf, lr, cf, crr := med(lo.fastBps), med(lo.routeBps), med(cr.fastBps), med(cr.routeBps)
+	lfl, lrl, cfl, crl := med(lo.fastRR), med(lo.routeRR), med(cr.fastRR), med(cr.routeRR)
+	mode := l.fps["bfN1"].Mode()
+	thr := New("bpf.local_throughput_ratio_vs_routing", lf/lr, "ratio", ">= 1.1",
+		fmt.Sprintf("iperf3 TCP %ds, median of %d interleaved rounds: local pod-to-pod fast path %.2f Gbit/s vs routing %.2f Gbit/s; cross-node fast path %.2f Gbit/s vs routing %.2f Gbit/s (ratio %.2f); attach %s",
+			bpfIperfSeconds, bpfRounds, lf/1e9, lr/1e9, cf/1e9, crr/1e9, cf/crr, mode)).
+		WithBaseline("plain kernel routing (no program attached), same pods", lr)
+	lat := New("bpf.rr_latency_ratio_vs_routing", lfl/lrl, "ratio", "<= 0.9",
+		fmt.Sprintf("Go TCP 1-byte request/response, p50 of %d per round, median of %d rounds: local fast path %.1f us vs routing %.1f us; cross-node fast path %.1f us vs routing %.1f us (ratio %.2f)",
+			bpfRRCount, bpfRounds, lfl, lrl, cfl, crl, cfl/crl)).
+		WithBaseline("plain kernel routing (no program attached), same pods", lrl)
+	return []Result{thr, lat}, nil
+}
+
+func newBPFBenchLab() (*bpfBenchLab, error) {
+	spec := netlab.Spec{
+		Hosts: []netlab.Host{
+			{Name: "bfN1", Forward: true, Routes: []netlab.Route{{Dst: "10.245.2.0/24", Via: "192.168.245.2"}}},
+			{Name: "bfN2", Forward: true, Routes: []netlab.Route{{Dst: "10.245.1.0/24", Via: "192.168.245.1"}}},
+		},
+		Links: []netlab.Link{{A: netlab.Port{Host: "bfN1", Ifname: "eth0", Addr: "192.168.245.1/24"}, B: netlab.Port{Host: "bfN2", Ifname: "eth0", Addr: "192.168.245.2/24"}}},
+	}
+	hostMAC := func(p bpfBenchPod) string { return "0a" + p.mac[2:] }
+	for _, p := range bpfBenchPods {
+		spec.Hosts = append(spec.Hosts, netlab.Host{Name: p.name})
+		spec.Links = append(spec.Links, netlab.Link{
+			A: netlab.Port{Host: p.node, Ifname: p.hostIf, MAC: hostMAC(p)},
+			B: netlab.Port{Host: p.name, Ifname: "eth0", MAC: p.mac, Addr: p.ip.String() + "/32"},
+		})
+	}
+	lab, err := netlab.Build(spec)
+	if err != nil {
+		return nil, fmt.Errorf("bpf bench lab: %w", err)
+	}
+	l := &bpfBenchLab{lab: lab, fps: map[string]*bpf.Fastpath{}}
+	for _, p := range bpfBenchPods {
+		for _, c := range [][]string{
+			{p.name, "ip", "neigh", "replace", "169.254.1.1", "lladdr", hostMAC(p), "dev", "eth0", "nud", "permanent"},
+			{p.name, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"},
+			{p.node, "ip", "route", "add", p.ip.String() + "/32", "dev", p.hostIf, "scope", "link"},
+			{p.node, "ip", "neigh", "replace", p.ip.String(), "lladdr", p.mac, "dev", p.hostIf, "nud", "permanent"},
+		} {
+			if err := l.run(c[0], c[1:]...); err != nil {
+				l.close()
+				return nil, err
+			}
+		}
+	}
+	for _, node := range []string{"bfN1", "bfN2"} {
+		ns := lab.NS(node)
+		fp, err := bpf.Load(bpf.Options{NS: &ns, Disabled: true})
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		l.fps[node] = fp
+		for _, p := range bpfBenchPods {
+			if p.node != node {
+				continue
+			}
+			mac, _ := net.ParseMAC(p.mac)
+			if err := fp.AddPod(bpf.Pod{HostIfname: p.hostIf, PodMAC: mac, IPs: []netip.Addr{p.ip}}); err != nil {
+				l.close()
+				return nil, err
+			}
+		}
+	}
+	return l, nil
+}
+
+func (l *bpfBenchLab) close() {
+	for _, fp := range l.fps {
+		_ = fp.Close()
+	}
+	_ = l.lab.Close()
+}
+
+func (l *bpfBenchLab) run(host string, argv ...string) error {
+	full := l.lab.NS(host).Exec(argv...)
+	out, err := exec.Command(full[0], full[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w: %s", host, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// setFast attaches (fast) or fully detaches (routing) the programs on both
+// nodes: the baseline runs with no program in the path at all.
+func (l *bpfBenchLab) setFast(fast bool) error {
+	for node, fp := range l.fps {
+		ifs := []string{"eth0"}
+		for _, p := range bpfBenchPods {
+			if p.node == node {
+				ifs = append(ifs, p.hostIf)
+			}
+		}
+		if err := fp.SetEnabled(fast); err != nil {
+			return err
+		}
+		for _, ifn := range ifs {
+			var err error
+			switch {
+			case !fast:
+				err = fp.Detach(ifn)
+			case ifn == "eth0":
+				err = fp.AttachUplink(ifn)
+			default:
+				err = fp.AttachPod(ifn)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// iperf runs iperf3 from pod src to a one-shot server in pod dst and returns
+// the received bits per second.
+func (l *bpfBenchLab) iperf(ctx context.Context, src, dst bpfBenchPod) (float64, error) {
+	srvArgv := l.lab.NS(dst.name).Exec("iperf3", "-s", "-1", "-B", dst.ip.String())
+	srv := exec.CommandContext(ctx, srvArgv[0], srvArgv[1:]...)
+	if err := srv.Start(); err != nil {
+		return 0, fmt.Errorf("start iperf3 server: %w", err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	cliArgv := l.lab.NS(src.name).Exec("iperf3", "-c", dst.ip.String(), "-t", fmt.Sprint(bpfIperfSeconds), "-J")
+	deadline := time.Now().Add(30 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		out, err := exec.CommandContext(ctx, cliArgv[0], cliArgv[1:]...).Output()
+		if err == nil {
+			var rep struct {
+				Error string `json:"error"`
+				End   struct {
+					SumReceived struct {
+						BitsPerSecond float64 `json:"bits_per_second"`
+					} `json:"sum_received"`
+				} `json:"end"`
+			}
+			if err := json.Unmarshal(out, &rep); err != nil {
+				return 0, fmt.Errorf("parse iperf3 JSON: %w", err)
+			}
+			if rep.Error != "" {
+				err = errors.New(rep.Error)
+			} else if rep.End.SumReceived.BitsPerSecond <= 0 {
+				return 0, fmt.Errorf("iperf3 reported no throughput: %s", out)
+			}
+			if err == nil {
+				return rep.End.SumReceived.BitsPerSecond, nil
+			}
+		}
+		lastErr = fmt.Errorf("iperf3 client: %w: %s", err, out)
+		// The server may not listen yet: retry until the deadline.
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return 0, lastErr
+}
+
+// bpfRR measures TCP request/response latency between two pods in-process:
+// sockets are created inside the pods' namespaces (a socket keeps its
+// namespace), then n one-byte ping-pongs are timed. It returns the p50 in
+// microseconds.
+func bpfRR(ctx context.Context, from, to nsutil.NS, addr netip.Addr, n int) (float64, error) {
+	var ln net.Listener
+	if err := to.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 1)
+		for {
+			if _, err := io.ReadFull(c, b); err != nil {
+				return
+			}
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	var conn net.Conn
+	if err := from.Do(func() error {
+		d := net.Dialer{Timeout: 30 * time.Second}
+		var err error
+		conn, err = d.DialContext(ctx, "tcp", ln.Addr().String())
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	b := []byte{1}
+	lat := make([]float64, 0, n)
+	for i := 0; i < n+100; i++ { // the first 100 warm up
+		t0 := time.Now()
+		if _, err := conn.Write(b); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(conn, b); err != nil {
+			return 0, err
+		}
+		if i >= 100 {
+			lat = append(lat, float64(time.Since(t0).Nanoseconds())/1e3)
+		}
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], nil
+}
