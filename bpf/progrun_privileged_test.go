@@ -257,3 +257,16 @@ func TestPrivilegedProgramSwitchOff(t *testing.T) {
 		t.Fatalf("switched back on: verdict %d, want redirect", ret)
 	}
 }
+
+func TestPrivilegedKernelSupportsFastPath(t *testing.T) {
+	testutil.RequireRoot(t)
+	// NOTES.md: this machine's kernel (6.18) has TCX, redirect_peer/neigh and
+	// fib_lookup; CI runs on the same image.
+	if err := Supported(); err != nil {
+		t.Fatalf("Supported() = %v on a kernel that has every needed helper", err)
+	}
+	d, err := Decide(SettingAuto, Supported())
+	if err != nil || !d.Active {
+		t.Fatalf("Decide(auto) = %+v, %v", d, err)
+	}
+}
