@@ -67,7 +67,9 @@ func dash(s string) string {
 	return s
 }
 
-func quote(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"` }
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}
 
 // DOT renders the plan as an undirected Graphviz graph. A pair whose two
 // directions differ is drawn as two arrows.

@@ -50,7 +50,7 @@ func TestDOT(t *testing.T) {
 	s := string(dot)
 	for _, want := range []string{
 		`"cloud-1" -> "edge-a1" [color="#1565c0"`, // vxlan colour
-		`label="vxlan", style=dashed`,               // failed native link dashed
+		`label="vxlan", style=dashed`,             // failed native link dashed
 		`"cloud-1" -> "cloud-2" [color="#2e7d32", fontcolor="#2e7d32", label="native", style=solid`,
 		`"edge-b1" [label="edge-b1\nvxlan-overlay", fillcolor="#9966ff"`,
 		`label="pool idc-a"`,
