@@ -12,8 +12,8 @@ import (
 func TestParseConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
-		code uint
-		want string // substring of the message naming the field
+		code     uint
+		want     string // substring of the message naming the field
 	}{
 		{"ok", `{"cniVersion":"1.1.0","name":"strata","type":"strata-cni"}`, 0, ""},
 		{"ok old", `{"cniVersion":"0.3.1","name":"strata","type":"strata-cni","socket":"/run/x.sock","timeoutSeconds":5}`, 0, ""},
@@ -74,9 +74,9 @@ func TestParseArgs(t *testing.T) {
 	bad := map[string]string{
 		"K8S_POD_NAMESPACE=default;K8S_POD_NAME=Bad_Name": "K8S_POD_NAME",
 		"K8S_POD_NAMESPACE=Not.OK;K8S_POD_NAME=web":       "K8S_POD_NAMESPACE",
-		"K8S_POD_NAME=web":                                "K8S_POD_NAMESPACE",
-		"garbage":                                         "CNI_ARGS",
-		"UNKNOWN=1":                                       "CNI_ARGS",
+		"K8S_POD_NAME=web": "K8S_POD_NAMESPACE",
+		"garbage":          "CNI_ARGS",
+		"UNKNOWN=1":        "CNI_ARGS",
 	}
 	for s, field := range bad {
 		_, err := ParseArgs(s)

@@ -8,8 +8,10 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	cnins "github.com/containernetworking/cni/pkg/ns"
@@ -32,7 +34,18 @@ func Funcs() skel.CNIFuncs {
 const About = "strata-cni: Strata's CNI plugin; the runtime runs it with CNI_COMMAND and a network config on stdin"
 
 // Main is the whole of cmd/strata-cni.
-func Main() { skel.PluginMainFuncs(Funcs(), PluginInfo, About) }
+func Main() {
+	// skel rejects a bad CNI_IFNAME without naming the variable; say which.
+	switch os.Getenv("CNI_COMMAND") {
+	case "ADD", "DEL", "CHECK":
+		if e := utils.ValidateInterfaceName(os.Getenv("CNI_IFNAME")); e != nil {
+			te := types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_IFNAME %q: %s", os.Getenv("CNI_IFNAME"), e.Msg), "use 1 to 15 characters without '/', ':' or whitespace")
+			_ = te.Print()
+			os.Exit(1)
+		}
+	}
+	skel.PluginMainFuncs(Funcs(), PluginInfo, About)
+}
 
 func client(conf *Config) *wire.Client {
 	// Keep redialling a missing socket for a while: the agent may be
@@ -241,6 +254,14 @@ func cmdGC(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
+	}
+	// Without the list, GC would release every pod's address: refuse.
+	var keys map[string]json.RawMessage
+	_ = json.Unmarshal(args.StdinData, &keys)
+	if _, ok := keys["cni.dev/valid-attachments"]; !ok {
+		if _, ok := keys["cni.dev/attachments"]; !ok {
+			return types.NewError(types.ErrInvalidNetworkConfig, `field "cni.dev/valid-attachments" is missing: GC needs the list of attachments to keep`, "")
+		}
 	}
 	valid := make([]wire.Attachment, 0, len(conf.ValidAttachments))
 	for _, a := range conf.ValidAttachments {

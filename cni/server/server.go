@@ -206,7 +206,11 @@ func (s *Server) handle(verb string, fn handlerFunc) http.HandlerFunc {
 		if err != nil {
 			code := codeOf(err)
 			s.metrics.requests.WithLabelValues(verb, "error").Inc()
-			s.log.Warn("CNI request failed", "verb", verb, "code", code, "err", err)
+			lvl := slog.LevelWarn
+			if code == wire.CodeUnknownAttachment {
+				lvl = slog.LevelDebug // CHECK of a gone pod: routine
+			}
+			s.log.Log(ctx, lvl, "CNI request failed", "verb", verb, "code", code, "err", err)
 			status := http.StatusInternalServerError
 			switch code {
 			case wire.CodeInvalidRequest:
