@@ -1,0 +1,66 @@
+// Package metrics exports a topology plan as Prometheus metrics: pairs per
+// path, path switches, and how long the last switch took. Collectors are
+// registered on the registry the caller gives, never the global one, so
+// tests can build as many as they like.
+package metrics
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-net/strata/topology"
+)
+
+// Metrics are one agent's plan metrics.
+type Metrics struct {
+	pairs      *prometheus.GaugeVec
+	switches   *prometheus.CounterVec
+	lastSwitch prometheus.Gauge
+	nodes      prometheus.Gauge
+}
+
+// New builds the collectors and registers them on reg.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		pairs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "strata", Subsystem: "topology", Name: "pairs",
+			Help: "Ordered node pairs per path in the current plan."}, []string{"path"}),
+		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "strata", Subsystem: "topology", Name: "path_switches_total",
+			Help: "Peers of this node whose path changed, by old and new path."}, []string{"from", "to"}),
+		lastSwitch: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "strata", Subsystem: "topology", Name: "last_switch_duration_seconds",
+			Help: "Time from the fact that caused the last path switch to the new plan being applied."}),
+		nodes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "strata", Subsystem: "topology", Name: "nodes",
+			Help: "Nodes in the current plan."}),
+	}
+	for _, c := range []prometheus.Collector{m.pairs, m.switches, m.lastSwitch, m.nodes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register topology metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// SetPlan updates the plan gauges.
+func (m *Metrics) SetPlan(p *topology.Plan) {
+	c := p.Counts()
+	for _, path := range topology.Paths {
+		m.pairs.WithLabelValues(string(path)).Set(float64(c[path]))
+	}
+	m.nodes.Set(float64(p.Len()))
+}
+
+// Switched records the peers of this node that changed path, and how long
+// the switch took (from the triggering probe to programming done).
+func (m *Metrics) Switched(changes []topology.PeerChange, took time.Duration) {
+	n := 0
+	for _, c := range changes {
+		if c.Old.Path != c.New.Path && c.Old.Path != "" && c.New.Path != "" {
+			m.switches.WithLabelValues(string(c.Old.Path), string(c.New.Path)).Inc()
+			n++
+		}
+	}
+	if n > 0 {
+		m.lastSwitch.Set(took.Seconds())
+	}
+}
