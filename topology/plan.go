@@ -191,7 +191,7 @@ type Plan struct {
 	pools     []string // sorted
 	poolIndex map[string]int
 	members   [][]int     // node indices per pool
-	links     []*linkSnap // len(pools)², symmetric
+	links     [][]*linkSnap // [pool][pool], symmetric; rows copied on write
 }
 
 // Now is the time the plan was last advanced to.
@@ -230,7 +230,7 @@ func (p *Plan) link(a, b int) *linkSnap {
 	if a < 0 || b < 0 {
 		return nil
 	}
-	return p.links[a*len(p.pools)+b]
+	return p.links[a][b]
 }
 
 // Path is the path from node a to node b. ok is false when either is unknown
@@ -487,13 +487,16 @@ func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPai
 		e.pool = p.poolIndex[e.facts.Pool]
 		p.members[e.pool] = append(p.members[e.pool], i)
 	}
-	p.links = make([]*linkSnap, len(p.pools)*len(p.pools))
+	p.links = make([][]*linkSnap, len(p.pools))
+	for i := range p.links {
+		p.links[i] = make([]*linkSnap, len(p.pools))
+	}
 	for k, t := range trackers {
 		ia, oka := p.poolIndex[k[0]]
 		ib, okb := p.poolIndex[k[1]]
 		if oka && okb {
 			s := t.snap()
-			p.links[ia*len(p.pools)+ib], p.links[ib*len(p.pools)+ia] = s, s
+			p.links[ia][ib], p.links[ib][ia] = s, s
 		}
 	}
 	return p
@@ -506,9 +509,14 @@ func (p *Plan) withLink(k poolPair, s *linkSnap) *Plan {
 	if !oka || !okb {
 		return p
 	}
+	// Copy only the two rows that change: O(pools), not O(pools²).
 	q := *p
 	q.links = slices.Clone(p.links)
-	q.links[ia*len(p.pools)+ib], q.links[ib*len(p.pools)+ia] = s, s
+	q.links[ia] = slices.Clone(p.links[ia])
+	if ib != ia {
+		q.links[ib] = slices.Clone(p.links[ib])
+	}
+	q.links[ia][ib], q.links[ib][ia] = s, s
 	return &q
 }
 
