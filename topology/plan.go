@@ -190,7 +190,7 @@ type Plan struct {
 	index     map[string]int
 	pools     []string // sorted
 	poolIndex map[string]int
-	members   [][]int     // node indices per pool
+	members   [][]int       // node indices per pool
 	links     [][]*linkSnap // [pool][pool], symmetric; rows copied on write
 }
 
