@@ -1,0 +1,256 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/strata-net/strata/cni/server"
+	"github.com/strata-net/strata/internal/ipamstore"
+	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/internal/podipam"
+)
+
+// The cni area: 200 sequential and 200 four-way parallel ADDs and DELs
+// through the real cnitool, for strata-cni with its agent and for Debian's
+// bridge + host-local, in the same run and the same node namespace.
+func init() {
+	Register(Area{Name: "cni", Run: runCNI})
+}
+
+const (
+	cniPods     = 200
+	cniParallel = 4
+	cniBaseline = "bridge+host-local (Debian containernetworking-plugins)"
+)
+
+type cniSetup struct {
+	cnitool, binDir, confDir string
+	node                     nsutil.NS
+	pods                     []nsutil.NS
+}
+
+func cniToolPath() (string, error) {
+	dir := os.Getenv("STRATA_TOOLS_BIN")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "strata", "bin")
+	}
+	p := filepath.Join(dir, "cnitool")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("cnitool not found at %s: run hack/build-tools.sh or set STRATA_TOOLS_BIN", p)
+	}
+	return p, nil
+}
+
+func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
+	s := &cniSetup{}
+	if s.cnitool, err = cniToolPath(); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "strata-bench-cni-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	s.binDir, s.confDir = filepath.Join(tmp, "bin"), filepath.Join(tmp, "conf")
+	for _, d := range []string{s.binDir, s.confDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if b, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(s.binDir, "strata-cni"), "github.com/strata-net/strata/cmd/strata-cni").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build strata-cni: %v: %s", err, b)
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if err := os.Symlink(filepath.Join("/usr/lib/cni", p), filepath.Join(s.binDir, p)); err != nil {
+			return nil, err
+		}
+	}
+
+	// The agent: podipam over a fresh store, served in this process.
+	store, err := ipamstore.Open(filepath.Join(tmp, "ipam.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	ipam, err := podipam.New(netip.MustParsePrefix("10.244.0.0/16"), store, podipam.Options{})
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(tmp, "cni.sock")
+	l, err := server.Listen(sock)
+	if err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- server.New(ipam, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Serve(sctx, l)
+	}()
+	defer func() { stop(); <-served }()
+
+	if s.node, err = nsutil.Create(nsutil.OwnedName("cnib-node")); err != nil {
+		return nil, err
+	}
+	defer nsutil.Delete(s.node.Name)
+	defer func() {
+		for _, p := range s.pods {
+			_ = nsutil.Delete(p.Name)
+		}
+	}()
+	for i := range cniPods {
+		p, err := nsutil.Create(nsutil.OwnedName(fmt.Sprintf("cnib-p%d", i)))
+		if err != nil {
+			return nil, err
+		}
+		s.pods = append(s.pods, p)
+	}
+
+	strataNet := fmt.Sprintf("strata-bench-%d", os.Getpid())
+	bridgeNet := fmt.Sprintf("bridge-bench-%d", os.Getpid())
+	confs := map[string]any{
+		strataNet: map[string]any{"cniVersion": "1.0.0", "name": strataNet, "plugins": []any{
+			map[string]any{"type": "strata-cni", "socket": sock},
+		}},
+		bridgeNet: map[string]any{"cniVersion": "1.0.0", "name": bridgeNet, "plugins": []any{
+			map[string]any{"type": "bridge", "bridge": "stcbench0", "isGateway": true, "ipam": map[string]any{
+				"type": "host-local", "ranges": [][]map[string]string{{{"subnet": "10.245.0.0/16"}}},
+				"dataDir": filepath.Join(tmp, "host-local"),
+			}},
+		}},
+	}
+	for name, c := range confs {
+		b, _ := json.Marshal(c)
+		if err := os.WriteFile(filepath.Join(s.confDir, name+".conflist"), b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+
+	// Warm-up (bridge creation, page cache) for both, not measured.
+	for _, n := range []string{bridgeNet, strataNet} {
+		if _, err := s.run(ctx, "add", n, s.pods[0]); err != nil {
+			return nil, err
+		}
+		if _, err := s.run(ctx, "del", n, s.pods[0]); err != nil {
+			return nil, err
+		}
+	}
+
+	type runRes struct {
+		seq     []float64 // sequential ADD latencies, ms
+		par     []float64 // parallel ADD latencies, ms
+		podsPS  float64   // parallel ADDs per second
+		delPS   float64   // parallel DELs per second
+		seqDels []float64
+	}
+	measure := func(net string) (r runRes, err error) {
+		if r.seq, err = s.phase(ctx, "add", net, 1); err != nil {
+			return r, err
+		}
+		if r.seqDels, err = s.phase(ctx, "del", net, 1); err != nil {
+			return r, err
+		}
+		t0 := time.Now()
+		if r.par, err = s.phase(ctx, "add", net, cniParallel); err != nil {
+			return r, err
+		}
+		r.podsPS = cniPods / time.Since(t0).Seconds()
+		t0 = time.Now()
+		if _, err = s.phase(ctx, "del", net, cniParallel); err != nil {
+			return r, err
+		}
+		r.delPS = cniPods / time.Since(t0).Seconds()
+		return r, nil
+	}
+	fmt.Fprintf(log, "    cni: %d pods, bridge+host-local then strata-cni, sequential then %d-way\n", cniPods, cniParallel)
+	br, err := measure(bridgeNet)
+	if err != nil {
+		return nil, fmt.Errorf("bridge baseline: %w", err)
+	}
+	st, err := measure(strataNet)
+	if err != nil {
+		return nil, fmt.Errorf("strata-cni: %w", err)
+	}
+
+	sp50, sp99 := cniPct(st.seq, 50), cniPct(st.seq, 99)
+	bp50, bp99 := cniPct(br.seq, 50), cniPct(br.seq, 99)
+	detail := func(p string, sv, bv float64) string {
+		return fmt.Sprintf("ADD %s strata %.1f ms, bridge %.1f ms; %d sequential pods via cnitool (DEL p50 strata %.1f ms, bridge %.1f ms)",
+			p, sv, bv, cniPods, cniPct(st.seqDels, 50), cniPct(br.seqDels, 50))
+	}
+	out = append(out,
+		New("cni.add_p50_ratio_vs_bridge", sp50/bp50, "ratio", "<= 1.0", detail("p50", sp50, bp50)).WithBaseline(cniBaseline, bp50),
+		New("cni.add_p99_ratio_vs_bridge", sp99/bp99, "ratio", "<= 1.0", detail("p99", sp99, bp99)).WithBaseline(cniBaseline, bp99),
+		New("cni.pods_per_s_parallel4", st.podsPS, "pods/s", "report",
+			fmt.Sprintf("%d ADDs %d-way: strata %.1f/s (ADD p50 %.1f ms), bridge %.1f/s (ADD p50 %.1f ms); DELs strata %.1f/s, bridge %.1f/s",
+				cniPods, cniParallel, st.podsPS, cniPct(st.par, 50), br.podsPS, cniPct(br.par, 50), st.delPS, br.delPS)).WithBaseline(cniBaseline, br.podsPS),
+	)
+	return out, nil
+}
+
+// run executes cnitool in the node namespace (the child inherits it from
+// the locked thread) and returns its wall time in ms.
+func (s *cniSetup) run(ctx context.Context, verb, net string, pod nsutil.NS) (float64, error) {
+	var ms float64
+	err := s.node.Do(func() error {
+		cmd := exec.CommandContext(ctx, s.cnitool, verb, net, pod.Path)
+		cmd.Env = append(os.Environ(), "NETCONFPATH="+s.confDir, "CNI_PATH="+s.binDir)
+		t0 := time.Now()
+		b, err := cmd.CombinedOutput()
+		ms = float64(time.Since(t0).Microseconds()) / 1000
+		if err != nil {
+			return fmt.Errorf("cnitool %s %s %s: %v: %s", verb, net, pod.Name, err, b)
+		}
+		return nil
+	})
+	return ms, err
+}
+
+// phase runs verb for every pod with the given parallelism and returns the
+// per-call latencies.
+func (s *cniSetup) phase(ctx context.Context, verb, net string, workers int) ([]float64, error) {
+	lat := make([]float64, len(s.pods))
+	errs := make([]error, len(s.pods))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				lat[i], errs[i] = s.run(ctx, verb, net, s.pods[i])
+			}
+		})
+	}
+	for i := range s.pods {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return lat, nil
+}
+
+// cniPct is the p-th percentile (nearest rank).
+func cniPct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
