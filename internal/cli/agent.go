@@ -1,31 +1,116 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-net/strata/internal/agent"
+	"github.com/strata-net/strata/internal/ipamstore"
+	"github.com/strata-net/strata/internal/podipam"
+	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/internal/version"
+	"github.com/strata-net/strata/topology"
 )
 
 // NewAgent returns the `strata-agent` command: the per-node daemon.
 func NewAgent() *cobra.Command {
+	var cfg agent.Config
+	var underlayIP, wanIP, logLevel string
 	cmd := &cobra.Command{
 		Use:   "strata-agent",
 		Short: "Per-node Strata daemon: discovers facts, builds the datapath, serves CNI",
 		Long: `strata-agent runs on every node (as a DaemonSet pod, or by hand in the lab).
 
-On start it reads its Node, probes the cloud metadata service (ECS, ENS or
-none), publishes the node's facts, asks the topology module for a plan, starts
-the role the plan names (cloud ENI pool, or edge pod CIDR + BGP), programs
-native and VXLAN peers, and serves the strata-cni plugin on a root-only unix
-socket.`,
+On start it reads its Node (labels strata.io/location, strata.io/pool,
+strata.io/interconnect, strata.io/eni-mode), discovers its underlay, asks the
+topology module for a plan, starts the role the plan names (cloud ENI pool,
+or edge pod CIDR + BGP), publishes its facts as Node annotations and over
+encrypted gossip, programs native and VXLAN peers, and serves the strata-cni
+plugin on a root-only unix socket. If the API server is unreachable it runs
+from its cached facts, and gossip keeps failover working.`,
 		Version:      version.Version,
 		SilenceUsage: true,
+		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("the agent's wiring is not built yet; see issue 8")
+			var err error
+			if cfg.UnderlayIP, err = optAddr("--underlay-ip", underlayIP); err != nil {
+				return err
+			}
+			if cfg.WANIP, err = optAddr("--wan-ip", wanIP); err != nil {
+				return err
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			a, err := agent.New(cfg, agentRoles())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return a.Run(ctx)
 		},
 	}
 	cmd.SetVersionTemplate(version.String("strata-agent") + "\n")
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/strata", "IPAM store and cached node facts")
+	f.StringVar(&cfg.CNISocket, "cni-socket", "/run/strata/cni.sock", "unix socket strata-cni calls (created 0600, root only)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9253", "address for /metrics, /status and /healthz; empty disables")
+	f.StringVar(&underlayIP, "underlay-ip", "", "underlay address (default: the default route link's first IPv4 address)")
+	f.StringVar(&cfg.UnderlayLink, "underlay-link", "", "underlay link (default: the default route's link)")
+	f.StringVar(&wanIP, "wan-ip", "", "public/WAN address, when it differs from the underlay address")
+	f.Uint32Var(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
+	f.Uint16Var(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
+	f.IntVar(&cfg.GossipPort, "gossip-port", 7946, "memberlist gossip port on the underlay address")
+	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "memberlist keyring file (base64 AES keys, one per line; first is primary)")
+	f.BoolVar(&cfg.GossipInsecure, "gossip-insecure", false, "allow unencrypted gossip (labs only)")
+	f.StringSliceVar(&cfg.Join, "join", nil, "extra gossip seeds (host or host:port)")
+	f.DurationVar(&cfg.ProbePeriod, "probe-period", 0, "native probe period per remote pool (default 100ms)")
+	f.IntVar(&cfg.Topology.FailThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "consecutive failed native probes before a pair leaves native")
+	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+func optAddr(flag, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, fmt.Errorf("%s %q: want an IP address: %w", flag, s, err)
+	}
+	return a, nil
+}
+
+// agentRoles maps each datapath to the role that builds it.
+func agentRoles() agent.Roles {
+	return agent.Roles{
+		topology.DatapathVXLANOverlay: podCIDRRole,
+	}
+}
+
+// podCIDRRole serves pods from the node's pod CIDR with no routing protocol:
+// peers reach them over the overlay.
+func podCIDRRole(_ context.Context, env agent.RoleEnv) (role.Role, error) {
+	if !env.Facts.PodCIDR.IsValid() {
+		return nil, fmt.Errorf("node %s has no pod CIDR: set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs) or annotation %s", env.NodeName, topology.AnnotationPodCIDR)
+	}
+	st, err := ipamstore.Open(filepath.Join(env.StateDir, "ipam.db"))
+	if err != nil {
+		return nil, err
+	}
+	return podipam.New(env.Facts.PodCIDR, st, podipam.Options{Name: string(topology.DatapathVXLANOverlay), Logger: env.Logger})
 }

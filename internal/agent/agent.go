@@ -1,0 +1,317 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/strata-net/strata/cni/server"
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/topology"
+	"github.com/strata-net/strata/topology/probe"
+	"github.com/strata-net/strata/vxlan"
+)
+
+// Agent is one node's daemon.
+type Agent struct {
+	cfg   Config
+	roles Roles
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	m     *metrics
+
+	kube    kubernetes.Interface
+	self    topology.NodeFacts
+	role    role.Role
+	decider *topology.Decider
+	overlay *vxlan.Datapath
+	native  *nativeRoutes
+	prober  *probe.Prober
+
+	events chan func() // serialised updates to the decider
+
+	mu       sync.Mutex
+	plan     *topology.Plan
+	programs map[string]topology.PeerProgram // last programmed, per peer
+}
+
+// New checks the configuration; Run does the work.
+func New(cfg Config, roles Roles) (*Agent, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Agent{cfg: cfg, roles: roles, log: cfg.Logger.With("node", cfg.NodeName), reg: reg, m: newMetrics(reg),
+		events: make(chan func(), 1024), programs: map[string]topology.PeerProgram{}}, nil
+}
+
+// Run starts the node and serves until ctx ends. On return everything the
+// agent started is stopped; kernel state and IPAM stay, so pods keep
+// working across an agent restart.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir %s: %w", a.cfg.StateDir, err)
+	}
+	if a.cfg.MetricsAddr != "" {
+		if err := a.serveHTTP(ctx); err != nil {
+			return err
+		}
+	}
+
+	// 1. Node facts: the API server, or the cache when it is unreachable.
+	node, err := a.loadNode(ctx)
+	if err != nil {
+		return err
+	}
+	ul, err := discoverUnderlay(a.cfg.UnderlayIP, a.cfg.UnderlayLink)
+	if err != nil {
+		return err
+	}
+	self, err := localFacts(a.cfg, node, ul)
+	if err != nil {
+		return err
+	}
+
+	// 2. The plan for this node alone names its datapath, hence its role.
+	d, err := topology.NewDecider(a.cfg.Topology)
+	if err != nil {
+		return err
+	}
+	a.decider = d
+	p, err := d.UpsertNode(self)
+	if err != nil {
+		return fmt.Errorf("this node's facts: %w", err)
+	}
+	np, _ := p.Node(self.Name)
+	factory, ok := a.roles[np.Datapath]
+	if !ok {
+		return fmt.Errorf("the plan gives this node datapath %q (%s), which this agent cannot build; check the node's strata.io labels", np.Datapath, np.Reason)
+	}
+	a.log.Info("datapath chosen", "datapath", np.Datapath, "reason", np.Reason)
+	a.role, err = factory(ctx, RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, Facts: self, StateDir: a.cfg.StateDir,
+		Kube: a.kube, Registry: a.reg, Logger: a.log.With("role", string(np.Datapath))})
+	if err != nil {
+		return fmt.Errorf("build role %s: %w", np.Datapath, err)
+	}
+	if err := a.role.Start(ctx); err != nil {
+		return fmt.Errorf("start role %s: %w", np.Datapath, err)
+	}
+	defer func() { _ = a.role.Stop(context.WithoutCancel(ctx)) }()
+	a.m.datapath.WithLabelValues(string(np.Datapath)).Set(1)
+
+	// 3. What the role owns completes the facts.
+	na, ok := a.role.(role.NodeAddresser)
+	if !ok || !na.NodeAddr().IsValid() {
+		return fmt.Errorf("role %s reserves no node address for probes and the overlay", a.role.Name())
+	}
+	self.ProbeIP = na.NodeAddr()
+	for _, pfx := range a.role.OwnedPrefixes() {
+		if pfx != self.PodCIDR {
+			self.PodPrefixes = append(self.PodPrefixes, pfx)
+		}
+	}
+	self.VTEPMAC = vxlan.DefaultMAC(a.cfg.VNI, self.ProbeIP).String()
+	self.VTEPPort = a.cfg.VXLANPort
+	a.self = self
+	if _, err := d.UpsertNode(self); err != nil {
+		return fmt.Errorf("this node's facts: %w", err)
+	}
+
+	// 4. Datapaths: the overlay device and the native probe path.
+	a.overlay, err = vxlan.New(vxlan.DeviceConfig{VNI: a.cfg.VNI, Port: a.cfg.VXLANPort, LocalIP: ul.ip,
+		UnderlayLink: ul.link, OverlayIP: self.ProbeIP}, a.log.With("datapath", "vxlan"))
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	a.reg.MustRegister(a.overlay)
+	go func() {
+		if err := a.overlay.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("vxlan drift repair stopped", "err", err)
+		}
+	}()
+	a.native = &nativeRoutes{table: a.cfg.NativeTable, mark: a.cfg.ProbeMark, underlay: ul}
+	if err := a.native.setupProbePath(); err != nil {
+		return err
+	}
+
+	// 5. Publish, gossip, watch.
+	a.publish(ctx, np.Datapath)
+	if err := a.startProber(ctx); err != nil {
+		return err
+	}
+	defer a.prober.Close()
+	if a.kube != nil {
+		a.watchNodes(ctx)
+	}
+
+	// 6. Serve CNI.
+	l, err := server.Listen(a.cfg.CNISocket)
+	if err != nil {
+		return fmt.Errorf("CNI socket %s: %w", a.cfg.CNISocket, err)
+	}
+	srv := server.New(a.role, server.Options{Logger: a.log.With("component", "cni")})
+	for _, c := range srv.Collectors() {
+		a.reg.MustRegister(c)
+	}
+	go func() {
+		if err := srv.Serve(ctx, l); err != nil && ctx.Err() == nil {
+			a.log.Error("CNI server stopped", "err", err)
+			cancel()
+		}
+	}()
+	a.log.Info("agent ready", "underlay", ul.ip, "probe", self.ProbeIP, "cni", a.cfg.CNISocket)
+	return a.loop(ctx)
+}
+
+// loop applies fact and probe updates in order and reprograms peers whose
+// path changed. Time advances every probe period so hold-downs expire.
+func (a *Agent) loop(ctx context.Context) error {
+	period := a.cfg.ProbePeriod
+	if period == 0 {
+		period = probe.DefaultProbePeriod
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	resync := time.NewTicker(30 * time.Second)
+	defer resync.Stop()
+	a.program(ctx, time.Now(), true)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case fn := <-a.events:
+			t0 := time.Now()
+			fn()
+			for drained := false; !drained; { // batch what is queued
+				select {
+				case fn := <-a.events:
+					fn()
+				default:
+					drained = true
+				}
+			}
+			a.program(ctx, t0, false)
+		case now := <-tick.C:
+			if _, changed := a.decider.Advance(now); changed {
+				a.program(ctx, now, false)
+			}
+		case <-resync.C:
+			a.program(ctx, time.Now(), true)
+		}
+	}
+}
+
+// post queues an update of the decider for the loop.
+func (a *Agent) post(fn func()) {
+	select {
+	case a.events <- fn:
+	default:
+		a.m.droppedEvents.Inc()
+	}
+}
+
+// program pushes the current plan's peers to the datapaths: every peer on
+// full resync, else only when some peer's programming changed.
+func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
+	plan := a.decider.Plan()
+	peers := plan.PeersOf(a.self.Name)
+	a.mu.Lock()
+	changed := full
+	next := make(map[string]topology.PeerProgram, len(peers))
+	for _, pp := range peers {
+		next[pp.Peer] = pp
+		if old, ok := a.programs[pp.Peer]; !ok || !old.SameProgramming(pp) {
+			changed = true
+			if ok && old.Path != pp.Path {
+				a.log.Info("path switch", "peer", pp.Peer, "from", old.Path, "to", pp.Path, "reason", pp.Reason)
+				a.m.switches.WithLabelValues(string(old.Path), string(pp.Path)).Inc()
+			}
+		}
+	}
+	if len(next) != len(a.programs) {
+		changed = true
+	}
+	a.plan = plan
+	a.mu.Unlock()
+	if !changed {
+		return
+	}
+	var overlay []vxlan.Peer
+	var native []nativeRoute
+	counts := map[topology.Path]int{}
+	for _, pp := range peers {
+		counts[pp.Path]++
+		switch pp.Path {
+		case topology.PathVXLAN:
+			p, err := a.overlayPeer(plan, pp)
+			if err != nil {
+				a.log.Warn("cannot program overlay peer", "peer", pp.Peer, "err", err)
+				continue
+			}
+			overlay = append(overlay, p)
+		case topology.PathNative:
+			for _, pfx := range pp.PodPrefixes {
+				if pp.NextHop.IsValid() {
+					native = append(native, nativeRoute{dst: pfx, via: pp.NextHop})
+				}
+			}
+		}
+	}
+	err := errors.Join(a.overlay.Reconcile(ctx, overlay), a.native.reconcile(native))
+	if err != nil {
+		a.log.Error("programming peers failed; retrying on the next resync", "err", err)
+		a.m.programErrors.Inc()
+		return
+	}
+	a.mu.Lock()
+	a.programs = next
+	a.mu.Unlock()
+	for _, p := range []topology.Path{topology.PathNative, topology.PathVXLAN, topology.PathUnreachable} {
+		a.m.pairs.WithLabelValues(string(p)).Set(float64(counts[p]))
+	}
+	if !full {
+		a.m.lastSwitch.Set(time.Since(since).Seconds())
+	}
+}
+
+func (a *Agent) overlayPeer(plan *topology.Plan, pp topology.PeerProgram) (vxlan.Peer, error) {
+	np, ok := plan.Node(pp.Peer)
+	if !ok || !np.Facts.ProbeIP.IsValid() {
+		return vxlan.Peer{}, fmt.Errorf("peer %s has published no probe/overlay address yet", pp.Peer)
+	}
+	mac, err := net.ParseMAC(pp.VTEPMAC)
+	if err != nil {
+		return vxlan.Peer{}, fmt.Errorf("peer %s VTEP MAC %q: %w", pp.Peer, pp.VTEPMAC, err)
+	}
+	return vxlan.Peer{Name: pp.Peer, UnderlayIP: pp.VTEP, MAC: mac, OverlayIP: np.Facts.ProbeIP, Prefixes: pp.PodPrefixes}, nil
+}
+
+func (a *Agent) serveHTTP(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/status", a.serveStatus)
+	l, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s (change --metrics-addr): %w", a.cfg.MetricsAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return nil
+}

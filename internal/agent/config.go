@@ -1,0 +1,121 @@
+// Package agent wires Strata's per-node daemon: it discovers the node's
+// facts, asks topology for a plan, starts the role the plan names, feeds plan
+// changes to the VXLAN and native datapaths, and serves CNI. It never
+// branches on the kind of node: roles plug in through role.Role, chosen by
+// the datapath the plan gives this node.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/topology"
+)
+
+// Config is the agent's configuration (flags and the ConfigMap).
+type Config struct {
+	NodeName    string
+	Kubeconfig  string // empty: in-cluster
+	StateDir    string // IPAM store, cached node facts
+	CNISocket   string
+	MetricsAddr string // /metrics, /status, /healthz; empty disables
+
+	UnderlayIP   netip.Addr // empty: the source address of the default route's link
+	UnderlayLink string     // empty: the default route's link
+	WANIP        netip.Addr
+
+	VNI       uint32
+	VXLANPort uint16
+
+	GossipPort     int
+	GossipKeyFile  string
+	GossipInsecure bool
+	Join           []string // gossip seeds besides the Nodes' underlay IPs
+
+	// ProbeMark marks native probes; a rule sends marked packets through
+	// NativeTable, which holds the underlay's default route, so probes stay
+	// native while the pair's traffic uses VXLAN.
+	ProbeMark   uint32
+	NativeTable int
+	ProbePeriod time.Duration
+
+	Topology topology.Config
+	// APITimeout bounds the wait for the API server at start; past it the
+	// agent runs from its cached facts (edge autonomy).
+	APITimeout time.Duration
+	Logger     *slog.Logger
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/strata"
+	}
+	if c.CNISocket == "" {
+		c.CNISocket = "/run/strata/cni.sock"
+	}
+	if c.VNI == 0 {
+		c.VNI = 1
+	}
+	if c.VXLANPort == 0 {
+		c.VXLANPort = 4789
+	}
+	if c.ProbeMark == 0 {
+		c.ProbeMark = 0x5354
+	}
+	if c.NativeTable == 0 {
+		c.NativeTable = 250
+	}
+	if c.Topology == (topology.Config{}) {
+		c.Topology = topology.DefaultConfig()
+	}
+	if c.APITimeout == 0 {
+		c.APITimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate names the first bad field and the fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required (in a DaemonSet, set it from spec.nodeName)"))
+	}
+	if c.GossipKeyFile == "" && !c.GossipInsecure {
+		errs = append(errs, errors.New("--gossip-key-file is required: gossip is encrypted; pass --gossip-insecure only in labs"))
+	}
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("topology settings: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// RoleEnv is what a role factory gets.
+type RoleEnv struct {
+	NodeName string
+	Node     *corev1.Node // nil when the API server was unreachable at start
+	Facts    topology.NodeFacts
+	StateDir string
+	Kube     kubernetes.Interface // nil when offline
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+}
+
+// RoleFactory builds the role for one datapath.
+type RoleFactory func(ctx context.Context, env RoleEnv) (role.Role, error)
+
+// Roles maps each datapath the plan can name to its role. The wiring in
+// internal/cli fills it; the agent only looks a datapath up.
+type Roles map[topology.Datapath]RoleFactory

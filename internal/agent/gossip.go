@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/hashicorp/memberlist"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/strata-net/strata/topology"
+	"github.com/strata-net/strata/topology/probe"
+)
+
+// startProber joins gossip on the underlay and feeds its reports (peer
+// facts, node-IP liveness, native probe results) to the decider. Seeds are
+// the Nodes' published underlay IPs plus --join.
+func (a *Agent) startProber(ctx context.Context) error {
+	var kr *memberlist.Keyring
+	if !a.cfg.GossipInsecure {
+		var err error
+		if kr, err = probe.LoadKeyring(a.cfg.GossipKeyFile); err != nil {
+			return fmt.Errorf("gossip key: %w", err)
+		}
+	}
+	p, err := probe.Start(probe.Config{
+		Facts: a.self, BindAddr: a.self.Underlay().String(), GossipPort: a.cfg.GossipPort,
+		Keyring: kr, Insecure: a.cfg.GossipInsecure, Mark: a.cfg.ProbeMark, Period: a.cfg.ProbePeriod,
+		Logger: a.log.With("component", "probe"),
+		OnProbe: func(r topology.ProbeResult) {
+			a.post(func() { a.decider.Observe(r) })
+		},
+		OnFacts: func(f topology.NodeFacts) {
+			if f.Name == a.self.Name {
+				return
+			}
+			a.post(func() {
+				if _, err := a.decider.UpsertNode(f); err != nil {
+					a.log.Warn("gossiped facts rejected", "peer", f.Name, "err", err)
+				}
+			})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip/prober: %w", err)
+	}
+	a.prober = p
+	seeds := append([]string(nil), a.cfg.Join...)
+	if a.kube != nil {
+		if nodes, err := a.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+			for _, n := range nodes.Items {
+				if n.Name == a.self.Name {
+					continue
+				}
+				if f, err := topology.ParseNode(n.Name, n.Labels, n.Annotations); err == nil && f.Underlay().IsValid() {
+					seeds = append(seeds, f.Underlay().String())
+				}
+			}
+		}
+	}
+	port := a.cfg.GossipPort
+	if port == 0 {
+		port = probe.DefaultGossipPort
+	}
+	for i, s := range seeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			seeds[i] = net.JoinHostPort(s, strconv.Itoa(port))
+		}
+	}
+	if len(seeds) > 0 {
+		if n, err := p.Join(seeds); err != nil {
+			a.log.Warn("gossip join incomplete; memberlist keeps trying through those it reached", "joined", n, "err", err)
+		}
+	}
+	return nil
+}

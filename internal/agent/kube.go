@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/strata-net/strata/topology"
+)
+
+// nodeInfo is what the agent needs of its Node; it is cached on disk so a
+// restart while the API server is down still knows who it is.
+type nodeInfo struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	PodCIDR     string            `json:"podCIDR,omitempty"`
+	obj         *corev1.Node
+}
+
+func (a *Agent) cachePath() string { return filepath.Join(a.cfg.StateDir, "node.json") }
+
+// loadNode reads this node from the API server, within APITimeout, and
+// refreshes the cache; past the timeout it falls back to the cache.
+func (a *Agent) loadNode(ctx context.Context) (nodeInfo, error) {
+	cs, err := a.client()
+	if err != nil {
+		return nodeInfo{}, err
+	}
+	a.kube = cs
+	deadline := time.Now().Add(a.cfg.APITimeout)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := cs.CoreV1().Nodes().Get(rctx, a.cfg.NodeName, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			info := nodeInfo{Labels: n.Labels, Annotations: n.Annotations, PodCIDR: n.Spec.PodCIDR, obj: n}
+			if b, err := json.Marshal(info); err == nil {
+				_ = os.WriteFile(a.cachePath(), b, 0o600)
+			}
+			return info, nil
+		}
+		last = err
+		time.Sleep(time.Second)
+	}
+	b, err := os.ReadFile(a.cachePath())
+	if err != nil {
+		return nodeInfo{}, fmt.Errorf("read Node %s from the API server: %v; and no cached facts in %s: check --kubeconfig and that the Node exists", a.cfg.NodeName, last, a.cachePath())
+	}
+	var info nodeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nodeInfo{}, fmt.Errorf("cached node facts %s are corrupt (delete the file to re-read them): %w", a.cachePath(), err)
+	}
+	a.log.Warn("API server unreachable: running from cached node facts", "err", last, "cache", a.cachePath())
+	return info, nil
+}
+
+func (a *Agent) client() (*kubernetes.Clientset, error) {
+	var cfg *rest.Config
+	var err error
+	if a.cfg.Kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig, or run in a pod): %w", err)
+	}
+	cfg.Timeout = 10 * time.Second
+	cfg.UserAgent = "strata-agent/" + a.cfg.NodeName
+	return kubernetes.NewForConfig(cfg)
+}
+
+// publish writes this node's facts as annotations (best effort: gossip
+// carries them too while the API server is away).
+func (a *Agent) publish(ctx context.Context, dp topology.Datapath) {
+	_, ann := topology.Format(a.self)
+	ann[topology.AnnotationDatapath] = string(dp)
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := a.kube.CoreV1().Nodes().Patch(rctx, a.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		a.log.Warn("publish node facts to the API server failed; gossip still carries them", "err", err)
+	}
+}
+
+// watchNodes feeds every Node's labels and annotations to the decider.
+func (a *Agent) watchNodes(ctx context.Context) {
+	f := informers.NewSharedInformerFactory(a.kube, 10*time.Minute)
+	inf := f.Core().V1().Nodes().Informer()
+	upsert := func(obj any) {
+		n, ok := obj.(*corev1.Node)
+		if !ok || n.Name == a.self.Name {
+			return
+		}
+		ann := n.Annotations
+		if n.Spec.PodCIDR != "" && ann[topology.AnnotationPodCIDR] == "" {
+			ann = copyWith(ann, topology.AnnotationPodCIDR, n.Spec.PodCIDR)
+		}
+		a.post(func() {
+			if _, err := a.decider.UpsertNodeMeta(n.Name, n.Labels, ann); err != nil {
+				a.log.Warn("node facts rejected; its last good facts stay", "peer", n.Name, "err", err)
+				a.m.badFacts.Inc()
+			}
+		})
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    upsert,
+		UpdateFunc: func(_, obj any) { upsert(obj) },
+		DeleteFunc: func(obj any) {
+			if n, ok := obj.(*corev1.Node); ok {
+				a.post(func() { a.decider.RemoveNode(n.Name) })
+			}
+		},
+	})
+	f.Start(ctx.Done())
+}
+
+func copyWith(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for kk, vv := range m {
+		out[kk] = vv
+	}
+	out[k] = v
+	return out
+}

@@ -1,0 +1,47 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/strata-net/strata/topology"
+)
+
+// Status is what /status serves and `strata status` prints.
+type Status struct {
+	Node     string                 `json:"node"`
+	Datapath topology.Datapath      `json:"datapath"`
+	Reason   string                 `json:"reason"`
+	Role     string                 `json:"role"`
+	Ready    string                 `json:"ready"`
+	Nodes    []topology.NodePlan    `json:"nodes"`
+	Peers    []topology.PeerProgram `json:"peers"`
+}
+
+func (a *Agent) status() Status {
+	a.mu.Lock()
+	plan := a.plan
+	a.mu.Unlock()
+	st := Status{Node: a.cfg.NodeName, Ready: "yes"}
+	if a.role != nil {
+		st.Role = a.role.Name()
+		if err := a.role.Ready(); err != nil {
+			st.Ready = err.Error()
+		}
+	}
+	if plan != nil {
+		if np, ok := plan.Node(a.cfg.NodeName); ok {
+			st.Datapath, st.Reason = np.Datapath, np.Reason
+		}
+		st.Nodes = plan.Nodes()
+		st.Peers = plan.PeersOf(a.cfg.NodeName)
+	}
+	return st
+}
+
+func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(a.status())
+}
