@@ -1,0 +1,487 @@
+package cloudnode
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/strata-net/strata/cloud-node/ecsapi"
+)
+
+// run is the only goroutine that changes cloud state, so a reconcile never
+// races a create or an assign of this manager.
+func (m *Manager) run(ctx context.Context) {
+	defer close(m.done)
+	tick := time.NewTicker(min(m.cfg.IdleRelease/4+time.Millisecond, 10*time.Second))
+	defer tick.Stop()
+	lastResync := time.Now()
+	for {
+		m.mu.Lock()
+		dirty := m.dirty
+		m.mu.Unlock()
+		if dirty || time.Since(lastResync) > m.cfg.ResyncInterval {
+			if err := m.resync(ctx); err != nil {
+				m.setErr(err)
+			}
+			lastResync = time.Now()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := m.fill(ctx); err != nil && ctx.Err() == nil {
+			m.setErr(err)
+			m.log.Warn("warm pool refill failed; will retry", "err", err)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := m.trim(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("releasing idle IPs failed; will retry", "err", err)
+		}
+		m.mu.Lock()
+		m.notify()
+		needMore := (m.waiting > 0 || len(m.free) < m.cfg.MinIdle) && m.lastErr == nil && len(m.enis) > 0 && m.roomLocked()
+		m.mu.Unlock()
+		if needMore {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *Manager) setErr(err error) {
+	m.mu.Lock()
+	m.lastErr = err
+	m.notify()
+	m.mu.Unlock()
+}
+
+// roomLocked says whether an attached ENI can take more IPs or another ENI
+// may be created.
+func (m *Manager) roomLocked() bool {
+	if len(m.enis) < m.maxENIs() {
+		return true
+	}
+	for _, e := range m.enis {
+		if 1+len(e.ips) < m.limits.IPsPerENI {
+			return true
+		}
+	}
+	return false
+}
+
+// fill tops the pool up when it is below MinIdle (or WarmUp before the
+// first fill) or someone waits, one batch per call.
+func (m *Manager) fill(ctx context.Context) error {
+	m.mu.Lock()
+	total := 0
+	for _, e := range m.enis {
+		total += len(e.ips)
+	}
+	target := max(m.cfg.MinIdle, 0)
+	if total < m.cfg.WarmUp {
+		target = max(target, len(m.free)+m.cfg.WarmUp-total)
+	}
+	if m.waiting > 0 {
+		target = max(target, len(m.free)+m.waiting)
+	}
+	need := target - len(m.free)
+	if need <= 0 {
+		m.lastErr = nil
+		m.mu.Unlock()
+		return nil
+	}
+	// Ask for a whole batch up to MaxIdle: fewer calls under churn.
+	n := min(m.cfg.BatchSize, max(need, m.cfg.MaxIdle-len(m.free)))
+	var target_ *eniState
+	for _, e := range m.enis {
+		room := m.limits.IPsPerENI - 1 - len(e.ips)
+		if room > 0 && (target_ == nil || len(e.ips) < len(target_.ips)) {
+			target_ = e
+		}
+	}
+	canCreate := len(m.enis) < m.maxENIs()
+	m.mu.Unlock()
+
+	if target_ == nil {
+		if !canCreate {
+			return fmt.Errorf("node is at its ENI capacity (%d ENIs x %d IPs): no more pod IPs", m.maxENIs(), m.limits.IPsPerENI-1)
+		}
+		return m.createENI(ctx, min(n, m.limits.IPsPerENI-1))
+	}
+	m.mu.Lock()
+	n = min(n, m.limits.IPsPerENI-1-len(target_.ips))
+	m.mu.Unlock()
+	ips, _, err := m.api.AssignIPs(ctx, target_.info.ID, n, nil, 0, ecsapi.NewToken())
+	if err != nil {
+		// a time-out may have assigned them anyway: resync finds out
+		m.mu.Lock()
+		m.dirty = true
+		m.mu.Unlock()
+		return fmt.Errorf("assign %d IPs to %s: %w", n, target_.info.ID, err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // "crashed" after the call: reconcile at restart adopts them
+	}
+	now := time.Now()
+	m.mu.Lock()
+	for _, ip := range ips {
+		if !target_.ips[ip] {
+			target_.ips[ip] = true
+			m.free[ip] = freeIP{eni: target_.info.ID, since: now}
+		}
+	}
+	m.lastErr = nil
+	m.mu.Unlock()
+	return nil
+}
+
+// createENI makes, attaches and brings up a new ENI with count IPs.
+func (m *Manager) createENI(ctx context.Context, count int) error {
+	var vswitch string
+	for _, id := range m.cfg.PodVSwitchIDs {
+		vs, err := m.api.DescribeVSwitch(ctx, id)
+		if err != nil {
+			return err
+		}
+		if vs.Available > count {
+			vswitch = id
+			break
+		}
+	}
+	if vswitch == "" {
+		return fmt.Errorf("every pod vSwitch %v is out of addresses: add a vSwitch to PodVSwitchIDs", m.cfg.PodVSwitchIDs)
+	}
+	eni, err := m.api.CreateENI(ctx, vswitch, m.cfg.SecurityGroupID, count, m.tags(), ecsapi.NewToken())
+	if err != nil {
+		m.markDirty()
+		return fmt.Errorf("create ENI in %s: %w", vswitch, err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	m.log.Info("created ENI", "eni", eni.ID, "vswitch", vswitch, "ips", len(eni.Secondary))
+	if err := m.api.AttachENI(ctx, eni.ID, m.cfg.InstanceID); err != nil {
+		if ctx.Err() == nil && !ecsapi.Retryable(err) {
+			// it will never attach (quota, state): give it back now
+			if derr := m.api.DeleteENI(ctx, eni.ID); derr != nil {
+				m.markDirty()
+			}
+		} else {
+			m.markDirty()
+		}
+		return fmt.Errorf("attach ENI %s: %w", eni.ID, err)
+	}
+	got, err := m.waitInUse(ctx, eni.ID)
+	if err != nil {
+		m.markDirty()
+		return err
+	}
+	return m.adopt(ctx, got)
+}
+
+func (m *Manager) markDirty() {
+	m.mu.Lock()
+	m.dirty = true
+	m.mu.Unlock()
+}
+
+// waitInUse polls Describe until the ENI is InUse on this instance, then the
+// metadata service until the guest sees its MAC.
+func (m *Manager) waitInUse(ctx context.Context, id string) (ecsapi.ENI, error) {
+	deadline := time.Now().Add(m.cfg.AttachTimeout)
+	var last ecsapi.ENI
+	for {
+		es, err := m.api.DescribeENIs(ctx, ecsapi.Filter{IDs: []string{id}})
+		if err == nil && len(es) == 1 {
+			last = es[0]
+			if last.Status == "InUse" && last.InstanceID == m.cfg.InstanceID {
+				break
+			}
+			if last.Status == "Available" {
+				return last, fmt.Errorf("ENI %s went back to Available while attaching", id)
+			}
+		}
+		if time.Now().After(deadline) {
+			return last, fmt.Errorf("ENI %s not InUse after %s (status %q)", id, m.cfg.AttachTimeout, last.Status)
+		}
+		if err := sleep(ctx, m.cfg.PollInterval); err != nil {
+			return last, err
+		}
+	}
+	for m.cfg.ReadyMAC != nil {
+		ok, err := m.cfg.ReadyMAC(ctx, last.MAC)
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			return last, fmt.Errorf("ENI %s (MAC %s) InUse but not in instance metadata after %s", id, last.MAC, m.cfg.AttachTimeout)
+		}
+		if err := sleep(ctx, m.cfg.PollInterval); err != nil {
+			return last, err
+		}
+	}
+	return last, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// adopt takes an InUse ENI of this node into the manager: kernel side up,
+// its secondaries into the pool unless the store holds them.
+func (m *Manager) adopt(ctx context.Context, e ecsapi.ENI) error {
+	vs, err := m.api.DescribeVSwitch(ctx, e.VSwitchID)
+	if err != nil {
+		return err
+	}
+	info := ENIInfo{ID: e.ID, MAC: e.MAC, PrimaryIP: e.PrimaryIP, CIDR: vs.CIDR, Gateway: vs.CIDR.Masked().Addr().Next()}
+	st := &eniState{info: info, ips: map[netip.Addr]bool{}}
+	if m.dp != nil {
+		if st.link, st.table, err = m.dp.ENIUp(ctx, info); err != nil {
+			return fmt.Errorf("bring up ENI %s (MAC %s) on the node: %w", e.ID, e.MAC, err)
+		}
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// read the store under the lock: an Allocate either finished its claim
+	// (the store has it) or is still claiming (m.claiming has it)
+	used, err := m.usedIPs()
+	if err != nil {
+		return err
+	}
+	if old, ok := m.enis[e.ID]; ok {
+		st.link, st.table = orStr(st.link, old.link), orInt(st.table, old.table)
+	}
+	m.enis[e.ID] = st
+	for _, ip := range e.Secondary {
+		st.ips[ip] = true
+		if !used[ip] && !m.claiming[ip] {
+			if _, ok := m.free[ip]; !ok {
+				m.free[ip] = freeIP{eni: e.ID, since: now}
+			}
+		}
+	}
+	m.log.Info("ENI ready", "eni", e.ID, "link", st.link, "table", st.table, "ips", len(e.Secondary))
+	return nil
+}
+
+func orStr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func orInt(a, b int) int {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+func (m *Manager) usedIPs() (map[netip.Addr]bool, error) {
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		return nil, fmt.Errorf("read IPAM store: %w", err)
+	}
+	used := make(map[netip.Addr]bool, len(recs))
+	for _, r := range recs {
+		used[r.Addr] = true
+	}
+	return used, nil
+}
+
+// trim gives back idle IPs above MaxIdle, a batch per call, oldest first.
+func (m *Manager) trim(ctx context.Context) error {
+	m.mu.Lock()
+	over := len(m.free) - m.cfg.MaxIdle
+	if over <= 0 {
+		m.mu.Unlock()
+		return nil
+	}
+	cutoff := time.Now().Add(-m.cfg.IdleRelease)
+	byENI := map[string][]netip.Addr{}
+	var pick string
+	for ip, f := range m.free {
+		if f.since.Before(cutoff) {
+			byENI[f.eni] = append(byENI[f.eni], ip)
+			if pick == "" || len(byENI[f.eni]) > len(byENI[pick]) {
+				pick = f.eni
+			}
+		}
+	}
+	if pick == "" {
+		m.mu.Unlock()
+		return nil
+	}
+	ips := byENI[pick]
+	ips = ips[:min(len(ips), over, m.cfg.BatchSize)]
+	for _, ip := range ips {
+		delete(m.free, ip) // out of the pool before the call: never handed out half-released
+	}
+	m.mu.Unlock()
+	err := m.api.UnassignIPs(ctx, pick, ips)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.dirty = true // resync decides from the cloud's answer
+		return fmt.Errorf("unassign %d IPs from %s: %w", len(ips), pick, err)
+	}
+	if e, ok := m.enis[pick]; ok {
+		for _, ip := range ips {
+			delete(e.ips, ip)
+		}
+	}
+	return nil
+}
+
+// resync reconciles with the cloud: adopt this node's InUse ENIs, delete
+// orphans (ours but Available), rebuild the pool as cloud IPs minus the
+// store, and drop store records whose IP the cloud no longer has.
+func (m *Manager) resync(ctx context.Context) error {
+	m.mu.Lock()
+	m.dirty = false
+	m.mu.Unlock()
+	es, err := m.api.DescribeENIs(ctx, ecsapi.Filter{Tags: m.tags()})
+	if err != nil {
+		m.markDirty()
+		return err
+	}
+	seen := map[string]ecsapi.ENI{}
+	unsettled := map[string]bool{}
+	for _, e := range es {
+		if e.Tags[TagCluster] != m.cfg.ClusterID || e.Tags[TagNode] != m.cfg.InstanceID {
+			continue
+		}
+		switch {
+		case e.Status == "InUse" && e.InstanceID == m.cfg.InstanceID:
+			seen[e.ID] = e
+		case e.Status == "Available":
+			m.log.Info("deleting orphan ENI (created, never attached)", "eni", e.ID)
+			if err := m.api.DeleteENI(ctx, e.ID); err != nil {
+				m.markDirty()
+				m.log.Warn("delete orphan ENI", "eni", e.ID, "err", err)
+			}
+		default:
+			unsettled[e.ID] = true
+			m.markDirty()
+		}
+	}
+	for id, e := range seen {
+		m.mu.Lock()
+		_, known := m.enis[id]
+		m.mu.Unlock()
+		if !known {
+			if err := m.adopt(ctx, e); err != nil {
+				m.markDirty()
+				return err
+			}
+		}
+	}
+	now := time.Now()
+	m.mu.Lock()
+	used, err := m.usedIPs()
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	cloud := map[netip.Addr]string{}
+	for id, st := range m.enis {
+		e, ok := seen[id]
+		if !ok {
+			delete(m.enis, id)
+			continue
+		}
+		st.ips = map[netip.Addr]bool{}
+		for _, ip := range e.Secondary {
+			st.ips[ip] = true
+			cloud[ip] = id
+		}
+	}
+	free := map[netip.Addr]freeIP{}
+	for ip, id := range cloud {
+		if used[ip] || m.claiming[ip] {
+			continue
+		}
+		f, ok := m.free[ip]
+		if !ok || f.eni != id {
+			f = freeIP{eni: id, since: now}
+		}
+		free[ip] = f
+	}
+	m.free = free
+	m.notify()
+	m.mu.Unlock()
+	var stale []string
+	for _, r := range recs {
+		if _, ok := cloud[r.Addr]; !ok && !unsettled[r.Meta["eni"]] {
+			stale = append(stale, r.Key())
+			if _, _, err := m.store.Release(StorePool, r.ContainerID, r.IfName); err != nil {
+				return err
+			}
+		}
+	}
+	if len(stale) > 0 {
+		m.log.Warn("dropped allocations whose IP the cloud no longer holds", "attachments", stale)
+	}
+	if m.dp != nil {
+		keep := map[netip.Addr]bool{}
+		for ip := range used {
+			keep[ip] = true
+		}
+		if err := m.dp.Prune(ctx, keep); err != nil {
+			return fmt.Errorf("prune pod rules: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reconcile runs one full reconcile now (from the maintainer when running).
+func (m *Manager) Reconcile(ctx context.Context) error {
+	m.mu.Lock()
+	running := m.cancel != nil
+	if running {
+		m.dirty = true
+	}
+	ch := m.changed
+	m.mu.Unlock()
+	if !running {
+		return m.resync(ctx)
+	}
+	m.kick()
+	// wait for a loop pass that saw dirty
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+		m.mu.Lock()
+		d := m.dirty
+		ch = m.changed
+		m.mu.Unlock()
+		if !d {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,502 @@
+package cloudnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/internal/ipamstore"
+	"github.com/strata-net/strata/internal/role"
+)
+
+// StorePool is the ipamstore pool holding every ENI secondary IP handed to a pod.
+const StorePool = "eni"
+
+// Tag keys on ENIs Strata creates; reconcile adopts only ENIs carrying both.
+const (
+	TagCluster = "strata.io/cluster"
+	TagNode    = "strata.io/node"
+)
+
+// PodGateway is the link-local gateway pods use; the host side answers ARP
+// for it (proxy ARP), so the pod never needs the VPC gateway's MAC.
+var PodGateway = netip.MustParseAddr("169.254.1.1")
+
+// CloudAPI is the part of the ECS API the manager uses (*ecsapi.Client).
+type CloudAPI interface {
+	CreateENI(ctx context.Context, vswitchID, securityGroupID string, count int, tags map[string]string, token string) (ecsapi.ENI, error)
+	AttachENI(ctx context.Context, eniID, instanceID string) error
+	DetachENI(ctx context.Context, eniID, instanceID string) error
+	DeleteENI(ctx context.Context, eniID string) error
+	DescribeENIs(ctx context.Context, f ecsapi.Filter) ([]ecsapi.ENI, error)
+	AssignIPs(ctx context.Context, eniID string, count int, explicit []netip.Addr, prefixCount int, token string) ([]netip.Addr, []netip.Prefix, error)
+	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
+	DescribeInstanceType(ctx context.Context, id string) (ecsapi.InstanceType, error)
+	DescribeVSwitch(ctx context.Context, id string) (ecsapi.VSwitch, error)
+}
+
+// ENIInfo is what the datapath needs to know about an attached ENI.
+type ENIInfo struct {
+	ID        string
+	MAC       string
+	PrimaryIP netip.Addr
+	Gateway   netip.Addr
+	CIDR      netip.Prefix
+}
+
+// ENIDatapath programs the node side of an ENI: find its link by MAC, bring
+// it up and fill its routing table. ENIUp is idempotent.
+type ENIDatapath interface {
+	ENIUp(ctx context.Context, eni ENIInfo) (link string, table int, err error)
+	ENIDown(ctx context.Context, eni ENIInfo) error
+	// Prune removes per-pod rules for addresses not in keep.
+	Prune(ctx context.Context, keep map[netip.Addr]bool) error
+}
+
+// Config configures the ENI manager.
+type Config struct {
+	ClusterID    string
+	InstanceID   string
+	InstanceType string
+	// PodVSwitchIDs are tried in order for new ENIs (the first with free
+	// addresses wins).
+	PodVSwitchIDs   []string
+	SecurityGroupID string
+
+	// Warm pool: keep at least MinIdle free IPs, release idle ones above
+	// MaxIdle after IdleRelease, and fill to WarmUp at start.
+	MinIdle, MaxIdle, WarmUp int
+	IdleRelease              time.Duration
+	// BatchSize is IPs per AssignPrivateIpAddresses call (ECS allows 10).
+	BatchSize int
+	// MaxENIs caps secondary ENIs (0: the instance type's quota).
+	MaxENIs int
+
+	PollInterval   time.Duration // attach polling (default 200 ms)
+	AttachTimeout  time.Duration // default 60 s
+	ResyncInterval time.Duration // full reconcile with the cloud (default 5 min)
+
+	MTU int
+	// IPVlan selects the ipvlan datapath (kernel feature-detected by the caller).
+	IPVlan bool
+	// ReadyMAC, if set, reports whether the guest sees an ENI's MAC (the
+	// metadata service); attach waits for it after InUse.
+	ReadyMAC func(ctx context.Context, mac string) (bool, error)
+	Logger   *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	var errs []error
+	if c.ClusterID == "" {
+		errs = append(errs, errors.New("ClusterID is required (tags ENIs as this cluster's)"))
+	}
+	if c.InstanceID == "" || c.InstanceType == "" {
+		errs = append(errs, errors.New("InstanceID and InstanceType are required (read them from metadata)"))
+	}
+	if len(c.PodVSwitchIDs) == 0 {
+		errs = append(errs, errors.New("PodVSwitchIDs needs at least one vSwitch ID for pod ENIs"))
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 10
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10 {
+		errs = append(errs, fmt.Errorf("BatchSize %d must be 1..10 (ECS assigns at most 10 IPs per call)", c.BatchSize))
+	}
+	if c.MaxIdle == 0 {
+		c.MaxIdle = max(c.MinIdle, 2*c.BatchSize)
+	}
+	if c.MinIdle < 0 || c.MaxIdle < c.MinIdle || c.WarmUp < 0 {
+		errs = append(errs, fmt.Errorf("pool sizes need 0 <= MinIdle (%d) <= MaxIdle (%d) and WarmUp (%d) >= 0", c.MinIdle, c.MaxIdle, c.WarmUp))
+	}
+	if c.IdleRelease == 0 {
+		c.IdleRelease = 10 * time.Minute
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 200 * time.Millisecond
+	}
+	if c.AttachTimeout == 0 {
+		c.AttachTimeout = 60 * time.Second
+	}
+	if c.ResyncInterval == 0 {
+		c.ResyncInterval = 5 * time.Minute
+	}
+	if c.MTU == 0 {
+		c.MTU = 1500
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cloud-node config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+type eniState struct {
+	info  ENIInfo
+	link  string
+	table int
+	ips   map[netip.Addr]bool // secondary IPs the cloud holds for this ENI
+}
+
+type freeIP struct {
+	eni   string
+	since time.Time
+}
+
+// Manager is the ENI manager, warm pool and IPAM of a cloud node. Only its
+// maintenance goroutine calls the cloud; Allocate and Release touch the
+// in-memory pool and the bbolt store only.
+type Manager struct {
+	cfg   Config
+	api   CloudAPI
+	dp    ENIDatapath
+	store *ipamstore.Store
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	enis     map[string]*eniState
+	free     map[netip.Addr]freeIP
+	claiming map[netip.Addr]bool // left the pool, store write in progress
+	changed  chan struct{}       // closed and replaced when the pool changes
+	waiting  int
+	lastErr  error
+	started  bool
+	limits   ecsapi.InstanceType
+	dirty    bool
+	wake     chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+	poolSize prometheus.GaugeFunc
+	allocs   prometheus.Counter
+}
+
+// NewManager builds a manager over an open store. dp may be nil (no kernel
+// side, e.g. in unit tests).
+func NewManager(cfg Config, api CloudAPI, store *ipamstore.Store, dp ENIDatapath) (*Manager, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, api: api, dp: dp, store: store, log: cfg.Logger,
+		enis: map[string]*eniState{}, free: map[netip.Addr]freeIP{}, claiming: map[netip.Addr]bool{},
+		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	m.poolSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_eni_pool_idle_ips",
+		Help: "Free secondary IPs in the warm pool."}, func() float64 { return float64(m.Idle()) })
+	m.allocs = prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_eni_allocations_total",
+		Help: "Pod IP allocations served."})
+	return m, nil
+}
+
+// Collectors are the manager's metrics for the caller's registry.
+func (m *Manager) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.poolSize, m.allocs}
+}
+
+// Idle is the number of free IPs in the warm pool.
+func (m *Manager) Idle() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.free)
+}
+
+// Name is the role's datapath name.
+func (m *Manager) Name() string { return "eni-ip" }
+
+func (m *Manager) tags() map[string]string {
+	return map[string]string{TagCluster: m.cfg.ClusterID, TagNode: m.cfg.InstanceID}
+}
+
+// Start reconciles with the cloud (adopting this node's ENIs, collecting
+// orphans), fills the pool to WarmUp and starts maintenance. It returns when
+// the pool is warm or ctx ends; maintenance runs until Stop.
+func (m *Manager) Start(ctx context.Context) error {
+	lim, err := m.api.DescribeInstanceType(ctx, m.cfg.InstanceType)
+	if err != nil {
+		return fmt.Errorf("read ENI capacity of %s: %w", m.cfg.InstanceType, err)
+	}
+	if lim.ENIs < 2 || lim.IPsPerENI < 2 {
+		return fmt.Errorf("instance type %s allows %d ENIs with %d IPs each: too small for ENIIP pods (pick a type with >= 2 ENIs)", lim.ID, lim.ENIs, lim.IPsPerENI)
+	}
+	m.mu.Lock()
+	m.limits = lim
+	m.mu.Unlock()
+	if err := m.resync(ctx); err != nil {
+		return fmt.Errorf("reconcile with the cloud: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.mu.Lock()
+	m.cancel, m.done, m.started = cancel, make(chan struct{}), true
+	m.mu.Unlock()
+	go m.run(runCtx)
+	want := min(m.cfg.WarmUp, m.capacity())
+	for {
+		m.mu.Lock()
+		n, ch, lerr := len(m.free), m.changed, m.lastErr
+		m.mu.Unlock()
+		if n >= want {
+			return nil
+		}
+		m.kick()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("warm-up to %d IPs (have %d, last error %v): %w", want, n, lerr, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Stop ends maintenance and closes the store. Allocations stay persisted and
+// ENIs stay attached for the next start.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.halt()
+	return m.store.Close()
+}
+
+// Kill stops maintenance after its current cloud call, with no cleanup at
+// all, like a crash; the store stays open for the caller to close.
+func (m *Manager) Kill() { m.halt() }
+
+func (m *Manager) halt() {
+	m.mu.Lock()
+	cancel, done := m.cancel, m.done
+	m.cancel = nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// capacity is the most secondary IPs this node may hold.
+func (m *Manager) capacity() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.maxENIs() * (m.limits.IPsPerENI - 1)
+}
+
+func (m *Manager) maxENIs() int {
+	n := m.limits.ENIs - 1 // the primary ENI is the node's own
+	if m.cfg.MaxENIs > 0 {
+		n = min(n, m.cfg.MaxENIs)
+	}
+	return n
+}
+
+func (m *Manager) kick() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notify wakes everyone waiting for the pool (locked).
+func (m *Manager) notify() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Allocate hands the attachment a free IP from the warm pool. It calls the
+// cloud only indirectly, by waiting for the maintainer when the pool is empty.
+func (m *Manager) Allocate(ctx context.Context, req role.PodRequest) (role.Allocation, error) {
+	if req.ContainerID == "" || req.IfName == "" {
+		return role.Allocation{}, errors.New("allocate: ContainerID and IfName are required")
+	}
+	for {
+		if rec, ok, err := m.store.Get(StorePool, req.ContainerID, req.IfName); err != nil {
+			return role.Allocation{}, fmt.Errorf("allocate %s: read store: %w", req.Key(), err)
+		} else if ok {
+			m.mu.Lock()
+			a := m.allocation(rec)
+			m.mu.Unlock()
+			return a, nil
+		}
+		m.mu.Lock()
+		if !m.started {
+			m.mu.Unlock()
+			return role.Allocation{}, errors.New("allocate: the cloud role is not started")
+		}
+		ip, f, ok := m.pick()
+		if !ok {
+			ch, lerr := m.changed, m.lastErr
+			m.waiting++
+			m.mu.Unlock()
+			m.kick()
+			select {
+			case <-ctx.Done():
+				m.mu.Lock()
+				m.waiting--
+				m.mu.Unlock()
+				if lerr != nil {
+					return role.Allocation{}, fmt.Errorf("allocate %s: pool empty (last cloud error: %v): %w", req.Key(), lerr, ctx.Err())
+				}
+				return role.Allocation{}, fmt.Errorf("allocate %s: pool empty: %w", req.Key(), ctx.Err())
+			case <-ch:
+			}
+			m.mu.Lock()
+			m.waiting--
+			m.mu.Unlock()
+			continue
+		}
+		delete(m.free, ip)
+		m.claiming[ip] = true
+		low := len(m.free) < m.cfg.MinIdle
+		m.mu.Unlock()
+		rec, err := m.store.Claim(StorePool, func(yield func(netip.Addr) bool) { yield(ip) }, ipamstore.Record{
+			ContainerID: req.ContainerID, IfName: req.IfName, PodNamespace: req.PodNamespace, PodName: req.PodName,
+			Meta: map[string]string{"eni": f.eni}})
+		m.mu.Lock()
+		delete(m.claiming, ip)
+		m.mu.Unlock()
+		if err != nil {
+			m.mu.Lock()
+			if !errors.Is(err, ipamstore.ErrExhausted) {
+				m.free[ip] = f // not recorded: back to the pool
+			} else {
+				m.dirty = true // the store already holds it: resync will sort it out
+			}
+			m.mu.Unlock()
+			if errors.Is(err, ipamstore.ErrExhausted) {
+				continue
+			}
+			return role.Allocation{}, fmt.Errorf("allocate %s: persist: %w", req.Key(), err)
+		}
+		if low {
+			m.kick()
+		}
+		m.allocs.Inc()
+		m.mu.Lock()
+		a := m.allocation(rec)
+		m.mu.Unlock()
+		return a, nil
+	}
+}
+
+// pick chooses a free IP (locked): the longest idle first, so released IPs
+// rest before reuse.
+func (m *Manager) pick() (netip.Addr, freeIP, bool) {
+	var best netip.Addr
+	var bf freeIP
+	for ip, f := range m.free {
+		if !best.IsValid() || f.since.Before(bf.since) || (f.since.Equal(bf.since) && ip.Less(best)) {
+			best, bf = ip, f
+		}
+	}
+	return best, bf, best.IsValid()
+}
+
+func (m *Manager) allocation(rec ipamstore.Record) role.Allocation {
+	a := role.Allocation{ContainerID: rec.ContainerID, IfName: rec.IfName, PodNamespace: rec.PodNamespace,
+		PodName: rec.PodName, Addr: netip.PrefixFrom(rec.Addr, 32), Gateway: PodGateway, MTU: m.cfg.MTU,
+		Datapath: role.DatapathVethRouted}
+	if m.cfg.IPVlan {
+		a.Datapath = role.DatapathIPVlan
+	}
+	if e, ok := m.enis[rec.Meta["eni"]]; ok {
+		a.Table, a.ENILink, a.ENIMAC = e.table, e.link, e.info.MAC
+	}
+	return a
+}
+
+// Release returns the attachment's IP to the warm pool.
+func (m *Manager) Release(ctx context.Context, containerID, ifName string) error {
+	rec, found, err := m.store.Release(StorePool, containerID, ifName)
+	if err != nil {
+		return fmt.Errorf("release %s/%s: %w", containerID, ifName, err)
+	}
+	if !found {
+		return nil
+	}
+	m.mu.Lock()
+	if e, ok := m.enis[rec.Meta["eni"]]; ok && e.ips[rec.Addr] {
+		m.free[rec.Addr] = freeIP{eni: e.info.ID, since: time.Now()}
+	} else {
+		m.dirty = true
+	}
+	over := len(m.free) > m.cfg.MaxIdle
+	m.notify()
+	m.mu.Unlock()
+	if over {
+		m.kick()
+	}
+	return nil
+}
+
+// Allocations lists live attachments.
+func (m *Manager) Allocations(ctx context.Context) ([]role.Allocation, error) {
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]role.Allocation, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, m.allocation(r))
+	}
+	return out, nil
+}
+
+// Ready says whether Allocate can succeed now.
+func (m *Manager) Ready() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case !m.started:
+		return errors.New("cloud role not started")
+	case len(m.free) == 0 && m.lastErr != nil:
+		return fmt.Errorf("warm pool empty; last cloud error: %w", m.lastErr)
+	}
+	return nil
+}
+
+// OwnedPrefixes are the /32s of live pod IPs (peers route them to this node).
+func (m *Manager) OwnedPrefixes() []netip.Prefix {
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		m.log.Error("list allocations", "err", err)
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, netip.PrefixFrom(r.Addr, 32))
+	}
+	return out
+}
+
+// Snapshot is the manager's view for accounting checks.
+type Snapshot struct {
+	ENIs  map[string][]netip.Addr // secondary IPs per ENI, as last seen in the cloud
+	Free  []netip.Addr
+	Store []netip.Addr
+}
+
+// Snapshot returns the current pool, store and ENI view.
+func (m *Manager) Snapshot() (Snapshot, error) {
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Snapshot{ENIs: map[string][]netip.Addr{}}
+	for id, e := range m.enis {
+		s.ENIs[id] = slices.SortedFunc(maps.Keys(e.ips), func(a, b netip.Addr) int { return a.Compare(b) })
+	}
+	s.Free = slices.SortedFunc(maps.Keys(m.free), func(a, b netip.Addr) int { return a.Compare(b) })
+	for _, r := range recs {
+		s.Store = append(s.Store, r.Addr)
+	}
+	sort.Slice(s.Store, func(i, j int) bool { return s.Store[i].Less(s.Store[j]) })
+	return s, nil
+}
+var _ role.Role = (*Manager)(nil)

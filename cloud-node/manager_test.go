@@ -1,0 +1,367 @@
+package cloudnode_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	cloudnode "github.com/strata-net/strata/cloud-node"
+	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/internal/ipamstore"
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/tests/ecsemu"
+)
+
+const ak, sk = "LTAI-node", "node-secret"
+
+type env struct {
+	emu   *ecsemu.Emulator
+	url   string
+	api   *ecsapi.Client
+	state string
+}
+
+func newEnv(t *testing.T, mut func(*ecsemu.Config)) *env {
+	t.Helper()
+	cfg := ecsemu.Config{
+		AccessKeyID: ak, AccessKeySecret: sk, RegionID: "cn-hangzhou", VPCCIDR: "10.0.0.0/16",
+		InstanceTypes: []ecsemu.InstanceType{{ID: "ecs.g7.xlarge", ENIQuantity: 5, IPsPerENI: 15}},
+		VSwitches: []ecsemu.VSwitch{{ID: "vsw-node", CIDR: "10.0.1.0/24"}, {ID: "vsw-pod", CIDR: "10.0.64.0/20"}},
+		Instances: []ecsemu.Instance{{ID: "i-node1", Type: "ecs.g7.xlarge", VSwitchID: "vsw-node", PrimaryIP: "10.0.1.11"}},
+		AttachDelay: 20 * time.Millisecond, Seed: 42,
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	emu, err := ecsemu.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(func() { emu.Wait(); srv.Close() })
+	return &env{emu: emu, url: srv.URL, api: newAPI(t, srv.URL, 10*time.Second), state: filepath.Join(t.TempDir(), "ipam.db")}
+}
+
+func newAPI(t *testing.T, url string, timeout time.Duration) *ecsapi.Client {
+	limits := map[string]ecsapi.Limit{}
+	for a := range ecsapi.DefaultLimits {
+		limits[a] = ecsapi.Limit{QPS: 1000, Burst: 100}
+	}
+	c, err := ecsapi.New(ecsapi.Config{RegionID: "cn-hangzhou", Endpoint: url,
+		Credentials: ecsapi.Credentials{AccessKeyID: ak, AccessKeySecret: sk},
+		Timeout:     timeout, MaxAttempts: 10, BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func managerConfig() cloudnode.Config {
+	return cloudnode.Config{ClusterID: "c1", InstanceID: "i-node1", InstanceType: "ecs.g7.xlarge",
+		PodVSwitchIDs: []string{"vsw-pod"}, MinIdle: 5, MaxIdle: 15, WarmUp: 10,
+		IdleRelease: time.Hour, PollInterval: 10 * time.Millisecond, AttachTimeout: 30 * time.Second}
+}
+
+func (e *env) manager(t *testing.T, cfg cloudnode.Config, api *ecsapi.Client) *cloudnode.Manager {
+	t.Helper()
+	st, err := ipamstore.Open(e.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api == nil {
+		api = e.api
+	}
+	m, err := cloudnode.NewManager(cfg, api, st, nil)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		m.Stop(context.Background())
+		t.Fatal(err)
+	}
+	return m
+}
+
+func req(i int) role.PodRequest {
+	return role.PodRequest{ContainerID: fmt.Sprintf("c%04d", i), IfName: "eth0", PodNamespace: "default", PodName: fmt.Sprintf("p%d", i)}
+}
+
+// account checks cloud IPs on this node's ENIs == store + pool, disjoint,
+// with every ENI InUse (no orphans).
+func account(t *testing.T, e *env, m *cloudnode.Manager) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// quiesce: no cloud call in flight, then one reconcile from the cloud
+	m.Kill()
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	e.emu.Wait()
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud := map[netip.Addr]string{}
+	for _, x := range e.emu.ENIs() {
+		if x.Type == "Primary" {
+			continue
+		}
+		if x.Status != ecsemu.StatusInUse || x.InstanceID != "i-node1" {
+			t.Errorf("ENI %s is %s on %q: an orphan the manager did not collect", x.ID, x.Status, x.InstanceID)
+		}
+		for _, ip := range x.Secondary {
+			cloud[ip] = x.ID
+		}
+	}
+	local := map[netip.Addr]int{}
+	for _, ip := range snap.Store {
+		local[ip]++
+	}
+	for _, ip := range snap.Free {
+		local[ip]++
+	}
+	dups, leaks, ghosts := 0, 0, 0
+	for ip, n := range local {
+		if n > 1 {
+			dups++
+			t.Errorf("duplicate: %s is both allocated and free", ip)
+		}
+		if _, ok := cloud[ip]; !ok {
+			ghosts++
+			t.Errorf("ghost: %s is in the store or pool but not on any ENI", ip)
+		}
+	}
+	for ip := range cloud {
+		if local[ip] == 0 {
+			leaks++
+			t.Errorf("leak: %s is on an ENI but neither allocated nor free", ip)
+		}
+	}
+	t.Logf("accounting: cloud %d = store %d + pool %d; leaks %d, duplicates %d, ghosts %d",
+		len(cloud), len(snap.Store), len(snap.Free), leaks, dups, ghosts)
+}
+
+func TestConfigValidation(t *testing.T) {
+	_, err := cloudnode.NewManager(cloudnode.Config{BatchSize: 11, MinIdle: 5, MaxIdle: 1}, nil, nil, nil)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, field := range []string{"ClusterID", "InstanceID", "PodVSwitchIDs", "BatchSize", "MinIdle"} {
+		if !contains(err.Error(), field) {
+			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAllocateFromWarmPoolNeverCallsCloud(t *testing.T) {
+	e := newEnv(t, nil)
+	m := e.manager(t, managerConfig(), nil)
+	defer m.Stop(context.Background())
+	if m.Idle() < 10 {
+		t.Fatalf("warm-up left %d idle IPs, want 10", m.Idle())
+	}
+	before := e.emu.Calls("")
+	ctx := context.Background()
+	for i := range 4 { // stays above MinIdle: no refill
+		a, err := m.Allocate(ctx, req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Datapath != role.DatapathVethRouted || a.Gateway != cloudnode.PodGateway || a.Addr.Bits() != 32 {
+			t.Fatalf("allocation: %+v", a)
+		}
+		again, err := m.Allocate(ctx, req(i))
+		if err != nil || again.Addr != a.Addr {
+			t.Fatalf("retried ADD got %v (%v), want %v", again.Addr, err, a.Addr)
+		}
+	}
+	if n := e.emu.Calls("") - before; n != 0 {
+		t.Fatalf("allocating from a warm pool made %d cloud calls", n)
+	}
+	if len(m.OwnedPrefixes()) != 4 {
+		t.Fatalf("owned prefixes: %v", m.OwnedPrefixes())
+	}
+	account(t, e, m)
+}
+
+func TestFortyPodsAndRefill(t *testing.T) {
+	e := newEnv(t, nil)
+	cfg := managerConfig()
+	cfg.IdleRelease = 50 * time.Millisecond
+	m := e.manager(t, cfg, nil)
+	defer m.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	seen := map[netip.Prefix]bool{}
+	for i := range 40 {
+		a, err := m.Allocate(ctx, req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[a.Addr] {
+			t.Fatalf("duplicate address %s", a.Addr)
+		}
+		seen[a.Addr] = true
+	}
+	// refill: back to MinIdle after the burst
+	waitFor(t, func() bool { return m.Idle() >= cfg.MinIdle }, "pool refilled to MinIdle")
+	enis := 0
+	for _, x := range e.emu.ENIs() {
+		if x.Type == "Secondary" {
+			enis++
+		}
+	}
+	if enis < 4 {
+		t.Fatalf("40 pods + 5 idle on 14-IP ENIs need 4 ENIs, have %d", enis)
+	}
+	for i := range 40 {
+		if err := m.Release(ctx, req(i).ContainerID, "eth0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Release(ctx, "unknown", "eth0"); err != nil {
+		t.Fatalf("releasing an unknown attachment: %v", err)
+	}
+	// idle IPs above MaxIdle go back to the cloud
+	waitFor(t, func() bool { return m.Idle() <= cfg.MaxIdle }, "idle IPs released down to MaxIdle")
+	account(t, e, m)
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFaultsNoLeaksNoDuplicates(t *testing.T) {
+	e := newEnv(t, func(c *ecsemu.Config) {
+		c.Faults = ecsemu.Faults{ThrottleRate: 0.3, TimeoutRate: 0.05, Timeout: 2 * time.Second}
+	})
+	api := newAPI(t, e.url, 300*time.Millisecond)
+	cfg := managerConfig()
+	// a tiny pool with a short idle time makes the cycles churn the cloud
+	// too: assigns and unassigns under throttling and time-outs
+	cfg.MinIdle, cfg.MaxIdle, cfg.WarmUp, cfg.BatchSize = 1, 2, 1, 2
+	cfg.IdleRelease = time.Millisecond
+	m := e.manager(t, cfg, api)
+	defer m.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	live := map[netip.Prefix]string{}
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// waves of 5 held at once: 4 workers x 10 waves x 5 = 200 cycles,
+			// up to 20 live pods, so the pool grows and shrinks in the cloud
+			for wave := range 10 {
+				var held []role.PodRequest
+				for i := range 5 {
+					r := req(w*1000 + wave*10 + i)
+					a, err := m.Allocate(ctx, r)
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					if other, dup := live[a.Addr]; dup {
+						mu.Unlock()
+						errs <- fmt.Errorf("%s handed to %s and %s", a.Addr, other, r.ContainerID)
+						return
+					}
+					live[a.Addr] = r.ContainerID
+					mu.Unlock()
+					held = append(held, r)
+					_ = a
+				}
+				for _, r := range held {
+					a, _ := m.Allocate(ctx, r) // idempotent: the same address
+					mu.Lock()
+					delete(live, a.Addr)
+					mu.Unlock()
+					if err := m.Release(ctx, r.ContainerID, r.IfName); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	e.emu.SetFaults(ecsemu.Faults{})
+	account(t, e, m)
+	t.Logf("cloud calls: %d (with retries)", e.emu.Calls(""))
+}
+
+func TestKillMidOperationAndRestart(t *testing.T) {
+	e := newEnv(t, func(c *ecsemu.Config) { c.Faults = ecsemu.Faults{Latency: 30 * time.Millisecond} })
+	cfg := managerConfig()
+	cfg.MinIdle, cfg.MaxIdle, cfg.WarmUp, cfg.BatchSize = 2, 4, 2, 2
+	for round := range 6 {
+		st, err := ipamstore.Open(e.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := cloudnode.NewManager(cfg, e.api, st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if err := m.Start(ctx); err != nil {
+			t.Fatalf("round %d start: %v", round, err)
+		}
+		// keep some pods, drive the pool into create/assign, then kill at a
+		// different moment each round
+		for i := range 4 + round {
+			if _, err := m.Allocate(ctx, req(round*100+i)); err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 0 {
+				_ = m.Release(ctx, req(round*100+i).ContainerID, "eth0")
+			}
+		}
+		time.Sleep(time.Duration(round*17) * time.Millisecond)
+		m.Kill()
+		cancel()
+		st.Close()
+	}
+	// the last incarnation reconciles and accounts for everything
+	e.emu.SetFaults(ecsemu.Faults{})
+	m := e.manager(t, cfg, nil)
+	defer m.Stop(context.Background())
+	recs, _ := m.Allocations(context.Background())
+	if len(recs) == 0 {
+		t.Fatal("allocations lost across restarts")
+	}
+	account(t, e, m)
+}
