@@ -499,4 +499,5 @@ func (m *Manager) Snapshot() (Snapshot, error) {
 	sort.Slice(s.Store, func(i, j int) bool { return s.Store[i].Less(s.Store[j]) })
 	return s, nil
 }
+
 var _ role.Role = (*Manager)(nil)

@@ -31,9 +31,9 @@ func newEnv(t *testing.T, mut func(*ecsemu.Config)) *env {
 	cfg := ecsemu.Config{
 		AccessKeyID: ak, AccessKeySecret: sk, RegionID: "cn-hangzhou", VPCCIDR: "10.0.0.0/16",
 		InstanceTypes: []ecsemu.InstanceType{{ID: "ecs.g7.xlarge", ENIQuantity: 5, IPsPerENI: 15}},
-		VSwitches: []ecsemu.VSwitch{{ID: "vsw-node", CIDR: "10.0.1.0/24"}, {ID: "vsw-pod", CIDR: "10.0.64.0/20"}},
-		Instances: []ecsemu.Instance{{ID: "i-node1", Type: "ecs.g7.xlarge", VSwitchID: "vsw-node", PrimaryIP: "10.0.1.11"}},
-		AttachDelay: 20 * time.Millisecond, Seed: 42,
+		VSwitches:     []ecsemu.VSwitch{{ID: "vsw-node", CIDR: "10.0.1.0/24"}, {ID: "vsw-pod", CIDR: "10.0.64.0/20"}},
+		Instances:     []ecsemu.Instance{{ID: "i-node1", Type: "ecs.g7.xlarge", VSwitchID: "vsw-node", PrimaryIP: "10.0.1.11"}},
+		AttachDelay:   20 * time.Millisecond, Seed: 42,
 	}
 	if mut != nil {
 		mut(&cfg)
