@@ -1,12 +1,14 @@
 package vxlan
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,17 +28,22 @@ import (
 type Datapath struct {
 	cfg DeviceConfig
 	log *slog.Logger
-	nl  *netlink.Handle
-	ns  netns.NsHandle
+	nl  *netlink.Handle // device, addresses, routes
+	// Neighbours and the FDB get their own sockets so the three kinds are
+	// dumped and written in parallel (a netlink socket serialises requests).
+	nlNeigh, nlFDB *netlink.Handle
+	rt             *rtSock // nexthop objects and routes
+	ns             netns.NsHandle
 
-	mu      sync.Mutex
-	want    desired
-	hasWant bool
-	closed  bool
-	ifindex int
-	ifidx   atomic.Int32 // ifindex for the event filter, read without the lock
-	status  Status
-	metrics *metrics
+	mu        sync.Mutex
+	want      desired
+	hasWant   bool
+	lastPeers []Peer
+	closed    bool
+	ifindex   int
+	ifidx     atomic.Int32 // ifindex for the event filter, read without the lock
+	status    Status
+	metrics   *metrics
 }
 
 // Status is a snapshot of the datapath for `strata status` and debugging.
@@ -76,12 +83,25 @@ func New(cfg DeviceConfig, log *slog.Logger) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vxlan: read the current network namespace: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	var hs [3]*netlink.Handle
+	for i := range hs {
+		if hs[i], err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE); err != nil {
+			for _, h := range hs[:i] {
+				h.Close()
+			}
+			ns.Close()
+			return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
+		}
+	}
+	rt, err := openRtSock(ns)
 	if err != nil {
+		for _, h := range hs {
+			h.Close()
+		}
 		ns.Close()
 		return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 	}
-	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: h, ns: ns, metrics: newMetrics()}
+	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: hs[0], nlNeigh: hs[1], nlFDB: hs[2], rt: rt, ns: ns, metrics: newMetrics()}
 	d.status = Status{Device: cfg.Name, VNI: cfg.VNI, Port: cfg.Port, MAC: cfg.MAC.String(), LocalIP: cfg.LocalIP}
 	return d, nil
 }
@@ -94,16 +114,50 @@ func (d *Datapath) Config() DeviceConfig { return d.cfg }
 // that differ. Peers are validated first, so bad input changes nothing.
 // It is idempotent; Run repeats it from the last accepted peers.
 func (d *Datapath) Reconcile(ctx context.Context, peers []Peer) error {
-	want, err := plan(d.cfg, peers)
-	if err != nil {
-		return err
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.want, d.hasWant = want, true
+	if d.closed {
+		return errors.New("vxlan: datapath is closed; create a new one with New")
+	}
+	// The same peers as last time (the common case: a periodic re-apply of
+	// an unchanged plan) reuse the validated desired state.
+	if !d.hasWant || !samePeers(d.lastPeers, peers) {
+		want, err := plan(d.cfg, peers)
+		if err != nil {
+			return err
+		}
+		d.want, d.hasWant, d.lastPeers = want, true, clonePeers(peers)
+	}
+	want := d.want
 	d.status.Peers, d.status.Routes = want.peers, len(want.routes)
-	_, err = d.syncLocked(ctx, "reconcile")
+	_, err := d.syncLocked(ctx, "reconcile")
 	return err
+}
+
+func samePeers(a, b []Peer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := &a[i], &b[i]
+		if x.Name != y.Name || x.UnderlayIP != y.UnderlayIP || x.OverlayIP != y.OverlayIP ||
+			!bytes.Equal(x.MAC, y.MAC) || !slices.Equal(x.Prefixes, y.Prefixes) {
+			return false
+		}
+	}
+	return true
+}
+
+// clonePeers copies peers so a caller reusing its slices cannot change what
+// samePeers compares against.
+func clonePeers(ps []Peer) []Peer {
+	out := make([]Peer, len(ps))
+	for i, p := range ps {
+		p.MAC = slices.Clone(p.MAC)
+		p.Prefixes = slices.Clone(p.Prefixes)
+		out[i] = p
+	}
+	return out
 }
 
 // Status returns a snapshot.
@@ -166,62 +220,114 @@ func (d *Datapath) sync(ctx context.Context) (Counts, error) {
 	if err := d.ensureAddr(link); err != nil {
 		return Counts{}, err
 	}
-	neighs, err := nlretry.Dump(func() ([]netlink.Neigh, error) { return d.nl.NeighList(idx, netlink.FAMILY_V4) })
-	if err != nil {
-		return Counts{}, fmt.Errorf("vxlan: dump neighbours of %s: %w", d.cfg.Name, err)
-	}
-	fdbs, err := nlretry.Dump(func() ([]netlink.Neigh, error) { return d.nl.NeighList(idx, unix.AF_BRIDGE) })
-	if err != nil {
-		return Counts{}, fmt.Errorf("vxlan: dump the FDB of %s: %w", d.cfg.Name, err)
-	}
-	routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
-		return d.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: rtproto.VXLAN}, netlink.RT_FILTER_PROTOCOL)
+	var (
+		wg                             sync.WaitGroup
+		neighs, fdbs                   []netlink.Neigh
+		routes                         []kroute
+		nhs                            []nexthop
+		neighErr, fdbErr, rtErr, nhErr error
+	)
+	wg.Go(func() {
+		neighs, neighErr = nlretry.Dump(func() ([]netlink.Neigh, error) { return d.nlNeigh.NeighList(idx, netlink.FAMILY_V4) })
 	})
-	if err != nil {
-		return Counts{}, fmt.Errorf("vxlan: dump routes with protocol %d: %w", rtproto.VXLAN, err)
+	wg.Go(func() {
+		fdbs, fdbErr = nlretry.Dump(func() ([]netlink.Neigh, error) { return d.nlFDB.NeighList(idx, unix.AF_BRIDGE) })
+	})
+	nhs, nhErr = d.rt.dumpNexthops()
+	if nhErr == nil {
+		routes, rtErr = d.rt.dumpRoutes()
 	}
-	cs := diff(d.want, idx, neighs, fdbs, routes)
+	wg.Wait()
+	switch {
+	case neighErr != nil:
+		return Counts{}, fmt.Errorf("vxlan: dump neighbours of %s: %w", d.cfg.Name, neighErr)
+	case fdbErr != nil:
+		return Counts{}, fmt.Errorf("vxlan: dump the FDB of %s: %w", d.cfg.Name, fdbErr)
+	case nhErr != nil:
+		return Counts{}, fmt.Errorf("vxlan: dump nexthop objects: %w", nhErr)
+	case rtErr != nil:
+		return Counts{}, fmt.Errorf("vxlan: dump routes with protocol %d: %w", rtproto.VXLAN, rtErr)
+	}
+	cs, err := diff(d.want, idx, neighs, fdbs, nhs, routes)
+	if err != nil {
+		return Counts{}, err
+	}
 	return cs.counts(), d.apply(ctx, cs)
 }
 
-// apply writes a change set: removals of routes first (so nothing points at
-// a neighbour being removed), then neighbours and FDB, then routes.
+// apply writes a change set as three parallel streams, one per kind and
+// socket, each removing before it adds. The kinds do not depend on each
+// other: an onlink route needs no neighbour to exist, and a neighbour no FDB
+// entry, so no ordering between streams is needed.
 func (d *Datapath) apply(ctx context.Context, cs changeSet) error {
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
 	note := func(what string, err error) {
-		if err != nil && len(errs) < 5 {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) < 5 {
 			errs = append(errs, fmt.Errorf("%s: %w", what, err))
 		}
 	}
-	for i := range cs.routeDel {
-		if err := d.nl.RouteDel(&cs.routeDel[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-			note("delete route "+cs.routeDel[i].Dst.String(), err)
+	wg.Go(func() {
+		for i := range cs.fdbDel {
+			if err := d.nlFDB.NeighDel(&cs.fdbDel[i]); err != nil && !errors.Is(err, unix.ENOENT) {
+				note("delete fdb "+cs.fdbDel[i].HardwareAddr.String(), err)
+			}
+		}
+		for i := range cs.fdbSet {
+			if ctx.Err() != nil {
+				return
+			}
+			note("set fdb "+cs.fdbSet[i].HardwareAddr.String()+" dst "+cs.fdbSet[i].IP.String(), d.nlFDB.NeighSet(&cs.fdbSet[i]))
+		}
+	})
+	wg.Go(func() {
+		for i := range cs.neighDel {
+			if err := d.nlNeigh.NeighDel(&cs.neighDel[i]); err != nil && !errors.Is(err, unix.ENOENT) {
+				note("delete neighbour "+cs.neighDel[i].IP.String(), err)
+			}
+		}
+		for i := range cs.neighSet {
+			if ctx.Err() != nil {
+				return
+			}
+			note("set neighbour "+cs.neighSet[i].IP.String(), d.nlNeigh.NeighSet(&cs.neighSet[i]))
+		}
+	})
+	// Nexthops before the routes that name them; deleting a nexthop also
+	// removes any route still using it.
+	for _, id := range cs.nhDel {
+		if err := d.rt.delNexthop(id); err != nil && !errors.Is(err, unix.ENOENT) {
+			note(fmt.Sprintf("delete nexthop %d", id), err)
 		}
 	}
-	for i := range cs.neighDel {
-		if err := d.nl.NeighDel(&cs.neighDel[i]); err != nil && !errors.Is(err, unix.ENOENT) {
-			note("delete neighbour "+cs.neighDel[i].IP.String(), err)
+	for _, nh := range cs.nhSet {
+		if ctx.Err() != nil {
+			break
+		}
+		note(fmt.Sprintf("set nexthop %d via %s", nh.id, nh.gw), d.rt.setNexthop(nh.id, nh.gw, nh.oif))
+	}
+	for _, r := range cs.routeDel {
+		if err := d.rt.delRoute(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			note("delete route "+r.dst.String(), err)
 		}
 	}
-	for i := range cs.fdbDel {
-		if err := d.nl.NeighDel(&cs.fdbDel[i]); err != nil && !errors.Is(err, unix.ENOENT) {
-			note("delete fdb "+cs.fdbDel[i].HardwareAddr.String(), err)
+	for _, r := range cs.routeSet {
+		if ctx.Err() != nil {
+			break
 		}
+		note("set route "+r.dst.String(), d.rt.setRoute(r.dst, r.nhid))
 	}
+	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	for i := range cs.fdbSet {
-		note("set fdb "+cs.fdbSet[i].HardwareAddr.String()+" dst "+cs.fdbSet[i].IP.String(), d.nl.NeighSet(&cs.fdbSet[i]))
-	}
-	for i := range cs.neighSet {
-		note("set neighbour "+cs.neighSet[i].IP.String(), d.nl.NeighSet(&cs.neighSet[i]))
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	for i := range cs.routeSet {
-		note("set route "+cs.routeSet[i].Dst.String(), d.nl.RouteReplace(&cs.routeSet[i]))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("vxlan: programming %s failed (the next resync retries): %w", d.cfg.Name, errors.Join(errs...))
@@ -277,20 +383,34 @@ func (d *Datapath) Close() error {
 			}
 		}
 	}
-	routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
-		return d.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: rtproto.VXLAN}, netlink.RT_FILTER_PROTOCOL)
-	})
+	// The device's deletion took its nexthops and their routes; anything
+	// of ours left elsewhere (another table, a stale nexthop) goes too.
+	routes, err := d.rt.dumpRoutes()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("vxlan: dump routes to clean up: %w", err))
 	}
-	for i := range routes {
-		if err := d.nl.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("vxlan: delete route %s: %w", routes[i].Dst, err))
+	for _, r := range routes {
+		if err := d.rt.delRoute(r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("vxlan: delete route %s: %w", r.dst, err))
+		}
+	}
+	nhs, err := d.rt.dumpNexthops()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("vxlan: dump nexthops to clean up: %w", err))
+	}
+	for _, nh := range nhs {
+		if nh.proto == uint8(rtproto.VXLAN) {
+			if err := d.rt.delNexthop(nh.id); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("vxlan: delete nexthop %d: %w", nh.id, err))
+			}
 		}
 	}
 	d.hasWant = false
 	d.closed = true
 	d.nl.Close()
+	d.nlNeigh.Close()
+	d.nlFDB.Close()
+	d.rt.close()
 	d.ns.Close()
 	return errors.Join(errs...)
 }

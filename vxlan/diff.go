@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -16,25 +17,30 @@ import (
 type changeSet struct {
 	neighSet, neighDel []netlink.Neigh
 	fdbSet, fdbDel     []netlink.Neigh
-	routeSet, routeDel []netlink.Route
+	nhSet              []nexthop
+	nhDel              []uint32
+	routeSet           []kroute
+	routeDel           []kroute
 }
 
 // Counts summarises a change set.
 type Counts struct {
-	NeighAdded, NeighRemoved   int
-	FDBAdded, FDBRemoved       int
-	RoutesAdded, RoutesRemoved int
+	NeighAdded, NeighRemoved       int
+	FDBAdded, FDBRemoved           int
+	NexthopsAdded, NexthopsRemoved int
+	RoutesAdded, RoutesRemoved     int
 }
 
 // Total is the number of kernel writes.
 func (c Counts) Total() int {
-	return c.NeighAdded + c.NeighRemoved + c.FDBAdded + c.FDBRemoved + c.RoutesAdded + c.RoutesRemoved
+	return c.NeighAdded + c.NeighRemoved + c.FDBAdded + c.FDBRemoved + c.NexthopsAdded + c.NexthopsRemoved + c.RoutesAdded + c.RoutesRemoved
 }
 
 func (c changeSet) counts() Counts {
 	return Counts{
 		NeighAdded: len(c.neighSet), NeighRemoved: len(c.neighDel),
 		FDBAdded: len(c.fdbSet), FDBRemoved: len(c.fdbDel),
+		NexthopsAdded: len(c.nhSet), NexthopsRemoved: len(c.nhDel),
 		RoutesAdded: len(c.routeSet), RoutesRemoved: len(c.routeDel),
 	}
 }
@@ -70,17 +76,10 @@ func fdbFor(link int, mac macKey, dst netip.Addr) netlink.Neigh {
 	return netlink.Neigh{LinkIndex: link, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: dst.AsSlice(), HardwareAddr: mac.hw()}
 }
 
-// routeFor builds "dst via gw dev <link> onlink proto vxlan".
-func routeFor(link int, dst netip.Prefix, gw netip.Addr) netlink.Route {
-	return netlink.Route{
-		LinkIndex: link, Dst: ipNet(dst), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK),
-		Protocol: rtproto.VXLAN, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4,
-	}
-}
-
 // diff compares the desired state with dumps of the device's neighbours, its
-// FDB and the routes carrying rtproto.VXLAN, and lists the writes needed.
-func diff(want desired, link int, neighs, fdbs []netlink.Neigh, routes []netlink.Route) changeSet {
+// FDB, the nexthop objects and the routes carrying rtproto.VXLAN, and lists
+// the writes needed.
+func diff(want desired, link int, neighs, fdbs []netlink.Neigh, nhs []nexthop, routes []kroute) (changeSet, error) {
 	var c changeSet
 
 	// Neighbours: only permanent ones are ours; the kernel's own transient
@@ -135,34 +134,54 @@ func diff(want desired, link int, neighs, fdbs []netlink.Neigh, routes []netlink
 		}
 	}
 
-	// Routes: the dump holds only routes with our protocol number.
+	// Nexthops: one per overlay gateway, ours told apart by protocol. A
+	// foreign object holding one of our ids is an error, not a takeover.
+	wantNH := make(map[uint32]netip.Addr, len(want.neigh))
+	for _, gw := range want.routes {
+		wantNH[nhID(gw)] = gw
+	}
+	seenNH := make(map[uint32]bool, len(nhs))
+	for _, nh := range nhs {
+		gw, wanted := wantNH[nh.id]
+		if nh.proto != uint8(rtproto.VXLAN) {
+			if wanted {
+				return changeSet{}, fmt.Errorf("vxlan: %w: nexthop id %d (for overlay gateway %s) belongs to protocol %d; remove it (ip nexthop del id %d) or change that owner's ids", errNexthopTaken, nh.id, gw, nh.proto, nh.id)
+			}
+			continue
+		}
+		switch {
+		case !wanted:
+			c.nhDel = append(c.nhDel, nh.id)
+		case nh.oif == link && nh.gw.Unmap() == gw && nh.onlink && !nh.group:
+			seenNH[nh.id] = true
+		}
+	}
+	for id, gw := range wantNH {
+		if !seenNH[id] {
+			c.nhSet = append(c.nhSet, nexthop{id: id, gw: gw, oif: link, onlink: true, proto: uint8(rtproto.VXLAN)})
+		}
+	}
+
+	// Routes: the dump holds only routes with our protocol number. A route
+	// with our key (main table, metric 0, tos 0) but the wrong nexthop is
+	// fixed by the replace; anything else of ours that is not wanted goes.
 	seenRoute := make(map[netip.Prefix]bool, len(routes))
 	for _, r := range routes {
-		if r.Protocol != rtproto.VXLAN {
-			continue // never touch others' routes, even if a caller passes them
-		}
-		dst, ok := prefixOf(r.Dst)
-		if !ok {
+		gw, wanted := want.routes[r.dst]
+		ourKey := r.table == unix.RT_TABLE_MAIN && r.priority == 0 && r.tos == 0
+		switch {
+		case wanted && ourKey && !seenRoute[r.dst] && r.nhid == nhID(gw):
+			seenRoute[r.dst] = true
+		case wanted && ourKey:
+			// replaced in place below
+		default:
 			c.routeDel = append(c.routeDel, r)
-			continue
 		}
-		gw, wanted := want.routes[dst]
-		rgw, _ := addrOf(r.Gw)
-		if wanted && !seenRoute[dst] && r.LinkIndex == link && rgw == gw && r.Flags&int(netlink.FLAG_ONLINK) != 0 &&
-			len(r.MultiPath) == 0 && (r.Table == 0 || r.Table == unix.RT_TABLE_MAIN) && r.Priority == 0 {
-			seenRoute[dst] = true
-			continue
-		}
-		if wanted && r.Priority == 0 && !seenRoute[dst] && (r.Table == 0 || r.Table == unix.RT_TABLE_MAIN) {
-			// Same key as ours: the replace below overwrites it in place.
-			continue
-		}
-		c.routeDel = append(c.routeDel, r)
 	}
 	for dst, gw := range want.routes {
 		if !seenRoute[dst] {
-			c.routeSet = append(c.routeSet, routeFor(link, dst, gw))
+			c.routeSet = append(c.routeSet, kroute{dst: dst, table: unix.RT_TABLE_MAIN, nhid: nhID(gw)})
 		}
 	}
-	return c
+	return c, nil
 }

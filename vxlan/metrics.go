@@ -21,7 +21,7 @@ func newMetrics() *metrics {
 			Name: "strata_vxlan_syncs_total", Help: "VXLAN syncs by trigger (reconcile, resync, periodic, event) and result.",
 		}, []string{"trigger", "result"}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "strata_vxlan_changes_total", Help: "Kernel writes made by VXLAN syncs, by kind (neigh, fdb, route) and op (set, del).",
+			Name: "strata_vxlan_changes_total", Help: "Kernel writes made by VXLAN syncs, by kind (neigh, fdb, nexthop, route) and op (set, del).",
 		}, []string{"kind", "op"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "strata_vxlan_sync_seconds", Help: "Duration of one VXLAN sync.",
@@ -46,6 +46,7 @@ func (m *metrics) observe(trigger string, took time.Duration, c Counts, err erro
 	}{
 		{"neigh", "set", c.NeighAdded}, {"neigh", "del", c.NeighRemoved},
 		{"fdb", "set", c.FDBAdded}, {"fdb", "del", c.FDBRemoved},
+		{"nexthop", "set", c.NexthopsAdded}, {"nexthop", "del", c.NexthopsRemoved},
 		{"route", "set", c.RoutesAdded}, {"route", "del", c.RoutesRemoved},
 	} {
 		if x.n > 0 {

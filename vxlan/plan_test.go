@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -141,14 +142,20 @@ func TestDiffFromEmptyAddsAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := diff(d, 7, nil, nil, nil)
+	cs, err := diff(d, 7, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := cs.counts()
-	if c != (Counts{NeighAdded: 1, FDBAdded: 1, RoutesAdded: 1}) {
+	if c != (Counts{NeighAdded: 1, FDBAdded: 1, NexthopsAdded: 1, RoutesAdded: 1}) {
 		t.Fatalf("counts %+v", c)
 	}
-	r := cs.routeSet[0]
-	if r.LinkIndex != 7 || r.Protocol != rtproto.VXLAN || r.Flags&int(netlink.FLAG_ONLINK) == 0 || r.Gw.String() != "10.244.3.0" {
-		t.Fatalf("route %+v is not 'via 10.244.3.0 dev 7 onlink proto vxlan'", r)
+	nh, r := cs.nhSet[0], cs.routeSet[0]
+	if nh.oif != 7 || !nh.onlink || nh.gw.String() != "10.244.3.0" || nh.id != nhID(nh.gw) {
+		t.Fatalf("nexthop %+v is not 'via 10.244.3.0 dev 7 onlink'", nh)
+	}
+	if r.dst.String() != "10.244.3.0/24" || r.nhid != nh.id || r.table != unix.RT_TABLE_MAIN {
+		t.Fatalf("route %+v does not use nexthop %d in the main table", r, nh.id)
 	}
 	f := cs.fdbSet[0]
 	if f.Family != unix.AF_BRIDGE || f.Flags&netlink.NTF_SELF == 0 || f.State != netlink.NUD_PERMANENT || f.IP.String() != "192.168.30.11" {
@@ -157,8 +164,17 @@ func TestDiffFromEmptyAddsAll(t *testing.T) {
 }
 
 // observedOf turns a change set's writes into what a dump would show.
-func observedOf(cs changeSet) (neighs, fdbs []netlink.Neigh, routes []netlink.Route) {
-	return cs.neighSet, cs.fdbSet, cs.routeSet
+func observedOf(cs changeSet) (neighs, fdbs []netlink.Neigh, nhs []nexthop, routes []kroute) {
+	return cs.neighSet, cs.fdbSet, cs.nhSet, cs.routeSet
+}
+
+func mustDiff(t *testing.T, d desired, link int, n, f []netlink.Neigh, nh []nexthop, r []kroute) changeSet {
+	t.Helper()
+	cs, err := diff(d, link, n, f, nh, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
 
 func TestDiffNoopAndDrift(t *testing.T) {
@@ -170,8 +186,8 @@ func TestDiffNoopAndDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, f, r := observedOf(diff(d, 7, nil, nil, nil))
-	if c := diff(d, 7, n, f, r).counts(); c.Total() != 0 {
+	n, f, nh, r := observedOf(mustDiff(t, d, 7, nil, nil, nil, nil))
+	if c := mustDiff(t, d, 7, n, f, nh, r).counts(); c.Total() != 0 {
 		t.Fatalf("no-op diff wants writes: %+v", c)
 	}
 	// Drift: a wrong FDB destination, a stray permanent neighbour, a foreign
@@ -179,18 +195,29 @@ func TestDiffNoopAndDrift(t *testing.T) {
 	f[0].IP = net.ParseIP("192.168.99.99")
 	n = append(n, netlink.Neigh{LinkIndex: 7, IP: net.ParseIP("10.244.9.0"), State: netlink.NUD_PERMANENT, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 9}})
 	n = append(n, netlink.Neigh{LinkIndex: 7, IP: net.ParseIP("10.244.8.0"), State: netlink.NUD_STALE, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 8}})
-	foreign := routeFor(7, netip.MustParsePrefix("10.9.0.0/16"), netip.MustParseAddr("10.244.3.0"))
-	foreign.Protocol = rtproto.BGP
-	stale := routeFor(7, netip.MustParsePrefix("10.244.5.0/24"), netip.MustParseAddr("10.244.5.0"))
-	r = append(r, foreign, stale)
-	c := diff(d, 7, n, f, r).counts()
-	want := Counts{NeighRemoved: 1, FDBAdded: 1, FDBRemoved: 1, RoutesRemoved: 1}
+	stale := kroute{dst: netip.MustParsePrefix("10.244.5.0/24"), table: unix.RT_TABLE_MAIN, nhid: 99}
+	wrongNH := r[0]
+	wrongNH.nhid = 12345
+	r = append(r[1:], stale, wrongNH)
+	foreignNH := nexthop{id: 77, proto: uint8(rtproto.BGP), gw: netip.MustParseAddr("10.1.1.1"), oif: 7}
+	staleNH := nexthop{id: 78, proto: uint8(rtproto.VXLAN), gw: netip.MustParseAddr("10.1.1.2"), oif: 7, onlink: true}
+	movedNH := nh[0]
+	movedNH.oif = 3
+	nh = append(nh[1:], foreignNH, staleNH, movedNH)
+	c := mustDiff(t, d, 7, n, f, nh, r).counts()
+	want := Counts{NeighRemoved: 1, FDBAdded: 1, FDBRemoved: 1, NexthopsAdded: 1, NexthopsRemoved: 1, RoutesAdded: 1, RoutesRemoved: 1}
 	if c != want {
 		t.Fatalf("drift counts %+v, want %+v", c, want)
 	}
-	// A recreated device (new ifindex) needs everything again.
-	if c := diff(d, 8, nil, nil, r).counts(); c.RoutesAdded != 2 || c.NeighAdded != 2 || c.FDBAdded != 2 {
+	// A recreated device (new ifindex) needs every neighbour, FDB entry
+	// and nexthop again; routes follow their nexthops.
+	if c := mustDiff(t, d, 8, nil, nil, nh, r).counts(); c.NexthopsAdded != 2 || c.NeighAdded != 2 || c.FDBAdded != 2 {
 		t.Fatalf("resync after recreation: %+v", c)
+	}
+	// A foreign nexthop on one of our ids is refused, not taken over.
+	taken := nexthop{id: nhID(netip.MustParseAddr("10.244.3.0")), proto: uint8(rtproto.BGP)}
+	if _, err := diff(d, 7, n, f, []nexthop{taken}, r); !errors.Is(err, errNexthopTaken) {
+		t.Fatalf("foreign nexthop on our id: err %v", err)
 	}
 }
 
@@ -231,9 +258,24 @@ func FuzzPlan(f *testing.F) {
 				t.Fatalf("neighbour %s -> %x has no FDB entry", gw, mac)
 			}
 		}
-		n, fd, r := observedOf(diff(d, 3, nil, nil, nil))
-		if c := diff(d, 3, n, fd, r).counts(); c.Total() != 0 {
+		n, fd, nh, r := observedOf(mustDiff(t, d, 3, nil, nil, nil, nil))
+		if c := mustDiff(t, d, 3, n, fd, nh, r).counts(); c.Total() != 0 {
 			t.Fatalf("second diff not a no-op: %+v", c)
 		}
 	})
+}
+
+func TestSamePeersSeesCallerMutation(t *testing.T) {
+	ps := []Peer{peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24")}
+	saved := clonePeers(ps)
+	if !samePeers(saved, ps) {
+		t.Fatal("a clone differs from its source")
+	}
+	ps[0].Prefixes[0] = netip.MustParsePrefix("10.244.9.0/24")
+	if samePeers(saved, ps) {
+		t.Fatal("a prefix changed in the caller's slice went unnoticed")
+	}
+	if saved[0].Prefixes[0].String() != "10.244.3.0/24" {
+		t.Fatal("clonePeers shares the caller's prefix slice")
+	}
 }
