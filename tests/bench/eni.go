@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	cloudnode "github.com/strata-net/strata/cloud-node"
+	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/internal/ipamstore"
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/tests/ecsemu"
+)
+
+// The eni area drives the real cloud-node manager against the ECS emulator
+// on loopback, through the real SDK: allocation latency from the warm pool
+// (persisted to bbolt on disk, as in production) and cloud calls per pod
+// under steady churn.
+func init() {
+	Register(Area{Name: "eni", Run: runENI})
+}
+
+func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
+	disk, err := os.MkdirTemp("", "strata-bench-eni-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(disk)
+	lat, calls, churn, err := eniChurn(ctx, log, disk)
+	if err != nil {
+		return nil, err
+	}
+	// The same run with the store on tmpfs separates the pool's own cost
+	// from the disk's fsync (reported in the detail only).
+	memDetail := "tmpfs run unavailable"
+	if mem, err := os.MkdirTemp("/dev/shm", "strata-bench-eni-"); err == nil {
+		defer os.RemoveAll(mem)
+		if ml, _, _, err := eniChurn(ctx, log, mem); err == nil {
+			memDetail = fmt.Sprintf("same churn with the store on tmpfs: p50 %d us, p99 %d us", pct(ml, 0.5).Microseconds(), pct(ml, 0.99).Microseconds())
+		}
+	}
+	return []Result{
+		New("eni.pool_alloc_p99_us", float64(pct(lat, 0.99).Microseconds()), "us", "< 1000",
+			fmt.Sprintf("p50 %d us, p99 %d us, %d Allocate calls from the warm pool, bbolt store on disk (one fsync per claim, as in production), in-process; %s",
+				pct(lat, 0.5).Microseconds(), pct(lat, 0.99).Microseconds(), len(lat), memDetail)),
+		New("eni.api_calls_per_pod", float64(calls)/float64(churn), "calls/pod", "<= 0.1",
+			fmt.Sprintf("%d ECS calls (retries included) for %d pods churned as a random walk between 20 and 60 live, pool min 5 / max 20, batch 10", calls, churn)),
+	}, nil
+}
+
+func pct(lat []time.Duration, q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+
+// eniChurn runs a manager against a fresh emulator with its store in dir and
+// returns the sorted Allocate latencies and the cloud calls made during churn.
+func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, int64, int, error) {
+	const ak, sk = "LTAI-bench", "bench-secret"
+	emu, err := ecsemu.New(ecsemu.Config{
+		AccessKeyID: ak, AccessKeySecret: sk, RegionID: "cn-hangzhou", VPCCIDR: "10.0.0.0/16",
+		InstanceTypes: []ecsemu.InstanceType{{ID: "ecs.g7.4xlarge", ENIQuantity: 8, IPsPerENI: 20}},
+		VSwitches:     []ecsemu.VSwitch{{ID: "vsw-node", CIDR: "10.0.1.0/24"}, {ID: "vsw-pod", CIDR: "10.0.64.0/20"}},
+		Instances:     []ecsemu.Instance{{ID: "i-bench", Type: "ecs.g7.4xlarge", VSwitchID: "vsw-node"}},
+		AttachDelay:   50 * time.Millisecond,
+	})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	srv := httptest.NewServer(emu.Handler())
+	defer srv.Close()
+	api, err := ecsapi.New(ecsapi.Config{RegionID: "cn-hangzhou", Endpoint: srv.URL,
+		Credentials: ecsapi.Credentials{AccessKeyID: ak, AccessKeySecret: sk}})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	st, err := ipamstore.Open(filepath.Join(dir, "ipam.db"))
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	m, err := cloudnode.NewManager(cloudnode.Config{ClusterID: "bench", InstanceID: "i-bench", InstanceType: "ecs.g7.4xlarge",
+		PodVSwitchIDs: []string{"vsw-pod"}, MinIdle: 5, MaxIdle: 20, WarmUp: 20, IdleRelease: 10 * time.Minute,
+		PollInterval: 20 * time.Millisecond}, api, st, nil)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer m.Stop(context.Background())
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := m.Start(sctx); err != nil {
+		return nil, 0, 0, fmt.Errorf("start manager: %w", err)
+	}
+
+	// Steady churn around 40 live pods: release a random one, add a new one.
+	rng := rand.New(rand.NewPCG(1, 2))
+	var live []role.PodRequest
+	id := 0
+	next := func() role.PodRequest {
+		id++
+		return role.PodRequest{ContainerID: fmt.Sprintf("bench%06d", id), IfName: "eth0"}
+	}
+	for range 40 {
+		r := next()
+		if _, err := m.Allocate(sctx, r); err != nil {
+			return nil, 0, 0, err
+		}
+		live = append(live, r)
+	}
+	// let the refill after the ramp finish before counting
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Idle() < 5 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	const churn = 2000
+	calls0 := api.Calls()
+	var lat []time.Duration
+	// a random walk between 20 and 60 live pods: each step ends one pod or
+	// starts one (a churned pod is one allocation)
+	for len(lat) < churn {
+		if len(live) >= 60 || (len(live) > 20 && rng.IntN(2) == 0) {
+			i := rng.IntN(len(live))
+			if err := m.Release(sctx, live[i].ContainerID, live[i].IfName); err != nil {
+				return nil, 0, 0, err
+			}
+			live = slices.Delete(live, i, i+1)
+			continue
+		}
+		r := next()
+		t0 := time.Now()
+		if _, err := m.Allocate(sctx, r); err != nil {
+			return nil, 0, 0, err
+		}
+		lat = append(lat, time.Since(t0))
+		live = append(live, r)
+	}
+	calls := api.Calls() - calls0
+	slices.Sort(lat)
+	fmt.Fprintf(log, "    store in %s: allocate p50 %v p99 %v max %v over %d; %d cloud calls for %d pods\n", dir, pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1], len(lat), calls, churn)
+	return lat, calls, churn, nil
+}
