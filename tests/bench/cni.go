@@ -81,11 +81,15 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 	}
 
 	// The agent: podipam over a fresh store, served in this process.
-	// The agent keeps pod IPAM state on tmpfs (/run on a real node; /dev/shm
-	// here, where /run is a disk): it must survive agent restarts, which
-	// tmpfs does, but not node reboots, which no pod survives either. Like
-	// host-local's files, it is then never waiting on a disk flush.
-	shm, err := os.MkdirTemp("/dev/shm", "strata-bench-cni-")
+	// The agent's store sits where the agent keeps it by default
+	// (--state-dir /var/lib/strata, on disk), so every allocation waits for
+	// bbolt's fsync, as in production. STRATA_BENCH_CNI_STATE_DIR overrides
+	// it (e.g. a tmpfs such as /run/strata) to measure that choice.
+	stateRoot := os.Getenv("STRATA_BENCH_CNI_STATE_DIR")
+	if stateRoot == "" {
+		stateRoot = "/var/tmp"
+	}
+	shm, err := os.MkdirTemp(stateRoot, "strata-bench-cni-")
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +216,8 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 	allocs := slices.Clone(timed.ms)
 	timed.mu.Unlock()
 	detail := func(p string, sv, bv float64) string {
-		return fmt.Sprintf("ADD %s strata %.1f ms, bridge %.1f ms; %d sequential pods via cnitool (agent allocate+persist on tmpfs p50 %.1f ms p99 %.1f ms; DEL p50 strata %.1f ms, bridge %.1f ms)",
-			p, sv, bv, cniPods, cniPct(allocs, 50), cniPct(allocs, 99), cniPct(st.seqDels, 50), cniPct(br.seqDels, 50))
+		return fmt.Sprintf("ADD %s strata %.1f ms, bridge %.1f ms; %d sequential pods via cnitool (agent allocate+persist in %s p50 %.1f ms p99 %.1f ms; DEL p50 strata %.1f ms, bridge %.1f ms)",
+			p, sv, bv, cniPods, stateRoot, cniPct(allocs, 50), cniPct(allocs, 99), cniPct(st.seqDels, 50), cniPct(br.seqDels, 50))
 	}
 	out = append(out,
 		New("cni.add_p50_ratio_vs_bridge", sp50/bp50, "ratio", "<= 1.0", detail("p50", sp50, bp50)).WithBaseline(cniBaseline, bp50),
