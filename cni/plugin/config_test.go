@@ -1,7 +1,10 @@
 package plugin
 
 import (
+	"os"
+
 	"errors"
+	"github.com/containernetworking/cni/libcni"
 	"strings"
 	"testing"
 
@@ -152,4 +155,26 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("accepted half a pod identity: %+v", p)
 		}
 	})
+}
+
+// The shipped example must parse as libcni and strata-cni read it.
+func TestExampleConflist(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/cni/10-strata.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Plugins) != 3 || list.Plugins[0].Network.Type != "strata-cni" {
+		t.Fatalf("unexpected plugins %+v", list.Plugins)
+	}
+	conf, err := libcni.InjectConf(list.Plugins[0], map[string]any{"name": list.Name, "cniVersion": list.CNIVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseConfig(conf.Bytes); err != nil {
+		t.Fatalf("strata-cni rejects the example: %v", err)
+	}
 }
