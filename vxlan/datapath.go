@@ -39,11 +39,22 @@ type Datapath struct {
 	want      desired
 	hasWant   bool
 	lastPeers []Peer
-	closed    bool
-	ifindex   int
-	ifidx     atomic.Int32 // ifindex for the event filter, read without the lock
-	status    Status
-	metrics   *metrics
+
+	// Event-verified state: the last full sync found the kernel equal to
+	// want, and no relevant netlink event has arrived since on a
+	// subscription that stayed up. Only then may Reconcile trust want as the
+	// kernel's state and skip the dumps (see Run).
+	evGen    atomic.Uint64 // bumped by Run's event readers
+	subEpoch atomic.Uint64 // bumped when a subscription starts or breaks
+	subOK    atomic.Bool
+	verified bool
+	verGen   uint64
+	verEpoch uint64
+	closed   bool
+	ifindex  int
+	ifidx    atomic.Int32 // ifindex for the event filter, read without the lock
+	status   Status
+	metrics  *metrics
 }
 
 // Status is a snapshot of the datapath for `strata status` and debugging.
@@ -60,13 +71,18 @@ type Status struct {
 	Routes int
 	// LastSync is when the kernel state last matched the desired state.
 	LastSync time.Time
-	// LastChanges is what the last sync wrote (zero when nothing drifted).
+	// LastChanges is what the last sync (Reconcile or repair) wrote.
 	LastChanges Counts
+	// LastReconcile is what the last Reconcile call wrote.
+	LastReconcile Counts
 	// Repairs counts syncs that found drift after the first one.
 	Repairs uint64
 	// Recreations counts device (re)creations, the first one included.
 	Recreations uint64
-	LastError   string
+	// Verified: the last full sync matched and Run has seen no relevant
+	// netlink event since, so a repeat Reconcile needs no dumps.
+	Verified  bool
+	LastError string
 }
 
 // New validates cfg and binds the datapath to the current network namespace.
@@ -121,17 +137,62 @@ func (d *Datapath) Reconcile(ctx context.Context, peers []Peer) error {
 	}
 	// The same peers as last time (the common case: a periodic re-apply of
 	// an unchanged plan) reuse the validated desired state.
-	if !d.hasWant || !samePeers(d.lastPeers, peers) {
+	same := d.hasWant && samePeers(d.lastPeers, peers)
+	if same && d.trusted() {
+		// Nothing asked, nothing changed in the kernel since it was verified.
+		d.status.LastChanges, d.status.LastReconcile = Counts{}, Counts{}
+		d.metrics.observe("reconcile-verified", 0, Counts{}, nil)
+		return nil
+	}
+	old, trusted := d.want, d.trusted()
+	if !same {
 		want, err := plan(d.cfg, peers)
 		if err != nil {
 			return err
 		}
 		d.want, d.hasWant, d.lastPeers = want, true, clonePeers(peers)
 	}
-	want := d.want
-	d.status.Peers, d.status.Routes = want.peers, len(want.routes)
-	_, err := d.syncLocked(ctx, "reconcile")
+	d.status.Peers, d.status.Routes = d.want.peers, len(d.want.routes)
+	if trusted {
+		// Incremental: the kernel is known to hold old, so write only the
+		// difference between old and the new plan, without dumps. Run's
+		// resync after the echoed events verifies the result.
+		return d.applyDelta(ctx, old)
+	}
+	c, err := d.syncLocked(ctx, "reconcile")
+	d.status.LastReconcile = c
 	return err
+}
+
+// trusted reports whether d.want is known to be the kernel's state.
+func (d *Datapath) trusted() bool {
+	return d.verified && d.ifindex != 0 && d.subOK.Load() &&
+		d.evGen.Load() == d.verGen && d.subEpoch.Load() == d.verEpoch
+}
+
+// applyDelta writes the difference between old (the kernel's verified
+// state) and d.want.
+func (d *Datapath) applyDelta(ctx context.Context, old desired) error {
+	start := time.Now()
+	was, err := diff(old, d.ifindex, nil, nil, nil, nil)
+	if err == nil {
+		var cs changeSet
+		cs, err = diff(d.want, d.ifindex, was.neighSet, was.fdbSet, was.nhSet, was.routeSet)
+		if err == nil {
+			c := cs.counts()
+			err = d.apply(ctx, cs)
+			d.metrics.observe("reconcile-delta", time.Since(start), c, err)
+			d.status.LastChanges, d.status.LastReconcile = c, c
+		}
+	}
+	d.verified = false
+	if err != nil {
+		d.status.LastError = err.Error()
+		return err
+	}
+	d.status.LastError = ""
+	d.status.LastSync = time.Now()
+	return nil
 }
 
 func samePeers(a, b []Peer) bool {
@@ -164,7 +225,9 @@ func clonePeers(ps []Peer) []Peer {
 func (d *Datapath) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.status
+	st := d.status
+	st.Verified = d.trusted()
+	return st
 }
 
 // Resync re-checks everything against the last accepted peers and repairs
@@ -183,8 +246,15 @@ func (d *Datapath) Resync(ctx context.Context) error {
 // writes. d.mu must be held.
 func (d *Datapath) syncLocked(ctx context.Context, why string) (Counts, error) {
 	start := time.Now()
+	g0, e0, ok0 := d.evGen.Load(), d.subEpoch.Load(), d.subOK.Load()
 	c, err := d.sync(ctx)
 	d.metrics.observe(why, time.Since(start), c, err)
+	// Verified only if nothing was written (our own writes echo back as
+	// events still in flight) and no event or subscription change raced
+	// with the dumps.
+	d.verified = err == nil && c.Total() == 0 && ok0 && d.subOK.Load() &&
+		d.evGen.Load() == g0 && d.subEpoch.Load() == e0
+	d.verGen, d.verEpoch = g0, e0
 	if err != nil {
 		d.status.LastError = err.Error()
 		d.log.Warn("vxlan sync failed", "trigger", why, "err", err)
@@ -406,6 +476,7 @@ func (d *Datapath) Close() error {
 		}
 	}
 	d.hasWant = false
+	d.verified = false
 	d.closed = true
 	d.nl.Close()
 	d.nlNeigh.Close()

@@ -335,7 +335,7 @@ func TestPrivilegedOverlay(t *testing.T) {
 
 	t.Run("reconcile is idempotent and leaves foreign routes", func(t *testing.T) {
 		reconcileAll(t, nodes)
-		if c := n1.dp.Status().LastChanges; c.Total() != 0 {
+		if c := n1.dp.Status().LastReconcile; c.Total() != 0 {
 			t.Fatalf("second reconcile wrote %+v, want nothing", c)
 		}
 		must(t, inNS(lab, "n1", func() error {
@@ -449,7 +449,19 @@ func TestPrivilegedOverlay(t *testing.T) {
 	})
 
 	t.Run("peer removed and added back", func(t *testing.T) {
+		// With Run subscribed and nothing drifting, the state becomes
+		// verified and the removal is written as a delta without dumps.
+		eventually(t, "n1 verified", func() error {
+			if !n1.dp.Status().Verified {
+				return errors.New("not verified yet")
+			}
+			return nil
+		})
 		reconcileAll(t, nodes, "n3")
+		want := Counts{NeighRemoved: 1, FDBRemoved: 1, NexthopsRemoved: 1, RoutesRemoved: 2}
+		if got := n1.dp.Status().LastReconcile; got != want {
+			t.Fatalf("removing n3 wrote %+v, want %+v", got, want)
+		}
 		for _, h := range []string{"n1", "n2"} {
 			rs, err := vxRoutes(lab, h)
 			must(t, err)
