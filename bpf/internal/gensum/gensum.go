@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -17,6 +18,21 @@ import (
 
 // File is the committed record, relative to the bpf directory.
 const File = "generated.sum"
+
+// CompilerFile records the `clang --version` line the committed object was
+// built with: a byte-for-byte rebuild check is only meaningful with the same
+// compiler.
+const CompilerFile = "generated.clang"
+
+// ClangVersion returns the first line of `clang --version`.
+func ClangVersion() (string, error) {
+	out, err := exec.Command("clang", "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("clang --version: %w", err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line), nil
+}
 
 // Inputs are the patterns hashed: the C sources and headers, the generate
 // directives (they carry the compiler flags) and bpf2go's output.

@@ -26,6 +26,14 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		v, err := gensum.ClangVersion()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(*dir, gensum.CompilerFile), []byte(v+"\n"), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 		return
 	}
 	want, err := os.ReadFile(path)
