@@ -1,0 +1,459 @@
+// Package datapath programs the node side of the cloud role's pod links.
+//
+// ENIIP over veth + policy routing (the variant this kernel supports):
+//   - each secondary ENI gets its own table (TableBase + ifindex) holding
+//     the vSwitch subnet on the ENI and a default route to the vSwitch
+//     gateway, with proto rtproto.ENI;
+//   - each pod gets a /32 route to its host veth in main, a rule
+//     "to <pod> lookup main" (ingress) and "from <pod> lookup <ENI table>"
+//     (egress leaves by the ENI that owns the address);
+//   - host-bound destinations (service CIDR, overlay and BGP-learned pod
+//     CIDRs, node subnets) get "to <cidr> lookup main" rules placed before
+//     the per-pod rules, so they go through the host, not the VPC gateway.
+//
+// The ENI link answers ARP for its pods (proxy ARP), the host veth answers
+// for the pod's link-local gateway.
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	cloudnode "github.com/strata-net/strata/cloud-node"
+	"github.com/strata-net/strata/internal/nlretry"
+	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/internal/rtproto"
+)
+
+// Rule priorities: host-bound destinations first, then ingress to pods,
+// then per-pod egress tables; all before the main table's 32766.
+const (
+	PrioHostBound = 1000
+	PrioToPod     = 1100
+	PrioFromPod   = 2000
+	TableBase     = 1000
+)
+
+// IPVlanSupported reports whether the kernel has ipvlan. It asks for an
+// ipvlan link on a parent ifindex that does not exist: a kernel with ipvlan
+// refuses the parent (ENODEV), one without refuses the kind (EOPNOTSUPP).
+// Nothing is created either way.
+func IPVlanSupported() bool {
+	err := netlink.LinkAdd(&netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: "stprobeipvl0", ParentIndex: 0x7ffffff0}, Mode: netlink.IPVLAN_MODE_L2})
+	if err == nil { // cannot happen without a parent, but never leave it behind
+		if l, lerr := netlink.LinkByName("stprobeipvl0"); lerr == nil {
+			_ = netlink.LinkDel(l)
+		}
+		return true
+	}
+	return !errors.Is(err, unix.EOPNOTSUPP) && !strings.Contains(err.Error(), "not supported")
+}
+
+// Node programs ENIs and pods in a node namespace (NS nil: the current one).
+type Node struct {
+	NS *nsutil.NS
+	// HostBound are destinations pods reach through the host, never the ENI
+	// gateway: service CIDR, overlay and BGP-learned pod CIDRs, node subnets.
+	HostBound []netip.Prefix
+	// LinkWait bounds the wait for an attached ENI's link to appear.
+	LinkWait time.Duration
+	Log      *slog.Logger
+}
+
+var _ cloudnode.ENIDatapath = (*Node)(nil)
+
+func (n *Node) do(fn func() error) error {
+	if n.NS == nil {
+		return fn()
+	}
+	return n.NS.Do(fn)
+}
+
+func linkByMAC(mac string) (netlink.Link, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return nil, fmt.Errorf("bad ENI MAC %q: %w", mac, err)
+	}
+	links, err := nlretry.Dump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().HardwareAddr.String() == hw.String() {
+			return l, nil
+		}
+	}
+	return nil, nil
+}
+
+func sysctl(path, val string) error {
+	if err := os.WriteFile("/proc/sys/"+path, []byte(val), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", path, val, err)
+	}
+	return nil
+}
+
+// ENIUp finds the ENI's link by MAC, brings it up and fills its table.
+func (n *Node) ENIUp(ctx context.Context, eni cloudnode.ENIInfo) (string, int, error) {
+	wait := n.LinkWait
+	if wait == 0 {
+		wait = 30 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	var name string
+	var table int
+	for {
+		var found bool
+		err := n.do(func() error {
+			l, err := linkByMAC(eni.MAC)
+			if err != nil || l == nil {
+				return err
+			}
+			found = true
+			name, table = l.Attrs().Name, TableBase+l.Attrs().Index
+			return n.programENI(l, eni, table)
+		})
+		if err != nil {
+			return "", 0, fmt.Errorf("ENI %s: %w", eni.ID, err)
+		}
+		if found {
+			return name, table, nil
+		}
+		if time.Now().After(deadline) {
+			return "", 0, fmt.Errorf("ENI %s: no link with MAC %s appeared within %s (is the ENI attached to this instance?)", eni.ID, eni.MAC, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) programENI(l netlink.Link, eni cloudnode.ENIInfo, table int) error {
+	name := l.Attrs().Name
+	for _, s := range [][2]string{
+		{"net/ipv4/conf/" + name + "/proxy_arp", "1"}, // answer the vSwitch for our pods
+		{"net/ipv4/conf/" + name + "/rp_filter", "0"},
+		{"net/ipv4/ip_forward", "1"},
+	} {
+		if err := sysctl(s[0], s[1]); err != nil {
+			return err
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	// the primary IP as a /32: ARP source on the ENI, no main-table subnet route
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: eni.PrimaryIP.AsSlice(), Mask: net.CIDRMask(32, 32)}, Flags: unix.IFA_F_NOPREFIXROUTE}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", eni.PrimaryIP, name, err)
+	}
+	cidr := eni.CIDR.Masked()
+	routes := []*netlink.Route{
+		{LinkIndex: l.Attrs().Index, Dst: prefixNet(cidr), Scope: netlink.SCOPE_LINK, Table: table, Protocol: rtproto.ENI},
+		{LinkIndex: l.Attrs().Index, Dst: prefixNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: eni.Gateway.AsSlice(),
+			Flags: int(netlink.FLAG_ONLINK), Table: table, Protocol: rtproto.ENI},
+	}
+	for _, r := range routes {
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s in table %d: %w", r.Dst, table, err)
+		}
+	}
+	for _, p := range n.HostBound {
+		if err := ensureRule(PrioHostBound, netip.Prefix{}, p, unix.RT_TABLE_MAIN); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func ruleMatches(r netlink.Rule, prio int, src, dst netip.Prefix, table int) bool {
+	same := func(n *net.IPNet, p netip.Prefix) bool {
+		if !p.IsValid() {
+			return n == nil
+		}
+		return n != nil && n.String() == p.String()
+	}
+	return r.Priority == prio && r.Table == table && same(r.Src, src) && same(r.Dst, dst)
+}
+
+func ensureRule(prio int, src, dst netip.Prefix, table int) error {
+	rules, err := nlretry.Dump(func() ([]netlink.Rule, error) { return netlink.RuleList(netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	for _, r := range rules {
+		if ruleMatches(r, prio, src, dst, table) {
+			return nil
+		}
+	}
+	r := netlink.NewRule()
+	r.Priority, r.Table, r.Family = prio, table, netlink.FAMILY_V4
+	if src.IsValid() {
+		r.Src = prefixNet(src)
+	}
+	if dst.IsValid() {
+		r.Dst = prefixNet(dst)
+	}
+	if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("rule prio %d from %v to %v lookup %d: %w", prio, src, dst, table, err)
+	}
+	return nil
+}
+
+func deleteRules(match func(netlink.Rule) bool) error {
+	rules, err := nlretry.Dump(func() ([]netlink.Rule, error) { return netlink.RuleList(netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	var errs []error
+	for _, r := range rules {
+		if match(r) {
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ENIDown removes the ENI's table routes (its link goes away with detach).
+func (n *Node) ENIDown(ctx context.Context, eni cloudnode.ENIInfo) error {
+	return n.do(func() error {
+		l, err := linkByMAC(eni.MAC)
+		if err != nil || l == nil {
+			return err
+		}
+		table := TableBase + l.Attrs().Index
+		routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table, Protocol: rtproto.ENI},
+				netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			_ = netlink.RouteDel(&r)
+		}
+		return nil
+	})
+}
+
+// Prune removes per-pod rules and routes of addresses not in keep.
+func (n *Node) Prune(ctx context.Context, keep map[netip.Addr]bool) error {
+	return n.do(func() error {
+		stale := func(ipn *net.IPNet) bool {
+			if ipn == nil {
+				return false
+			}
+			p, ok := netip.AddrFromSlice(ipn.IP)
+			ones, _ := ipn.Mask.Size()
+			return ok && ones == 32 && !keep[p.Unmap()]
+		}
+		if err := deleteRules(func(r netlink.Rule) bool {
+			return (r.Priority == PrioFromPod && stale(r.Src)) || (r.Priority == PrioToPod && stale(r.Dst))
+		}); err != nil {
+			return err
+		}
+		routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: rtproto.ENI},
+				netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if stale(r.Dst) {
+				_ = netlink.RouteDel(&r)
+			}
+		}
+		return nil
+	})
+}
+
+// SetupPodHostSide wires the host end of a veth-routed ENIIP pod, in the
+// current namespace: /32 route to the veth, proxy ARP for the pod's gateway,
+// the ingress rule and the egress rule to the ENI's table. Idempotent.
+func SetupPodHostSide(alloc role.Allocation, hostVeth string) error {
+	if alloc.Datapath != role.DatapathVethRouted {
+		return fmt.Errorf("SetupPodHostSide: datapath %q has no host veth (want %q)", alloc.Datapath, role.DatapathVethRouted)
+	}
+	pod := alloc.Addr.Addr()
+	if !pod.Is4() {
+		return fmt.Errorf("SetupPodHostSide: pod address %s is not IPv4", alloc.Addr)
+	}
+	l, err := netlink.LinkByName(hostVeth)
+	if err != nil {
+		return fmt.Errorf("host veth %s: %w", hostVeth, err)
+	}
+	for _, s := range [][2]string{
+		{"net/ipv4/conf/" + hostVeth + "/proxy_arp", "1"},
+		{"net/ipv4/conf/" + hostVeth + "/rp_filter", "0"},
+	} {
+		if err := sysctl(s[0], s[1]); err != nil {
+			return err
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", hostVeth, err)
+	}
+	if alloc.Gateway.IsValid() {
+		// the pod's link-local gateway is a local address of every host veth
+		gw := &netlink.Addr{IPNet: &net.IPNet{IP: alloc.Gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: unix.RT_SCOPE_LINK}
+		if err := netlink.AddrReplace(l, gw); err != nil {
+			return fmt.Errorf("gateway %s on %s: %w", alloc.Gateway, hostVeth, err)
+		}
+	}
+	host := netip.PrefixFrom(pod, 32)
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(host), Scope: netlink.SCOPE_LINK,
+		Protocol: rtproto.ENI}); err != nil {
+		return fmt.Errorf("route %s dev %s: %w", host, hostVeth, err)
+	}
+	if err := ensureRule(PrioToPod, netip.Prefix{}, host, unix.RT_TABLE_MAIN); err != nil {
+		return err
+	}
+	if alloc.Table != 0 {
+		if err := ensureRule(PrioFromPod, host, netip.Prefix{}, alloc.Table); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TeardownPodHostSide undoes SetupPodHostSide; missing pieces are fine.
+func TeardownPodHostSide(alloc role.Allocation, hostVeth string) error {
+	host := netip.PrefixFrom(alloc.Addr.Addr(), 32)
+	err := deleteRules(func(r netlink.Rule) bool {
+		return ruleMatches(r, PrioFromPod, host, netip.Prefix{}, r.Table) || ruleMatches(r, PrioToPod, netip.Prefix{}, host, unix.RT_TABLE_MAIN)
+	})
+	rerr := netlink.RouteDel(&netlink.Route{Dst: prefixNet(host), Protocol: rtproto.ENI, Table: unix.RT_TABLE_MAIN})
+	if rerr != nil && !errors.Is(rerr, syscall.ESRCH) && !errors.Is(rerr, syscall.ENOENT) {
+		err = errors.Join(err, fmt.Errorf("delete route %s: %w", host, rerr))
+	}
+	return err
+}
+
+// SetupExclusiveENI moves the ENI with mac from the current namespace into
+// the pod namespace at podNetns, names it ifName and gives it addr (the ENI
+// primary IP with the vSwitch prefix length) and a default route via gw.
+func SetupExclusiveENI(mac string, podNetns string, ifName string, addr netip.Prefix, gw netip.Addr) error {
+	l, err := linkByMAC(mac)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("exclusive ENI: no link with MAC %s on the node", mac)
+	}
+	f, err := os.Open(podNetns)
+	if err != nil {
+		return fmt.Errorf("exclusive ENI: open pod netns %s: %w", podNetns, err)
+	}
+	defer f.Close()
+	if err := netlink.LinkSetDown(l); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetNsFd(l, int(f.Fd())); err != nil {
+		return fmt.Errorf("exclusive ENI: move %s into %s: %w", l.Attrs().Name, podNetns, err)
+	}
+	// configure through a handle bound to the pod namespace: no thread
+	// switching, so this works from inside another NS.Do too
+	h, err := handleAt(podNetns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	pl, err := h.LinkByIndex(l.Attrs().Index)
+	if err != nil {
+		// the index may change on the move; find it by MAC
+		links, lerr := nlretry.Dump(h.LinkList)
+		if lerr != nil {
+			return fmt.Errorf("exclusive ENI: list pod links: %w", lerr)
+		}
+		for _, c := range links {
+			if c.Attrs().HardwareAddr.String() == l.Attrs().HardwareAddr.String() {
+				pl = c
+			}
+		}
+		if pl == nil {
+			return fmt.Errorf("exclusive ENI: link %s lost after the move", mac)
+		}
+	}
+	if err := h.LinkSetName(pl, ifName); err != nil {
+		return fmt.Errorf("exclusive ENI: rename to %s: %w", ifName, err)
+	}
+	if err := h.AddrReplace(pl, &netlink.Addr{IPNet: prefixNet(addr)}); err != nil {
+		return fmt.Errorf("exclusive ENI: address %s: %w", addr, err)
+	}
+	if err := h.LinkSetUp(pl); err != nil {
+		return fmt.Errorf("exclusive ENI: set %s up: %w", ifName, err)
+	}
+	if err := h.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: prefixNet(netip.MustParsePrefix("0.0.0.0/0")),
+		Gw: gw.AsSlice(), Protocol: rtproto.ENI}); err != nil {
+		return fmt.Errorf("exclusive ENI: default route via %s: %w", gw, err)
+	}
+	return nil
+}
+
+func handleAt(path string) (*netlink.Handle, error) {
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// TeardownExclusiveENI moves the ENI back from the pod namespace into
+// hostNetns, so the node can reuse or detach it.
+func TeardownExclusiveENI(mac, podNetns, hostNetns string) error {
+	f, err := os.Open(hostNetns)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h, err := handleAt(podNetns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := nlretry.Dump(h.LinkList)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Attrs().HardwareAddr.String() == mac {
+			_ = h.LinkSetDown(l)
+			// the pod's name (eth0) is taken on the node: use one from the MAC
+			if err := h.LinkSetName(l, "eni"+strings.ReplaceAll(mac, ":", "")[6:]); err != nil {
+				return fmt.Errorf("exclusive ENI: rename before moving back: %w", err)
+			}
+			if err := h.LinkSetNsFd(l, int(f.Fd())); err != nil {
+				return fmt.Errorf("exclusive ENI: move back to %s: %w", hostNetns, err)
+			}
+			return nil
+		}
+	}
+	return nil
+}
