@@ -2,8 +2,6 @@ package ecsemu
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
@@ -59,7 +57,7 @@ func (e *Emulator) dispatch(action string, p url.Values) (int, []byte) {
 		return err.Status, e.errorBody(err)
 	}
 	out["RequestId"] = e.requestID()
-	b, _ := json.Marshal(out)
+	b := marshal(out)
 	if token != "" {
 		e.mu.Lock()
 		if c, ok := e.tokens[key]; ok { // a concurrent retry won the race
@@ -657,5 +655,3 @@ func (e *Emulator) describeVSwitches(p url.Values) (map[string]any, *APIError) {
 	return map[string]any{"VSwitches": map[string]any{"VSwitch": list}, "TotalCount": len(match),
 		"PageNumber": num, "PageSize": size}, nil
 }
-
-var _ = fmt.Sprintf

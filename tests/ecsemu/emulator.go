@@ -11,6 +11,7 @@
 package ecsemu
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -495,7 +496,7 @@ func (e *Emulator) writeJSON(w http.ResponseWriter, status int, body []byte) {
 }
 
 func (e *Emulator) errorBody(a *APIError) []byte {
-	b, _ := json.Marshal(map[string]string{
+	b := marshal(map[string]string{
 		"RequestId": e.requestID(), "HostId": "ecs.aliyuncs.com",
 		"Code": a.Code, "Message": a.Message,
 		"Recommend": "https://api.aliyun.com/troubleshoot?q=" + a.Code,
@@ -602,3 +603,12 @@ func (e *Emulator) verify(method string, p url.Values) *APIError {
 }
 
 func hmacEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// marshal encodes JSON without HTML escaping, as the ECS API answers.
+func marshal(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimRight(buf.Bytes(), "\n")
+}
