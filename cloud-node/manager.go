@@ -177,6 +177,7 @@ type Manager struct {
 	wake     chan struct{}
 	cancel   context.CancelFunc
 	done     chan struct{}
+	nodeAddr netip.Addr
 	poolSize prometheus.GaugeFunc
 	allocs   prometheus.Counter
 }
@@ -209,8 +210,21 @@ func (m *Manager) Idle() int {
 	return len(m.free)
 }
 
-// Name is the role's datapath name.
-func (m *Manager) Name() string { return "eni-ip" }
+// Name is the role's datapath name, as the topology plan spells it.
+func (m *Manager) Name() string { return "eni-multi-ip" }
+
+// NodeContainerID is the attachment under which the node's own address (a
+// reserved ENI secondary IP, see NodeAddr) is recorded.
+const NodeContainerID = "strata-node"
+
+// NodeAddr is an ENI secondary IP reserved for the node itself (the agent
+// puts it on the overlay device and probes the native pod path from it).
+// It is valid after Start.
+func (m *Manager) NodeAddr() netip.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodeAddr
+}
 
 func (m *Manager) tags() map[string]string {
 	return map[string]string{TagCluster: m.cfg.ClusterID, TagNode: m.cfg.InstanceID}
@@ -238,7 +252,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.cancel, m.done, m.started = cancel, make(chan struct{}), true
 	m.mu.Unlock()
 	go m.run(runCtx)
-	want := min(m.cfg.WarmUp, m.capacity())
+	if err := m.reserveNodeAddr(ctx); err != nil {
+		return err
+	}
+	want := min(m.cfg.WarmUp, m.capacity()-1)
 	for {
 		m.mu.Lock()
 		n, ch, lerr := len(m.free), m.changed, m.lastErr
@@ -253,6 +270,17 @@ func (m *Manager) Start(ctx context.Context) error {
 		case <-ch:
 		}
 	}
+}
+
+func (m *Manager) reserveNodeAddr(ctx context.Context) error {
+	a, err := m.Allocate(ctx, role.PodRequest{ContainerID: NodeContainerID, IfName: "node"})
+	if err != nil {
+		return fmt.Errorf("reserve the node's own ENI address: %w", err)
+	}
+	m.mu.Lock()
+	m.nodeAddr = a.Addr.Addr()
+	m.mu.Unlock()
+	return nil
 }
 
 // Stop ends maintenance and closes the store. Allocations stay persisted and
@@ -441,6 +469,9 @@ func (m *Manager) Allocations(ctx context.Context) ([]role.Allocation, error) {
 	defer m.mu.Unlock()
 	out := make([]role.Allocation, 0, len(recs))
 	for _, r := range recs {
+		if r.ContainerID == NodeContainerID {
+			continue // the node's own address is no pod's: CNI GC must not free it
+		}
 		out = append(out, m.allocation(r))
 	}
 	return out, nil
@@ -500,4 +531,7 @@ func (m *Manager) Snapshot() (Snapshot, error) {
 	return s, nil
 }
 
-var _ role.Role = (*Manager)(nil)
+var (
+	_ role.Role          = (*Manager)(nil)
+	_ role.NodeAddresser = (*Manager)(nil)
+)

@@ -178,6 +178,9 @@ func TestAllocateFromWarmPoolNeverCallsCloud(t *testing.T) {
 	if m.Idle() < 10 {
 		t.Fatalf("warm-up left %d idle IPs, want 10", m.Idle())
 	}
+	if !m.NodeAddr().IsValid() {
+		t.Fatal("no node address reserved")
+	}
 	before := e.emu.Calls("")
 	ctx := context.Background()
 	for i := range 4 { // stays above MinIdle: no refill
@@ -196,7 +199,7 @@ func TestAllocateFromWarmPoolNeverCallsCloud(t *testing.T) {
 	if n := e.emu.Calls("") - before; n != 0 {
 		t.Fatalf("allocating from a warm pool made %d cloud calls", n)
 	}
-	if len(m.OwnedPrefixes()) != 4 {
+	if len(m.OwnedPrefixes()) != 5 { // 4 pods + the node's own address
 		t.Fatalf("owned prefixes: %v", m.OwnedPrefixes())
 	}
 	account(t, e, m)
@@ -360,6 +363,11 @@ func TestKillMidOperationAndRestart(t *testing.T) {
 	m := e.manager(t, cfg, nil)
 	defer m.Stop(context.Background())
 	recs, _ := m.Allocations(context.Background())
+	for _, r := range recs {
+		if r.ContainerID == cloudnode.NodeContainerID {
+			t.Fatal("the node's own address is listed as a pod allocation")
+		}
+	}
 	if len(recs) == 0 {
 		t.Fatal("allocations lost across restarts")
 	}

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,12 +262,22 @@ func (c *Client) do(ctx context.Context, action string, call func() error) error
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%s: %w (last error: %v)", action, ctx.Err(), err)
+			return fmt.Errorf("%s: %w (last error: %v)", action, ctx.Err(), redacted{err})
 		case <-t.C:
 		}
 	}
-	return fmt.Errorf("ECS %s: %w", action, err)
+	return fmt.Errorf("ECS %s: %w", action, redacted{err})
 }
+
+// secretParams are request parameters that must never reach a log: SDK
+// transport errors quote the whole request URL.
+var secretParams = regexp.MustCompile(`(SecurityToken|Signature|AccessKeySecret|BearerToken)=[^&\s"]*`)
+
+// redacted hides secrets in an error's text; errors.As still sees the cause.
+type redacted struct{ err error }
+
+func (r redacted) Error() string { return secretParams.ReplaceAllString(r.err.Error(), "$1=REDACTED") }
+func (r redacted) Unwrap() error { return r.err }
 
 func (c *Client) prep(r *requests.RpcRequest) {
 	r.SetReadTimeout(c.cfg.Timeout)
