@@ -261,7 +261,7 @@ func setupENI(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) (res *curre
 	if err != nil {
 		return nil, fmt.Errorf("open the node's namespace: %w", err)
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	if err := netlink.LinkSetNsFd(eni, int(netns.Fd())); err != nil {
 		return nil, fmt.Errorf("move ENI %s into the pod: %w", a.ENILink, err)
 	}
@@ -392,12 +392,12 @@ func teardown(netnsPath, containerID, ifName string) error {
 	if err != nil {
 		return nil // the namespace is gone, and a moved ENI went back with it
 	}
-	defer netns.Close()
+	defer func() { _ = netns.Close() }()
 	host, err := ns.GetCurrentNS()
 	if err != nil {
 		return fmt.Errorf("open the node's namespace: %w", err)
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	return netns.Do(func(ns.NetNS) error {
 		link, err := netlink.LinkByName(ifName)
 		if isNotFound(err) {

@@ -119,7 +119,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	defer netns.Close()
+	defer func() { _ = netns.Close() }()
 	// Refuse a taken interface name before allocating: a retried ADD for a
 	// live attachment must not release that attachment's address below.
 	if err := ifNameFree(netns, args.IfName); err != nil {
@@ -228,7 +228,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	defer netns.Close()
+	defer func() { _ = netns.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
 	defer cancel()
 	alloc, err := client(conf).Check(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName})

@@ -64,7 +64,7 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	s.binDir, s.confDir = filepath.Join(tmp, "bin"), filepath.Join(tmp, "conf")
 	for _, d := range []string{s.binDir, s.confDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -93,12 +93,12 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(shm)
+	defer func() { _ = os.RemoveAll(shm) }()
 	store, err := ipamstore.Open(filepath.Join(shm, "ipam.db"))
 	if err != nil {
 		return nil, err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }()
 	ipam, err := podipam.New(netip.MustParsePrefix("10.244.0.0/16"), store, podipam.Options{})
 	if err != nil {
 		return nil, err
@@ -114,12 +114,17 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 	go func() {
 		served <- server.New(timed, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).Serve(sctx, l)
 	}()
-	defer func() { stop(); <-served }()
+	defer func() {
+		stop()
+		if err := <-served; err != nil {
+			fmt.Fprintf(log, "    cni: agent server: %v\n", err)
+		}
+	}()
 
 	if s.node, err = nsutil.Create(nsutil.OwnedName("cnib-node")); err != nil {
 		return nil, err
 	}
-	defer nsutil.Delete(s.node.Name)
+	defer func() { _ = nsutil.Delete(s.node.Name) }()
 	defer func() {
 		for _, p := range s.pods {
 			_ = nsutil.Delete(p.Name)

@@ -40,7 +40,7 @@ func run(socket, db, cidr string, mtu int) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }()
 	ipam, err := podipam.New(p, store, podipam.Options{MTU: mtu, Logger: log})
 	if err != nil {
 		return err
