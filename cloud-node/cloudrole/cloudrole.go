@@ -50,8 +50,10 @@ type Options struct {
 	// overlay and BGP-learned pod CIDRs).
 	HostBound []netip.Prefix
 	StateDir  string
-	Registry  prometheus.Registerer
-	Logger    *slog.Logger
+	// DetectIPVlan probes the kernel (default datapath.IPVlanSupported).
+	DetectIPVlan func() bool
+	Registry     prometheus.Registerer
+	Logger       *slog.Logger
 }
 
 // New builds (but does not start) the cloud role on this node.
@@ -61,6 +63,9 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.DetectIPVlan == nil {
+		o.DetectIPVlan = datapath.IPVlanSupported
 	}
 	md := metadata.New(o.MetadataURL)
 	in, err := md.Instance(ctx)
@@ -89,7 +94,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 		ClusterID: o.ClusterID, InstanceID: in.ID, InstanceType: in.Type,
 		PodVSwitchIDs: o.PodVSwitchIDs, SecurityGroupID: o.SecurityGroupID,
 		MinIdle: o.MinIdle, MaxIdle: o.MaxIdle, WarmUp: o.WarmUp, IdleRelease: o.IdleRelease, MTU: o.MTU,
-		IPVlan: datapath.IPVlanSupported(),
+		IPVlan: o.DetectIPVlan(),
 		ReadyMAC: func(ctx context.Context, mac string) (bool, error) {
 			macs, err := md.MACs(ctx)
 			return slices.Contains(macs, mac), err

@@ -29,7 +29,7 @@ func TestNewFromMetadataWithRAMRole(t *testing.T) {
 	defer cancel()
 	reg := prometheus.NewRegistry()
 	m, err := New(ctx, Options{ClusterID: "c", MetadataURL: srv.URL, Endpoint: srv.URL, PodVSwitchIDs: []string{"vsw-node"},
-		StateDir: t.TempDir(), Registry: reg})
+		StateDir: t.TempDir(), Registry: reg, DetectIPVlan: func() bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}
