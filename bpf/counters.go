@@ -26,6 +26,9 @@ var pathNames = [...]string{
 	"stack_not_local",
 	"stack_malformed",
 	"disabled",
+	"stack_not_pod",
+	"stack_nat",
+	"stack_ipv6_ext",
 }
 
 // PathNames lists every path label, in the programs' order.

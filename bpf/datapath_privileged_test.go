@@ -114,6 +114,9 @@ func newDPLab(t *testing.T, mode AttachMode) *dpLab {
 	}
 	t.Cleanup(func() { _ = fp.Close() })
 	l.fp = fp
+	if err := fp.SetPodPrefixes([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/32")}); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range dpPods[:2] {
 		if err := fp.AddPod(Pod{HostIfname: p.hostIf, PodMAC: p.mac, IPs: []netip.Addr{p.ip4, p.ip6}}); err != nil {
 			t.Fatalf("add pod %s: %v", p.name, err)
@@ -450,6 +453,98 @@ func TestPrivilegedFastpathRemovePodRemovesEntries(t *testing.T) {
 	// Removing again is not an error.
 	if err := l.fp.RemovePod(p2.hostIf, p2.ip4, p2.ip6); err != nil {
 		t.Fatalf("second RemovePod: %v", err)
+	}
+}
+
+// A kube-proxy style service: node1 DNATs a virtual IP to a local pod (p2)
+// and to a remote one (p3). The forward packets leave the fast path because
+// the virtual IP is not a pod prefix; the replies must leave it too because
+// conntrack has NAT state for them, or the client would see the backend's
+// address and reset the connection.
+func TestPrivilegedFastpathKeepsServiceNAT(t *testing.T) {
+	testutil.RequireCommand(t, "nft", "apt-get install nftables")
+	l := newDPLab(t, AttachAuto)
+	p2, p3 := pod("p2"), pod("p3")
+	for _, tc := range []struct {
+		backend dpPod
+		vip     string
+	}{{p2, "10.96.0.10"}, {p3, "10.96.0.11"}} {
+		t.Run(tc.backend.name, func(t *testing.T) {
+			ln, port := l.listen(t, tc.backend)
+			defer ln.Close()
+			rule := fmt.Sprintf("add rule ip svc pre ip daddr %s tcp dport 80 dnat to %s:%d", tc.vip, tc.backend.ip4, port)
+			l.run(t, "node1", "nft", "add table ip svc")
+			l.run(t, "node1", "nft", "add chain ip svc pre { type nat hook prerouting priority -100 ; }")
+			l.run(t, "node1", "nft", rule)
+			defer l.run(t, "node1", "nft", "delete table ip svc")
+			before := l.counters(t)
+			l.echoVia(t, "p1", ln, netip.MustParseAddr(tc.vip), 80, 1<<20)
+			after := l.counters(t)
+			if after.Paths["stack_not_pod"].Packets == before.Paths["stack_not_pod"].Packets {
+				t.Error("requests to the service IP were not handed to the stack")
+			}
+			if tc.backend.node == "node1" {
+				if d := after.Pods[tc.backend.ip4].Stack.Packets - before.Pods[tc.backend.ip4].Stack.Packets; d == 0 {
+					t.Error("the local backend's replies were not handed to the stack for un-NAT")
+				}
+			}
+			if after.Paths["stack_nat"].Packets == before.Paths["stack_nat"].Packets {
+				t.Error("no reply was recognised as NATed (stack_nat)")
+			}
+		})
+	}
+}
+
+// listen starts a TCP echo server on any port of pod p.
+func (l *dpLab) listen(t *testing.T, p dpPod) (net.Listener, int) {
+	t.Helper()
+	var ln net.Listener
+	if err := l.ns(p.name).Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(p.ip4.String(), "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return ln, ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoVia connects from pod from to addr:port and checks n bytes echo back.
+func (l *dpLab) echoVia(t *testing.T, from string, _ net.Listener, addr netip.Addr, port, n int) {
+	t.Helper()
+	var conn net.Conn
+	if err := l.ns(from).Do(func() error {
+		d := net.Dialer{Timeout: 30 * time.Second}
+		var err error
+		conn, err = d.DialContext(context.Background(), "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s:%d from %s: %v", addr, port, from, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	errc := make(chan error, 1)
+	go func() { _, err := conn.Write(data); errc <- err }()
+	back := make([]byte, n)
+	if _, err := io.ReadFull(conn, back); err != nil {
+		t.Fatalf("echo via %s:%d: %v", addr, port, err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, data) {
+		t.Fatalf("echo via %s:%d: data differs", addr, port)
 	}
 }
 

@@ -390,6 +390,76 @@ func (f *Fastpath) RemoveEndpoint(ip netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+func prefixKey(p netip.Prefix) fastpathPodPrefix {
+	p = p.Masked()
+	k := fastpathPodPrefix{Prefixlen: uint32(p.Bits())}
+	if p.Addr().Is4() {
+		k.Prefixlen += 96 // stored IPv4-mapped
+	}
+	k.Addr = endpointKey(p.Addr()).Addr
+	return k
+}
+
+// SetPodPrefixes replaces the set of destination prefixes that may be
+// forwarded by FIB lookup: the cluster's pod CIDRs (edge pools, ENI pod
+// vSwitches). Destinations outside them (ClusterIPs, the internet) always go
+// through the stack, where kube-proxy and masquerading live. Local pods in
+// the endpoint map are redirected regardless.
+func (f *Fastpath) SetPodPrefixes(prefixes []netip.Prefix) error {
+	want := map[fastpathPodPrefix]bool{}
+	for _, p := range prefixes {
+		if !p.IsValid() {
+			return fmt.Errorf("bpf: pod prefix %q is invalid; pass CIDRs like 10.244.0.0/16", p)
+		}
+		want[prefixKey(p)] = true
+	}
+	var have []fastpathPodPrefix
+	var k fastpathPodPrefix
+	var v uint8
+	it := f.objs.PodPrefixes.Iterate()
+	for it.Next(&k, &v) {
+		have = append(have, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("bpf: list pod prefixes: %w", err)
+	}
+	for _, k := range have {
+		if !want[k] {
+			if err := f.objs.PodPrefixes.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("bpf: delete pod prefix: %w", err)
+			}
+		}
+	}
+	for k := range want {
+		one := uint8(1)
+		if err := f.objs.PodPrefixes.Update(&k, &one, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("bpf: write pod prefix: %w", err)
+		}
+	}
+	return nil
+}
+
+// PodPrefixes lists the prefixes set by SetPodPrefixes.
+func (f *Fastpath) PodPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var k fastpathPodPrefix
+	var v uint8
+	it := f.objs.PodPrefixes.Iterate()
+	for it.Next(&k, &v) {
+		a := keyAddr(fastpathEndpointKey{Addr: k.Addr})
+		bits := int(k.Prefixlen)
+		if a.Is4() {
+			bits -= 96
+		}
+		out = append(out, netip.PrefixFrom(a, bits))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("bpf: list pod prefixes: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out, nil
+}
+
 // Endpoints returns every endpoint in the map.
 func (f *Fastpath) Endpoints() (map[netip.Addr]Endpoint, error) {
 	out := map[netip.Addr]Endpoint{}

@@ -37,6 +37,12 @@ type fastpathEndpointKey struct {
 	Addr [4]uint32
 }
 
+type fastpathPodPrefix struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint32
+}
+
 type fastpathPodStats struct {
 	_ structs.HostLayout
 	C [3]fastpathCounter
@@ -49,6 +55,7 @@ const (
 	fastpathMapEndpoints    = "endpoints"
 	fastpathMapPathCounters = "path_counters"
 	fastpathMapPodCounters  = "pod_counters"
+	fastpathMapPodPrefixes  = "pod_prefixes"
 	fastpathMapSettings     = "settings"
 	fastpathProgFromNetdev  = "from_netdev"
 	fastpathProgFromPod     = "from_pod"
@@ -107,6 +114,7 @@ type fastpathMapSpecs struct {
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
 	PathCounters *ebpf.MapSpec `ebpf:"path_counters"`
 	PodCounters  *ebpf.MapSpec `ebpf:"pod_counters"`
+	PodPrefixes  *ebpf.MapSpec `ebpf:"pod_prefixes"`
 	Settings     *ebpf.MapSpec `ebpf:"settings"`
 }
 
@@ -139,6 +147,7 @@ type fastpathMaps struct {
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
 	PathCounters *ebpf.Map `ebpf:"path_counters"`
 	PodCounters  *ebpf.Map `ebpf:"pod_counters"`
+	PodPrefixes  *ebpf.Map `ebpf:"pod_prefixes"`
 	Settings     *ebpf.Map `ebpf:"settings"`
 }
 
@@ -147,6 +156,7 @@ func (m *fastpathMaps) Close() error {
 		m.Endpoints,
 		m.PathCounters,
 		m.PodCounters,
+		m.PodPrefixes,
 		m.Settings,
 	)
 }

@@ -116,7 +116,7 @@ func TestPathNamesMatchHeader(t *testing.T) {
 		t.Fatal("enum path_id not found in src/fastpath.h")
 	}
 	var ids []string
-	for _, m := range regexp.MustCompile(`\b(PATH_[A-Z_]+)\b`).FindAllSubmatch(body[1], -1) {
+	for _, m := range regexp.MustCompile(`\b(PATH_[A-Z0-9_]+)\b`).FindAllSubmatch(body[1], -1) {
 		ids = append(ids, string(m[1]))
 	}
 	if ids[len(ids)-1] != "PATH_MAX_ID" {

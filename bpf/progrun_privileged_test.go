@@ -86,6 +86,12 @@ func newRunLab(t *testing.T) *runLab {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(func() { _ = fp.Close() })
+	// 203.0.113.0/24 counts as pods here so "no route" is reachable.
+	if err := fp.SetPodPrefixes([]netip.Prefix{
+		netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/32"), netip.MustParsePrefix("203.0.113.0/24"),
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r := &runLab{ns: ns, fp: fp, fromPod: fp.objs.FromPod, fromNetdev: fp.objs.FromNetdev}
 	if err := ns.Do(func() error {
 		r.ifA = ifindex(t, "hA")
@@ -164,6 +170,10 @@ func TestPrivilegedProgramDecisions(t *testing.T) {
 			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: nowhere4}.bytes(), tcActOK, "stack_no_route"},
 		{"ipv4 above the uplink MTU goes to stack (ICMP from the kernel)", r.fromPod, func() int { return r.ifA },
 			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: remote4, payload: 1600}.bytes(), tcActOK, "stack_no_route"},
+		{"destination outside the pod prefixes goes to stack", r.fromPod, func() int { return r.ifA },
+			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: netip.MustParseAddr("10.96.0.10")}.bytes(), tcActOK, "stack_not_pod"},
+		{"ipv6 with a hop-by-hop header goes to stack", r.fromPod, func() int { return r.ifA },
+			hopByHop(frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA6, dst: podB6}.bytes()), tcActOK, "stack_ipv6_ext"},
 		{"arp goes to stack", r.fromPod, func() int { return r.ifA },
 			arpFrame(podAMAC, podA4, netip.MustParseAddr("169.254.1.1")), tcActOK, "stack_not_ip"},
 		{"ipv4 fragment goes to stack", r.fromPod, func() int { return r.ifA },
@@ -195,6 +205,13 @@ func TestPrivilegedProgramDecisions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hopByHop relabels the IPv6 next header as hop-by-hop options (0): the
+// program cannot find ports behind it and must leave the packet alone.
+func hopByHop(b []byte) []byte {
+	b[14+6] = 0
+	return b
 }
 
 // badIHL sets an IPv4 header length of 16 bytes. (A frame cut short inside
@@ -255,6 +272,24 @@ func TestPrivilegedProgramSwitchOff(t *testing.T) {
 	}
 	if ret, _ := r.run(t, r.fromPod, r.ifA, in); ret != tcActRedirect {
 		t.Fatalf("switched back on: verdict %d, want redirect", ret)
+	}
+}
+
+func TestPrivilegedPodPrefixes(t *testing.T) {
+	r := newRunLab(t)
+	want := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/32")}
+	if err := r.fp.SetPodPrefixes(append(want, netip.MustParsePrefix("10.244.7.7/16"))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.fp.PodPrefixes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("PodPrefixes = %v, want %v (203.0.113.0/24 removed, 10.244.7.7/16 masked)", got, want)
+	}
+	if err := r.fp.SetPodPrefixes([]netip.Prefix{{}}); err == nil {
+		t.Fatal("invalid prefix accepted")
 	}
 }
 

@@ -17,6 +17,8 @@
 #include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/in6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -63,6 +65,40 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } settings SEC(".maps");
+
+// The cluster's pod prefixes: only destinations inside them are forwarded by
+// FIB lookup. Anything else (ClusterIPs that kube-proxy DNATs, the internet
+// that gets masqueraded) needs the stack's netfilter hooks.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pod_prefix);
+	__type(value, __u8);
+} pod_prefixes SEC(".maps");
+
+// Conntrack kfuncs (nf_conntrack's BPF interface, Linux 6.0+). A flow with
+// NAT state must go through the stack so replies are un-NATed: that is how
+// kube-proxy's service replies keep working with the fast path on.
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts___local {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+
+#define IPS_SRC_NAT (1 << 4)
+#define IPS_DST_NAT (1 << 5)
+#define CT_OPTS_SZ 12
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *, struct bpf_sock_tuple *, __u32,
+					 struct bpf_ct_opts___local *, __u32) __ksym;
+extern void bpf_ct_release(struct nf_conn *) __ksym;
 
 static __always_inline void count_path(__u32 path, __u64 bytes)
 {
@@ -136,6 +172,18 @@ static __always_inline int dec_ttl4(struct __sk_buff *skb, struct iphdr *ip)
 	return bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
 }
 
+// has_nat looks the TCP/UDP flow up in conntrack; true if it is NATed.
+static __always_inline int has_nat(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u8 proto)
+{
+	struct bpf_ct_opts___local opts = {.netns_id = -1, .l4proto = proto};
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, t, tlen, &opts, CT_OPTS_SZ);
+	if (!ct)
+		return 0;
+	int nat = (ct->status & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
+	bpf_ct_release(ct);
+	return nat;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 {
 	void *data = (void *)(long)skb->data;
@@ -200,6 +248,41 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 			return pass(PATH_STACK_LINK_LOCAL, bytes, srck);
 	}
 
+	// Flows that conntrack NATs (kube-proxy services, masquerade) must keep
+	// going through netfilter in both directions.
+	struct bpf_sock_tuple tup = {};
+	__u32 tlen = 0;
+	__u8 l4;
+	if (!ipv6) {
+		l4 = ip->protocol;
+		if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {
+			__be16 *ports = (void *)ip + ip->ihl * 4;
+			if ((void *)(ports + 2) > end)
+				return pass(PATH_STACK_MALFORMED, bytes, srck);
+			tup.ipv4.saddr = ip->saddr;
+			tup.ipv4.daddr = ip->daddr;
+			tup.ipv4.sport = ports[0];
+			tup.ipv4.dport = ports[1];
+			tlen = sizeof(tup.ipv4);
+		}
+	} else {
+		l4 = ip6->nexthdr;
+		if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {
+			__be16 *ports = (void *)(ip6 + 1);
+			if ((void *)(ports + 2) > end)
+				return pass(PATH_STACK_MALFORMED, bytes, srck);
+			__builtin_memcpy(tup.ipv6.saddr, src.addr, 16);
+			__builtin_memcpy(tup.ipv6.daddr, dst.addr, 16);
+			tup.ipv6.sport = ports[0];
+			tup.ipv6.dport = ports[1];
+			tlen = sizeof(tup.ipv6);
+		} else if (l4 != IPPROTO_ICMPV6) {
+			return pass(PATH_STACK_IPV6_EXT, bytes, srck);
+		}
+	}
+	if (tlen && has_nat(skb, &tup, tlen, l4))
+		return pass(PATH_STACK_NAT, bytes, srck);
+
 	dep = bpf_map_lookup_elem(&endpoints, &dst);
 	if (dep) {
 		if (dep->ifindex == skb->ifindex)
@@ -223,6 +306,10 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 	// the stack's business; traffic from a pod is forwarded by FIB lookup.
 	if (!from_pod)
 		return pass(PATH_STACK_NOT_LOCAL, bytes, NULL);
+	struct pod_prefix pk = {.prefixlen = 128};
+	__builtin_memcpy(pk.addr, dst.addr, 16);
+	if (!bpf_map_lookup_elem(&pod_prefixes, &pk))
+		return pass(PATH_STACK_NOT_POD, bytes, srck);
 
 	// tot_len stays 0: the kernel then checks the skb against the egress MTU
 	// itself, GSO-aware. A non-zero tot_len would compare a GSO super-packet's

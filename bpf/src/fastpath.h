@@ -40,6 +40,9 @@ enum path_id {
 	PATH_STACK_NOT_LOCAL,       // arrived on an uplink, not for a local pod
 	PATH_STACK_MALFORMED,       // truncated headers or a failed rewrite
 	PATH_DISABLED,              // fast path switched off at run time
+	PATH_STACK_NOT_POD,         // destination outside the cluster's pod prefixes (e.g. a ClusterIP)
+	PATH_STACK_NAT,             // the flow has NAT state in conntrack (service replies)
+	PATH_STACK_IPV6_EXT,        // IPv6 with extension headers (ports not found)
 	PATH_MAX_ID,
 };
 
@@ -53,6 +56,13 @@ enum pod_slot {
 
 struct pod_stats {
 	struct counter c[POD_SLOTS];
+};
+
+// pod_prefix is an LPM trie key: prefixlen bits of addr (IPv4-mapped for
+// IPv4, so an IPv4 /N is stored as /(96+N)).
+struct pod_prefix {
+	__u32 prefixlen;
+	__u32 addr[4];
 };
 
 struct config {

@@ -177,6 +177,10 @@ func newBPFBenchLab() (*bpfBenchLab, error) {
 			return nil, err
 		}
 		l.fps[node] = fp
+		if err := fp.SetPodPrefixes([]netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}); err != nil {
+			l.close()
+			return nil, err
+		}
 		for _, p := range bpfBenchPods {
 			if p.node != node {
 				continue
