@@ -1,0 +1,876 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/strata-net/strata/internal/nlretry"
+	"github.com/strata-net/strata/internal/nsutil"
+)
+
+// streamChunk is how many paths go into one AddPathStream message: gobgp
+// propagates each message as one list, so peers get UPDATEs carrying many
+// NLRIs that share attributes instead of one UPDATE per prefix.
+const streamChunk = 2000
+
+// Speaker is an embedded BGP speaker. No gobgp or protobuf type crosses its
+// API. It is safe for concurrent use.
+type Speaker struct {
+	cfg Config
+	log *slog.Logger
+
+	srv     *server.BgpServer
+	sockDir string
+	conn    *grpc.ClientConn
+	client  api.GobgpApiClient
+
+	rib *rib
+
+	mu       sync.Mutex
+	peers    map[netip.Addr]PeerConfig
+	since    map[netip.Addr]time.Time
+	flaps    map[netip.Addr]uint32
+	state    map[netip.Addr]SessionState
+	subs     map[int]func([]Route)
+	adv      map[netip.Prefix]struct{} // originated prefixes
+	nextSub  int
+	md5Base  md5Counters
+	started  bool
+	stopped  bool
+	cancel   context.CancelFunc
+	serveErr chan error
+}
+
+// New builds a speaker; Start brings it up.
+func New(cfg Config, logger *slog.Logger) (*Speaker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("bgp config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Speaker{
+		cfg:   cfg,
+		log:   logger.With("component", "bgp"),
+		rib:   newRIB(),
+		peers: map[netip.Addr]PeerConfig{},
+		since: map[netip.Addr]time.Time{},
+		flaps: map[netip.Addr]uint32{},
+		state: map[netip.Addr]SessionState{},
+		subs:  map[int]func([]Route){},
+		adv:   map[netip.Prefix]struct{}{},
+	}, nil
+}
+
+// Start runs the embedded server. It listens only when Config.ListenPort > 0.
+func (s *Speaker) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("bgp: speaker already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	// The gRPC API is reached over a private unix socket only for
+	// AddPathStream, the one batch entry point gobgp has.
+	dir, err := os.MkdirTemp("", "strata-bgp-")
+	if err != nil {
+		return fmt.Errorf("bgp: make socket dir: %w", err)
+	}
+	s.sockDir = dir
+	sock := filepath.Join(dir, "api.sock")
+	s.srv = server.NewBgpServer(
+		server.GrpcListenAddress("unix://"+sock),
+		server.LoggerOption(&slogAdapter{l: s.log}),
+	)
+	if err := s.serve(); err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	listen := int32(-1)
+	if s.cfg.ListenPort > 0 {
+		listen = int32(s.cfg.ListenPort)
+		disableMPTCPListeners(s.log)
+	}
+	if err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:             s.cfg.ASN,
+		RouterId:        s.cfg.RouterID.String(),
+		ListenPort:      listen,
+		ListenAddresses: s.cfg.ListenAddresses,
+	}}); err != nil {
+		s.srv.Stop()
+		os.RemoveAll(dir)
+		return fmt.Errorf("bgp: start (router-id %s, asn %d, port %d): %w", s.cfg.RouterID, s.cfg.ASN, s.cfg.ListenPort, err)
+	}
+	if err := s.exportLocalOnly(ctx); err != nil {
+		s.srv.Stop()
+		os.RemoveAll(dir)
+		return err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if err := s.srv.WatchEvent(wctx, &api.WatchEventRequest{
+		Peer: &api.WatchEventRequest_Peer{},
+		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+			{Type: api.WatchEventRequest_Table_Filter_POST_POLICY, Init: true},
+		}},
+	}, s.onEvent); err != nil {
+		cancel()
+		s.srv.Stop()
+		return fmt.Errorf("bgp: watch events: %w", err)
+	}
+	if err := waitForFile(ctx, sock); err != nil {
+		return fmt.Errorf("bgp: api socket: %w", err)
+	}
+	// WaitForReady: the socket may exist a moment before gobgp accepts on it.
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	if err != nil {
+		return fmt.Errorf("bgp: dial api socket: %w", err)
+	}
+	s.conn = conn
+	s.client = api.NewGobgpApiClient(conn)
+	s.md5Base = readMD5Counters(s.cfg.NetNS)
+	s.log.Info("bgp speaker started", "router_id", s.cfg.RouterID, "asn", s.cfg.ASN, "listen_port", s.cfg.ListenPort)
+	return nil
+}
+
+// exportLocalOnly makes the node a leaf: it advertises only what it
+// originates and never passes one peer's routes to another (no transit).
+func (s *Speaker) exportLocalOnly(ctx context.Context) error {
+	const name = "strata-local-only"
+	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
+		Name: name,
+		Statements: []*api.Statement{{
+			Name:       name + "-accept",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		}},
+	}}); err != nil {
+		return fmt.Errorf("bgp: add export policy: %w", err)
+	}
+	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name:          "global",
+		Direction:     api.PolicyDirection_EXPORT,
+		Policies:      []*api.Policy{{Name: name}},
+		DefaultAction: api.RouteAction_REJECT,
+	}}); err != nil {
+		return fmt.Errorf("bgp: assign export policy: %w", err)
+	}
+	return nil
+}
+
+// serve runs gobgp's main loop. Management operations (StartBgp, AddPeer)
+// execute on that loop's goroutine, so pinning it to the namespace makes the
+// listener and its MD5 keys live there.
+func (s *Speaker) serve() error {
+	if s.cfg.NetNS == "" {
+		go s.srv.Serve()
+		return nil
+	}
+	target, err := netns.GetFromPath(s.cfg.NetNS)
+	if err != nil {
+		return fmt.Errorf("bgp: open netns %s: %w", s.cfg.NetNS, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The thread stays locked until the goroutine ends, so the runtime
+		// discards it instead of reusing a thread in the wrong namespace.
+		runtime.LockOSThread()
+		err := netns.Set(target)
+		target.Close()
+		errc <- err
+		if err != nil {
+			return
+		}
+		s.srv.Serve()
+	}()
+	if err := <-errc; err != nil {
+		return fmt.Errorf("bgp: enter netns %s: %w", s.cfg.NetNS, err)
+	}
+	return nil
+}
+
+// StopMode says how Stop treats established sessions.
+type StopMode int
+
+const (
+	// StopCease sends a Cease NOTIFICATION: peers drop our routes at once.
+	// Use it when the node leaves BGP for good (drain, role change).
+	StopCease StopMode = iota
+	// StopGraceful resets the TCP connections without a NOTIFICATION, the
+	// way a crash would, so graceful-restart peers keep our routes (helper
+	// mode) until we come back and send End-of-RIB or the restart time ends.
+	StopGraceful
+)
+
+// Stop shuts the speaker down.
+func (s *Speaker) Stop(ctx context.Context, mode StopMode) error {
+	s.mu.Lock()
+	if !s.started || s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	var errs []error
+	abortDone := make(chan struct{})
+	stopped := make(chan struct{})
+	if mode == StopGraceful {
+		if err := s.abortSessions(); err != nil {
+			errs = append(errs, err)
+		}
+		// A peer may reconnect to the listener before gobgp closes it; keep
+		// resetting until the server is down so no session lives long
+		// enough to receive StopBgp's Cease.
+		go func() {
+			defer close(abortDone)
+			for {
+				select {
+				case <-stopped:
+					return
+				case <-time.After(5 * time.Millisecond):
+					_ = s.abortSessions()
+				}
+			}
+		}()
+	} else {
+		close(abortDone)
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	s.srv.Stop()
+	close(stopped)
+	<-abortDone
+	os.RemoveAll(s.sockDir)
+	s.log.Info("bgp speaker stopped", "graceful", mode == StopGraceful)
+	return errors.Join(errs...)
+}
+
+// abortSessions destroys the BGP TCP sockets (SOCK_DESTROY, an RST) so gobgp
+// has no connection left to send a Cease on.
+func (s *Speaker) abortSessions() error {
+	s.mu.Lock()
+	peers := make(map[netip.Addr]PeerConfig, len(s.peers))
+	for a, p := range s.peers {
+		peers[a] = p
+	}
+	s.mu.Unlock()
+	var errs []error
+	// netlink's sock_diag requests open their socket in the calling thread's
+	// namespace, so the whole walk runs inside the speaker's namespace.
+	err := s.inNS(func() error {
+		socks, err := nlretry.Dump(func() ([]*netlink.Socket, error) { return netlink.SocketDiagTCP(netlink.FAMILY_V4) })
+		if err != nil {
+			return fmt.Errorf("bgp: list tcp sockets: %w", err)
+		}
+		for _, sk := range socks {
+			remote, ok := netip.AddrFromSlice(sk.ID.Destination)
+			if !ok {
+				continue
+			}
+			p, ok := peers[remote.Unmap()]
+			if !ok {
+				continue
+			}
+			rport := uint16(179)
+			if p.RemotePort != 0 {
+				rport = p.RemotePort
+			}
+			if sk.ID.DestinationPort != rport && int(sk.ID.SourcePort) != s.cfg.ListenPort {
+				continue
+			}
+			local := &net.TCPAddr{IP: sk.ID.Source, Port: int(sk.ID.SourcePort)}
+			rem := &net.TCPAddr{IP: sk.ID.Destination, Port: int(sk.ID.DestinationPort)}
+			if err := netlink.SocketDestroy(local, rem); err != nil {
+				errs = append(errs, fmt.Errorf("bgp: reset session %s -> %s: %w", local, rem, err))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Speaker) inNS(fn func() error) error {
+	if s.cfg.NetNS == "" {
+		return fn()
+	}
+	return nsutil.NS{Name: s.cfg.NetNS, Path: s.cfg.NetNS}.Do(fn)
+}
+
+func secs(d time.Duration) uint64 { return uint64(d / time.Second) }
+
+func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
+	hold := p.HoldTime
+	if hold == 0 {
+		hold = 90 * time.Second
+	}
+	keep := p.KeepaliveTime
+	if keep == 0 {
+		keep = hold / 3
+	}
+	retry := p.ConnectRetry
+	if retry == 0 {
+		retry = 5 * time.Second
+	}
+	fam4 := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	fam6 := &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+	peer := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.ASN,
+			AuthPassword:    p.Password,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      secs(retry),
+			HoldTime:          secs(hold),
+			KeepaliveInterval: max(secs(keep), 1),
+		}},
+		Transport: &api.Transport{
+			PassiveMode: p.Passive,
+			RemotePort:  uint32(p.RemotePort),
+		},
+	}
+	if p.LocalAddress.IsValid() {
+		peer.Transport.LocalAddress = p.LocalAddress.String()
+	}
+	if p.MultihopTTL > 1 {
+		peer.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.MultihopTTL)}
+	}
+	var afs []*api.AfiSafi
+	for _, f := range []*api.Family{fam4, fam6} {
+		af := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}}
+		if p.GracefulRestart {
+			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		afs = append(afs, af)
+	}
+	peer.AfiSafis = afs
+	if p.GracefulRestart {
+		rt := p.RestartTime
+		if rt == 0 {
+			rt = 120 * time.Second
+		}
+		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(secs(rt))}
+	}
+	return peer
+}
+
+// AddPeer configures a new neighbour.
+func (s *Speaker) AddPeer(ctx context.Context, p PeerConfig) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("bgp peer %s: %w", p.Address, err)
+	}
+	p.Address = p.Address.Unmap()
+	s.mu.Lock()
+	if _, ok := s.peers[p.Address]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("bgp peer %s: already configured (use UpdatePeer)", p.Address)
+	}
+	s.mu.Unlock()
+	if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+		return fmt.Errorf("bgp: add peer %s (asn %d): %w", p.Address, p.ASN, err)
+	}
+	s.mu.Lock()
+	s.peers[p.Address] = p
+	s.state[p.Address] = StateIdle
+	s.since[p.Address] = time.Now()
+	s.mu.Unlock()
+	s.log.Info("bgp peer added", "peer", p.Address, "asn", p.ASN, "md5", p.Password != "", "graceful_restart", p.GracefulRestart, "passive", p.Passive)
+	return nil
+}
+
+// UpdatePeer changes a neighbour in place. Changes gobgp cannot apply to a
+// live session (ASN, password, transport) re-create the peer; the speaker
+// itself keeps running.
+func (s *Speaker) UpdatePeer(ctx context.Context, p PeerConfig) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("bgp peer %s: %w", p.Address, err)
+	}
+	p.Address = p.Address.Unmap()
+	s.mu.Lock()
+	old, ok := s.peers[p.Address]
+	s.mu.Unlock()
+	if !ok {
+		return s.AddPeer(ctx, p)
+	}
+	if old == p {
+		return nil
+	}
+	if err := s.RemovePeer(ctx, p.Address); err != nil {
+		return err
+	}
+	return s.AddPeer(ctx, p)
+}
+
+// RemovePeer deletes a neighbour (with a Cease) and drops its routes.
+func (s *Speaker) RemovePeer(ctx context.Context, addr netip.Addr) error {
+	addr = addr.Unmap()
+	s.mu.Lock()
+	_, ok := s.peers[addr]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		return fmt.Errorf("bgp: remove peer %s: %w", addr, err)
+	}
+	s.mu.Lock()
+	delete(s.peers, addr)
+	delete(s.state, addr)
+	delete(s.since, addr)
+	delete(s.flaps, addr)
+	s.mu.Unlock()
+	s.publish(s.rib.dropPeer(addr))
+	s.log.Info("bgp peer removed", "peer", addr)
+	return nil
+}
+
+// PeerConfigs returns the configured neighbours.
+func (s *Speaker) PeerConfigs() []PeerConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PeerConfig, 0, len(s.peers))
+	for _, p := range s.peers {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b PeerConfig) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
+func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
+	if !a.Prefix.IsValid() {
+		return nil, fmt.Errorf("prefix %q is not valid (use e.g. 10.244.1.0/24)", a.Prefix)
+	}
+	p := a.Prefix.Masked()
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	var nlri bgp.AddrPrefixInterface
+	if p.Addr().Is4() {
+		nlri = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
+		nh := "0.0.0.0"
+		if a.NextHop.IsValid() {
+			if !a.NextHop.Is4() {
+				return nil, fmt.Errorf("prefix %s: next hop %s must be IPv4", p, a.NextHop)
+			}
+			nh = a.NextHop.String()
+		}
+		attrs = append(attrs, bgp.NewPathAttributeNextHop(nh))
+	} else {
+		nlri = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
+		nh := "::"
+		if a.NextHop.IsValid() {
+			if !a.NextHop.Is6() || a.NextHop.Is4In6() {
+				return nil, fmt.Errorf("prefix %s: next hop %s must be IPv6", p, a.NextHop)
+			}
+			nh = a.NextHop.String()
+		}
+		attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI(nh, []bgp.AddrPrefixInterface{nlri}))
+	}
+	if len(a.Communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(a.Communities))
+	}
+	if a.LocalPref > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(a.LocalPref))
+	}
+	return apiutil.NewPath(nlri, withdraw, attrs, time.Now())
+}
+
+// Advertise originates prefixes. Many prefixes are sent in batches that
+// share attributes, so peers receive few large UPDATEs.
+func (s *Speaker) Advertise(ctx context.Context, ads ...Advertisement) error {
+	return s.stream(ctx, ads, false)
+}
+
+// Withdraw stops originating prefixes.
+func (s *Speaker) Withdraw(ctx context.Context, prefixes ...netip.Prefix) error {
+	ads := make([]Advertisement, len(prefixes))
+	for i, p := range prefixes {
+		ads[i] = Advertisement{Prefix: p}
+	}
+	return s.stream(ctx, ads, true)
+}
+
+func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool) error {
+	if s.client == nil {
+		return errors.New("bgp: speaker not started (call Start first)")
+	}
+	if len(ads) == 0 {
+		return nil
+	}
+	paths := make([]*api.Path, 0, min(len(ads), streamChunk))
+	st, err := s.client.AddPathStream(ctx)
+	if err != nil {
+		return fmt.Errorf("bgp: open path stream: %w", err)
+	}
+	flush := func() error {
+		if len(paths) == 0 {
+			return nil
+		}
+		err := st.Send(&api.AddPathStreamRequest{TableType: api.TableType_GLOBAL, Paths: paths})
+		paths = paths[:0:0]
+		return err
+	}
+	for _, a := range ads {
+		p, err := buildPath(a, withdraw)
+		if err != nil {
+			_, _ = st.CloseAndRecv()
+			return fmt.Errorf("bgp: %w", err)
+		}
+		paths = append(paths, p)
+		if len(paths) == streamChunk {
+			if err := flush(); err != nil {
+				return fmt.Errorf("bgp: send paths: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("bgp: send paths: %w", err)
+	}
+	if _, err := st.CloseAndRecv(); err != nil {
+		verb := "advertise"
+		if withdraw {
+			verb = "withdraw"
+		}
+		return fmt.Errorf("bgp: %s %d prefixes: %w", verb, len(ads), err)
+	}
+	s.mu.Lock()
+	for _, a := range ads {
+		if withdraw {
+			delete(s.adv, a.Prefix.Masked())
+		} else {
+			s.adv[a.Prefix.Masked()] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// AdvertiseEach originates prefixes with one AddPath call each: gobgp's
+// plain API, kept as the benchmark baseline.
+func (s *Speaker) AdvertiseEach(ctx context.Context, ads ...Advertisement) error {
+	for _, a := range ads {
+		p, err := buildPath(a, false)
+		if err != nil {
+			return fmt.Errorf("bgp: %w", err)
+		}
+		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+			return fmt.Errorf("bgp: advertise %s: %w", a.Prefix, err)
+		}
+	}
+	return nil
+}
+
+// Watch calls fn with the current learned best routes, then with every
+// change, until ctx ends. Calls are serialised; a slow fn delays later
+// changes, never loses them.
+func (s *Speaker) Watch(ctx context.Context, fn func([]Route)) {
+	s.mu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	snap := s.rib.snapshot()
+	s.mu.Unlock()
+	if len(snap) > 0 {
+		fn(snap)
+	}
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		delete(s.subs, id)
+		s.mu.Unlock()
+	}()
+}
+
+// Learned returns the current learned best routes.
+func (s *Speaker) Learned() []Route { return s.rib.snapshot() }
+
+func (s *Speaker) publish(routes []Route) {
+	if len(routes) == 0 {
+		return
+	}
+	s.mu.Lock()
+	subs := make([]func([]Route), 0, len(s.subs))
+	for _, f := range s.subs {
+		subs = append(subs, f)
+	}
+	s.mu.Unlock()
+	for _, f := range subs {
+		f(routes)
+	}
+}
+
+// onEvent runs on gobgp's single watch goroutine, so path and peer events
+// arrive in order.
+func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
+	if pe := ev.GetPeer(); pe != nil {
+		s.onPeerEvent(pe)
+		return
+	}
+	t := ev.GetTable()
+	if t == nil {
+		return
+	}
+	var changed []Route
+	for _, p := range t.Paths {
+		peer, err := netip.ParseAddr(p.NeighborIp)
+		if err != nil || p.IsFromExternal {
+			continue
+		}
+		peer = peer.Unmap()
+		s.mu.Lock()
+		_, known := s.peers[peer]
+		s.mu.Unlock()
+		if !known {
+			continue // our own originated paths
+		}
+		prefix, c, err := decodePath(p)
+		if err != nil {
+			s.log.Warn("bgp: skip undecodable path", "peer", peer, "err", err)
+			continue
+		}
+		if rt, ok := s.rib.update(peer, prefix, c, p.IsWithdraw); ok {
+			changed = append(changed, rt)
+		}
+	}
+	s.publish(changed)
+}
+
+func (s *Speaker) onPeerEvent(pe *api.WatchEventResponse_PeerEvent) {
+	if pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer == nil || pe.Peer.State == nil {
+		return
+	}
+	addr, err := netip.ParseAddr(pe.Peer.State.NeighborAddress)
+	if err != nil {
+		return
+	}
+	addr = addr.Unmap()
+	st := sessionState(pe.Peer.State.SessionState)
+	s.mu.Lock()
+	prev, known := s.state[addr]
+	if known && prev != st {
+		s.state[addr] = st
+		s.since[addr] = time.Now()
+		if prev == StateEstablished {
+			s.flaps[addr]++
+		}
+	}
+	s.mu.Unlock()
+	if !known {
+		return
+	}
+	if prev != st {
+		s.log.Info("bgp peer state", "peer", addr, "from", prev, "to", st)
+	}
+	if prev == StateEstablished && st != StateEstablished {
+		s.publish(s.rib.dropPeer(addr))
+	}
+}
+
+func sessionState(v api.PeerState_SessionState) SessionState {
+	switch v {
+	case api.PeerState_IDLE:
+		return StateIdle
+	case api.PeerState_CONNECT:
+		return StateConnect
+	case api.PeerState_ACTIVE:
+		return StateActive
+	case api.PeerState_OPENSENT:
+		return StateOpenSent
+	case api.PeerState_OPENCONFIRM:
+		return StateOpenConfirm
+	case api.PeerState_ESTABLISHED:
+		return StateEstablished
+	}
+	return StateUnknown
+}
+
+func decodePath(p *api.Path) (netip.Prefix, candidate, error) {
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return netip.Prefix{}, candidate{}, err
+	}
+	prefix, err := netip.ParsePrefix(nlri.String())
+	if err != nil {
+		return netip.Prefix{}, candidate{}, fmt.Errorf("nlri %q: %w", nlri.String(), err)
+	}
+	var c candidate
+	c.LocalPref = 100
+	if p.IsWithdraw {
+		return prefix, c, nil
+	}
+	attrs, err := apiutil.GetNativePathAttributes(p)
+	if err != nil {
+		return netip.Prefix{}, candidate{}, err
+	}
+	for _, a := range attrs {
+		switch v := a.(type) {
+		case *bgp.PathAttributeNextHop:
+			c.NextHop, _ = netip.AddrFromSlice(v.Value)
+		case *bgp.PathAttributeMpReachNLRI:
+			nh := v.Nexthop
+			if v.LinkLocalNexthop != nil && (nh == nil || nh.IsUnspecified()) {
+				nh = v.LinkLocalNexthop
+			}
+			c.NextHop, _ = netip.AddrFromSlice(nh)
+		case *bgp.PathAttributeLocalPref:
+			c.LocalPref = v.Value
+		case *bgp.PathAttributeMultiExitDisc:
+			c.MED = v.Value
+		case *bgp.PathAttributeAsPath:
+			for _, seg := range v.Value {
+				c.ASPathLen += seg.ASLen()
+			}
+		}
+	}
+	c.NextHop = c.NextHop.Unmap()
+	return prefix, c, nil
+}
+
+// Peers reports every configured neighbour's state.
+func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
+	if s.srv == nil {
+		return nil, errors.New("bgp: speaker not started")
+	}
+	var out []PeerStatus
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		if p.State == nil || p.Conf == nil {
+			return
+		}
+		addr, err := netip.ParseAddr(p.Conf.NeighborAddress)
+		if err != nil {
+			return
+		}
+		addr = addr.Unmap()
+		st := PeerStatus{Address: addr, ASN: p.Conf.PeerAsn, State: sessionState(p.State.SessionState)}
+		for _, af := range p.AfiSafis {
+			if af.State != nil {
+				st.Accepted += af.State.Accepted
+			}
+		}
+		st.Received = s.rib.countFrom(addr)
+		out = append(out, st)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bgp: list peers: %w", err)
+	}
+	md5 := readMD5Counters(s.cfg.NetNS)
+	s.mu.Lock()
+	for i := range out {
+		a := out[i].Address
+		out[i].Since = s.since[a]
+		out[i].Flaps = s.flaps[a]
+		if out[i].State == StateEstablished {
+			// The export policy sends only what we originate; gobgp's own
+			// counter counts before that policy.
+			out[i].Sent = uint64(len(s.adv))
+		}
+		if out[i].State != StateEstablished {
+			out[i].Reason = downReason(s.peers[a], out[i].State, s.md5Base, md5)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	return out, nil
+}
+
+func downReason(p PeerConfig, st SessionState, base, now md5Counters) string {
+	switch {
+	case p.Password != "" && now.Failure > base.Failure:
+		return "TCP MD5 signature mismatch (kernel TCPMD5Failure rose by " + strconv.FormatUint(now.Failure-base.Failure, 10) + "): check that both sides use the same password"
+	case p.Password != "" && now.NotFound > base.NotFound:
+		return "peer connects without a TCP MD5 signature but a password is configured here: set the same password on the peer"
+	case p.Password == "" && now.Unexpected > base.Unexpected:
+		return "peer signs with TCP MD5 but no password is configured here: set passwordSecretRef"
+	case st == StateIdle || st == StateActive || st == StateConnect:
+		if p.Passive {
+			return "waiting for the peer to connect (passive)"
+		}
+		return "no TCP session yet: check the peer address is reachable and the peer is configured for this node"
+	}
+	return "session negotiating (" + string(st) + ")"
+}
+
+// disableMPTCPListeners turns off Go's default MPTCP listeners (Go 1.24+):
+// an MPTCP socket rejects TCP_MD5SIG and IP_TTL with ENOPROTOOPT, so passive
+// sessions with a password would never come up. The runtime re-reads GODEBUG
+// when it changes; mains can instead say `//go:debug multipathtcp=0`.
+func disableMPTCPListeners(log *slog.Logger) {
+	cur := os.Getenv("GODEBUG")
+	if strings.Contains(cur, "multipathtcp=") {
+		return
+	}
+	if cur != "" {
+		cur += ","
+	}
+	_ = os.Setenv("GODEBUG", cur+"multipathtcp=0")
+	log.Debug("bgp: MPTCP listeners disabled so TCP MD5 works on the BGP listener")
+}
+
+func waitForFile(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not appear: %w", path, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// slogAdapter routes gobgp's logs into slog, one level down: gobgp is chatty
+// at Info.
+type slogAdapter struct {
+	l     *slog.Logger
+	level gobgplog.LogLevel
+}
+
+func attrs(f gobgplog.Fields) []any {
+	out := make([]any, 0, 2*len(f))
+	for k, v := range f {
+		out = append(out, k, v)
+	}
+	return out
+}
+
+func (a *slogAdapter) Panic(msg string, f gobgplog.Fields) { a.l.Error(msg, attrs(f)...); panic(msg) }
+func (a *slogAdapter) Fatal(msg string, f gobgplog.Fields) { a.l.Error(msg, attrs(f)...) }
+func (a *slogAdapter) Error(msg string, f gobgplog.Fields) { a.l.Error(msg, attrs(f)...) }
+func (a *slogAdapter) Warn(msg string, f gobgplog.Fields)  { a.l.Warn(msg, attrs(f)...) }
+func (a *slogAdapter) Info(msg string, f gobgplog.Fields)  { a.l.Debug(msg, attrs(f)...) }
+func (a *slogAdapter) Debug(msg string, f gobgplog.Fields) {}
+func (a *slogAdapter) SetLevel(l gobgplog.LogLevel)        { a.level = l }
+func (a *slogAdapter) GetLevel() gobgplog.LogLevel         { return gobgplog.InfoLevel }
