@@ -89,9 +89,11 @@ type Fastpath struct {
 }
 
 // Supported returns nil when the running kernel has what the fast path needs
-// (tc programs, bpf_redirect_peer, bpf_redirect_neigh, bpf_fib_lookup), else
-// an error naming what is missing. The agent calls it before turning the
-// fast path on and reports the answer in its plan and status.
+// (tc programs, bpf_redirect_peer, bpf_redirect_neigh, bpf_fib_lookup and
+// nf_conntrack's BPF kfuncs), else an error naming what is missing. The agent
+// calls it before turning the fast path on and reports the answer in its
+// plan and status. It ends by loading the real programs once, so a pass
+// means Load will work.
 func Supported() error {
 	if err := features.HaveProgramType(ebpf.SchedCLS); err != nil {
 		return fmt.Errorf("bpf fast path: kernel cannot load tc programs: %w", err)
@@ -101,7 +103,11 @@ func Supported() error {
 			return fmt.Errorf("bpf fast path: kernel lacks helper %s (needs Linux 5.10+): %w", h, err)
 		}
 	}
-	return nil
+	var objs fastpathObjects
+	if err := loadFastpathObjects(&objs, nil); err != nil {
+		return fmt.Errorf("bpf fast path: programs do not load (they need nf_conntrack's BPF kfuncs, Linux 6.0+ with BTF and nf_conntrack loaded): %w", err)
+	}
+	return objs.Close()
 }
 
 // Load loads the programs and maps. Nothing is attached yet.
@@ -110,9 +116,6 @@ func Load(opts Options) (*Fastpath, error) {
 	case AttachAuto, AttachTCX, AttachLegacyTC:
 	default:
 		return nil, fmt.Errorf("bpf: Options.Attach %q is not one of \"\", %q, %q", opts.Attach, AttachTCX, AttachLegacyTC)
-	}
-	if err := Supported(); err != nil {
-		return nil, err
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -126,6 +129,9 @@ func Load(opts Options) (*Fastpath, error) {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("bpf: load fast path (verifier): %+v", verr)
+		}
+		if perr := Supported(); perr != nil {
+			return nil, perr
 		}
 		return nil, fmt.Errorf("bpf: load fast path: %w", err)
 	}
