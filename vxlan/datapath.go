@@ -39,6 +39,7 @@ type Datapath struct {
 	want      desired
 	hasWant   bool
 	lastPeers []Peer
+	runs      []runHandle // active Run calls, stopped by Close
 
 	// Event-verified state: the last full sync found the kernel equal to
 	// want, and no relevant netlink event has arrived since on a
@@ -55,6 +56,11 @@ type Datapath struct {
 	ifidx    atomic.Int32 // ifindex for the event filter, read without the lock
 	status   Status
 	metrics  *metrics
+}
+
+type runHandle struct {
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Status is a snapshot of the datapath for `strata status` and debugging.
@@ -105,7 +111,7 @@ func New(cfg DeviceConfig, log *slog.Logger) (*Datapath, error) {
 			for _, h := range hs[:i] {
 				h.Close()
 			}
-			ns.Close()
+			_ = ns.Close()
 			return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 		}
 	}
@@ -114,7 +120,7 @@ func New(cfg DeviceConfig, log *slog.Logger) (*Datapath, error) {
 		for _, h := range hs {
 			h.Close()
 		}
-		ns.Close()
+		_ = ns.Close()
 		return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 	}
 	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: hs[0], nlNeigh: hs[1], nlFDB: hs[2], rt: rt, ns: ns, metrics: newMetrics()}
@@ -440,6 +446,16 @@ func (d *Datapath) ensureAddr(link netlink.Link) error {
 // state keeps forwarding while the agent is away and the next Reconcile
 // adopts it.
 func (d *Datapath) Close() error {
+	// Stop a running Run first (outside the lock: its last resync may be
+	// waiting for it), so nothing re-creates what we remove.
+	d.mu.Lock()
+	runs := d.runs
+	d.runs = nil
+	d.mu.Unlock()
+	for _, r := range runs {
+		r.cancel()
+		<-r.done
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -482,7 +498,7 @@ func (d *Datapath) Close() error {
 	d.nlNeigh.Close()
 	d.nlFDB.Close()
 	d.rt.close()
-	d.ns.Close()
+	_ = d.ns.Close()
 	return errors.Join(errs...)
 }
 

@@ -2,6 +2,8 @@ package vxlan
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,8 +39,25 @@ const (
 // nothing and a changed plan writes only its difference. Any relevant event
 // clears the mark. The periodic check always dumps.
 //
-// Run leaves the kernel state in place when it returns.
+// Run leaves the kernel state in place when it returns; Close stops it.
 func (d *Datapath) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return errors.New("vxlan: Run on a closed datapath")
+	}
+	h := runHandle{cancel: cancel, done: make(chan struct{})}
+	d.runs = append(d.runs, h)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.runs = slices.DeleteFunc(d.runs, func(r runHandle) bool { return r.done == h.done })
+		d.mu.Unlock()
+		close(h.done)
+	}()
+
 	trigger := make(chan struct{}, 1)
 	poke := func() {
 		select {

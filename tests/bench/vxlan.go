@@ -71,7 +71,7 @@ func vxlanProgramming(ctx context.Context, log io.Writer) ([]Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vxlan bench lab: %w", err)
 	}
-	defer lab.Close()
+	defer closeLogged(log, "vxlan bench lab", lab.Close)
 	cfg := vxlan.DeviceConfig{LocalIP: netip.MustParseAddr("10.10.0.1"), OverlayIP: netip.MustParseAddr("10.127.0.0"), UnderlayLink: "eth0"}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	peers := benchPeers(vxPeers)
@@ -105,7 +105,7 @@ func vxlanProgramming(ctx context.Context, log io.Writer) ([]Result, error) {
 		}
 		program = append(program, ms(time.Since(start)))
 	}
-	defer dp.Close()
+	defer closeLogged(log, "vxlan bench datapath", dp.Close)
 	if err := checkProgrammed(lab, vxPeers); err != nil {
 		return nil, err
 	}
@@ -185,6 +185,13 @@ func checkProgrammed(lab *netlab.Lab, n int) error {
 	})
 }
 
+// closeLogged runs a cleanup and reports (does not hide) its failure.
+func closeLogged(log io.Writer, what string, fn func() error) {
+	if err := fn(); err != nil {
+		fmt.Fprintf(log, "    cleanup %s: %v\n", what, err)
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 func fmtList(xs []float64) string {
@@ -226,7 +233,7 @@ func vxlanIperf(ctx context.Context, log io.Writer) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("iperf lab: %w", err)
 	}
-	defer lab.Close()
+	defer closeLogged(log, "vxlan iperf lab", lab.Close)
 	l := &iperfLab{lab: lab, log: log}
 	for _, c := range [][]string{
 		{"ipA", "ip", "route", "add", "10.244.1.2/32", "dev", "pod0", "scope", "link"},
