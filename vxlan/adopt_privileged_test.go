@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/strata-net/strata/internal/testutil"
@@ -82,6 +83,21 @@ func TestPrivilegedAdoptMisconfiguredDevice(t *testing.T) {
 	check()
 	if st := dp.Status(); st.Recreations != 1 {
 		t.Fatalf("an MTU/MAC fix recreated the device (recreations %d)", st.Recreations)
+	}
+
+	// The datapath is a Prometheus collector on the caller's registry.
+	reg := prometheus.NewRegistry()
+	must(t, reg.Register(dp))
+	mfs, err := reg.Gather()
+	must(t, err)
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{"strata_vxlan_syncs_total", "strata_vxlan_changes_total", "strata_vxlan_sync_seconds", "strata_vxlan_device_creations_total"} {
+		if !names[want] {
+			t.Errorf("metric %s missing from %v", want, names)
+		}
 	}
 
 	// Close stops a running Run and removes the device.

@@ -419,6 +419,23 @@ func TestPrivilegedOverlay(t *testing.T) {
 				return nil
 			})
 		})
+		// A "network restart" (flannel#1070): the device goes down, which
+		// flushes its nexthops and every route through it.
+		must(t, inNS(lab, "n1", func() error {
+			l, err := netlink.LinkByName(DefaultName)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetDown(l)
+		}))
+		eventually(t, "device up with routes after a down/up", func() error {
+			for _, p := range []*node{n2, n3} {
+				if ok, err := hasRoute(lab, "n1", p.prefix); err != nil || !ok {
+					return fmt.Errorf("route %s not back (%v)", p.prefix, err)
+				}
+			}
+			return ping(lab, "p1", n2.podIP, 0)
+		})
 		if n1.dp.Status().Repairs <= before {
 			t.Fatalf("repairs counter did not move: %+v", n1.dp.Status())
 		}
