@@ -102,7 +102,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 		Logger: o.Logger,
 	}, api, st, dp)
 	if err != nil {
-		st.Close()
+		_ = st.Close()
 		return nil, err
 	}
 	if o.Registry != nil {
@@ -110,7 +110,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 			if err := o.Registry.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
-					st.Close()
+					_ = st.Close()
 					return nil, fmt.Errorf("cloud role metrics: %w", err)
 				}
 			}

@@ -417,7 +417,7 @@ func handleAt(path string) (*netlink.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
-	defer nsh.Close()
+	defer func() { _ = nsh.Close() }()
 	h, err := netlink.NewHandleAt(nsh)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)

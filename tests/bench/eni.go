@@ -31,7 +31,7 @@ func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(disk)
+	defer func() { _ = os.RemoveAll(disk) }()
 	lat, calls, churn, err := eniChurn(ctx, log, disk)
 	if err != nil {
 		return nil, err
@@ -40,7 +40,7 @@ func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
 	// from the disk's fsync (reported in the detail only).
 	memDetail := "tmpfs run unavailable"
 	if mem, err := os.MkdirTemp("/dev/shm", "strata-bench-eni-"); err == nil {
-		defer os.RemoveAll(mem)
+		defer func() { _ = os.RemoveAll(mem) }()
 		if ml, _, _, err := eniChurn(ctx, log, mem); err == nil {
 			memDetail = fmt.Sprintf("same churn with the store on tmpfs: p50 %d us, p99 %d us", pct(ml, 0.5).Microseconds(), pct(ml, 0.99).Microseconds())
 		}
@@ -87,7 +87,7 @@ func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, 
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	defer m.Stop(context.Background())
+	defer func() { _ = m.Stop(context.Background()) }()
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := m.Start(sctx); err != nil {
