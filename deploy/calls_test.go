@@ -129,7 +129,8 @@ var agentCalls = []agentCall{
 		}},
 	{Group: "events.k8s.io", Resource: "events", Verb: "patch", Why: "the events/v1 recorder updates series",
 		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Kube.EventsV1().Events(eventNS).Patch(ctx, fixtureEvent+"-v1", types.MergePatchType, []byte(`{"note":"again"}`), metav1.PatchOptions{})
+			p := fmt.Sprintf(`{"series":{"count":2,"lastObservedTime":%q}}`, metav1.NowMicro().Format(metav1.RFC3339Micro))
+			_, err := c.Kube.EventsV1().Events(eventNS).Patch(ctx, fixtureEvent+"-v1", types.MergePatchType, []byte(p), metav1.PatchOptions{})
 			return err
 		}},
 	{Group: "strata.io", Resource: "bgppeers", Verb: "get", MayBeMissing: true, Why: "a peer's spec",
