@@ -86,6 +86,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := enableForwarding(); err != nil {
+		return err
+	}
 
 	// 2. The plan for this node alone names its datapath, hence its role.
 	d, err := topology.NewDecider(a.cfg.Topology)
@@ -104,7 +107,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("datapath chosen", "datapath", np.Datapath, "reason", np.Reason)
 	a.role, err = factory(ctx, RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, Facts: self, StateDir: a.cfg.StateDir,
-		Kube: a.kube, Registry: a.reg, Logger: a.log.With("role", string(np.Datapath))})
+		Kube: a.kube, Registry: a.reg, Logger: a.log.With("role", string(np.Datapath)), PodMTU: ul.mtu - vxlan.Overhead})
 	if err != nil {
 		return fmt.Errorf("build role %s: %w", np.Datapath, err)
 	}
@@ -149,14 +152,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
-	// 5. Publish, gossip, watch.
+	// 5. Learn the peers (API server, else the facts cached at the last
+	// programming), program them, which creates the overlay device and the
+	// node address on it, then start gossip and probes from that address.
 	a.publish(ctx, np.Datapath)
+	if a.kube != nil && !node.cached {
+		a.watchNodes(ctx)
+	} else {
+		a.loadCachedPeers()
+	}
+	a.drainEvents()
+	a.program(ctx, time.Now(), true)
 	if err := a.startProber(ctx); err != nil {
 		return err
 	}
 	defer a.prober.Close()
-	if a.kube != nil {
-		a.watchNodes(ctx)
+	if a.kube != nil && node.cached {
+		go a.watchNodesWhenReachable(ctx)
 	}
 
 	// 6. Serve CNI.
@@ -189,7 +201,6 @@ func (a *Agent) loop(ctx context.Context) error {
 	defer tick.Stop()
 	resync := time.NewTicker(30 * time.Second)
 	defer resync.Stop()
-	a.program(ctx, time.Now(), true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,6 +223,18 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 		case <-resync.C:
 			a.program(ctx, time.Now(), true)
+		}
+	}
+}
+
+// drainEvents applies every queued update now (before the first programming).
+func (a *Agent) drainEvents() {
+	for {
+		select {
+		case fn := <-a.events:
+			fn()
+		default:
+			return
 		}
 	}
 }
@@ -281,6 +304,7 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	a.mu.Lock()
 	a.programs = next
 	a.mu.Unlock()
+	a.savePeers(plan)
 	for _, p := range []topology.Path{topology.PathNative, topology.PathVXLAN, topology.PathUnreachable} {
 		a.m.pairs.WithLabelValues(string(p)).Set(float64(counts[p]))
 	}

@@ -111,6 +111,10 @@ type RoleEnv struct {
 	Kube     kubernetes.Interface // nil when offline
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// PodMTU is the underlay MTU minus the VXLAN overhead: every pod may
+	// need the overlay (after a failover), so pods use it from the start
+	// rather than rely on PMTU discovery (see docs/datapaths.md).
+	PodMTU int
 }
 
 // RoleFactory builds the role for one datapath.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"os"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -15,6 +16,7 @@ type underlay struct {
 	ip   netip.Addr
 	link string
 	idx  int
+	mtu  int
 	gw   netip.Addr
 }
 
@@ -47,7 +49,7 @@ func discoverUnderlay(ip netip.Addr, link string) (underlay, error) {
 	if err != nil {
 		return underlay{}, fmt.Errorf("underlay link: %w", err)
 	}
-	u.link, u.idx = l.Attrs().Name, l.Attrs().Index
+	u.link, u.idx, u.mtu = l.Attrs().Name, l.Attrs().Index, l.Attrs().MTU
 	u.ip = ip
 	if !u.ip.IsValid() {
 		addrs, err := nlretry.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
@@ -84,4 +86,13 @@ func localFacts(cfg Config, n nodeInfo, ul underlay) (topology.NodeFacts, error)
 	}
 	f.VTEPPort = cfg.VXLANPort
 	return f, nil
+}
+
+// enableForwarding turns on IPv4 forwarding: the node routes its pods'
+// traffic. (Kubernetes nodes usually have it already; a lab node does not.)
+func enableForwarding() error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
 }

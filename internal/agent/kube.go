@@ -27,6 +27,7 @@ type nodeInfo struct {
 	Annotations map[string]string `json:"annotations"`
 	PodCIDR     string            `json:"podCIDR,omitempty"`
 	obj         *corev1.Node
+	cached      bool // read from the cache: the API server was unreachable
 }
 
 func (a *Agent) cachePath() string { return filepath.Join(a.cfg.StateDir, "node.json") }
@@ -64,6 +65,7 @@ func (a *Agent) loadNode(ctx context.Context) (nodeInfo, error) {
 		return nodeInfo{}, fmt.Errorf("cached node facts %s are corrupt (delete the file to re-read them): %w", a.cachePath(), err)
 	}
 	a.log.Warn("API server unreachable: running from cached node facts", "err", last, "cache", a.cachePath())
+	info.cached = true
 	return info, nil
 }
 
@@ -86,6 +88,9 @@ func (a *Agent) client() (*kubernetes.Clientset, error) {
 // publish writes this node's facts as annotations (best effort: gossip
 // carries them too while the API server is away).
 func (a *Agent) publish(ctx context.Context, dp topology.Datapath) {
+	if a.kube == nil {
+		return
+	}
 	_, ann := topology.Format(a.self)
 	ann[topology.AnnotationDatapath] = string(dp)
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
@@ -96,7 +101,8 @@ func (a *Agent) publish(ctx context.Context, dp topology.Datapath) {
 	}
 }
 
-// watchNodes feeds every Node's labels and annotations to the decider.
+// watchNodes feeds every Node's labels and annotations to the decider, and
+// returns once the first list is queued (or after APITimeout).
 func (a *Agent) watchNodes(ctx context.Context) {
 	f := informers.NewSharedInformerFactory(a.kube, 10*time.Minute)
 	inf := f.Core().V1().Nodes().Informer()
@@ -126,6 +132,65 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		},
 	})
 	f.Start(ctx.Done())
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.APITimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(wctx.Done(), inf.HasSynced) {
+		a.log.Warn("node list not synced yet; starting from what is known")
+	}
+}
+
+// watchNodesWhenReachable starts the node watch once the API server answers
+// (the agent started from its cache).
+func (a *Agent) watchNodesWhenReachable(ctx context.Context) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := a.kube.CoreV1().Nodes().Get(rctx, a.cfg.NodeName, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			a.log.Info("API server reachable again")
+			a.watchNodes(ctx)
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
+}
+
+func (a *Agent) peersPath() string { return filepath.Join(a.cfg.StateDir, "peers.json") }
+
+// savePeers caches every node's facts, so a restart while the API server is
+// away reprograms the same peers instead of tearing the overlay down.
+func (a *Agent) savePeers(plan *topology.Plan) {
+	var facts []topology.NodeFacts
+	for _, n := range plan.Nodes() {
+		if n.Name != a.self.Name {
+			facts = append(facts, n.Facts)
+		}
+	}
+	b, err := json.Marshal(facts)
+	if err != nil {
+		return
+	}
+	tmp := a.peersPath() + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, a.peersPath())
+	}
+}
+
+func (a *Agent) loadCachedPeers() {
+	b, err := os.ReadFile(a.peersPath())
+	if err != nil {
+		return
+	}
+	var facts []topology.NodeFacts
+	if json.Unmarshal(b, &facts) != nil {
+		a.log.Warn("cached peers unreadable; waiting for gossip", "file", a.peersPath())
+		return
+	}
+	for _, f := range facts {
+		if _, err := a.decider.UpsertNode(f); err != nil {
+			a.log.Warn("cached peer facts rejected", "peer", f.Name, "err", err)
+		}
+	}
 }
 
 func copyWith(m map[string]string, k, v string) map[string]string {

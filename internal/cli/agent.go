@@ -112,5 +112,5 @@ func podCIDRRole(_ context.Context, env agent.RoleEnv) (role.Role, error) {
 	if err != nil {
 		return nil, err
 	}
-	return podipam.New(env.Facts.PodCIDR, st, podipam.Options{Name: string(topology.DatapathVXLANOverlay), Logger: env.Logger})
+	return podipam.New(env.Facts.PodCIDR, st, podipam.Options{Name: string(topology.DatapathVXLANOverlay), MTU: env.PodMTU, Logger: env.Logger})
 }

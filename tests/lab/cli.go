@@ -74,6 +74,24 @@ Needs root, the Debian packages (make deps) and the built tools (make tools).`,
 				}
 				return l.Heal(a[0])
 			}},
+		&cobra.Command{Use: "matrix", Short: "Ping every pod from every pod and print the matrix with each pair's path", Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				l, err := open()
+				if err != nil {
+					return err
+				}
+				cells, err := l.Matrix(ctx)
+				if err != nil {
+					return err
+				}
+				PrintMatrix(os.Stdout, cells, isTerminal(os.Stdout))
+				for _, c := range cells {
+					if !c.OK() {
+						return fmt.Errorf("some pairs do not reach")
+					}
+				}
+				return nil
+			}},
 		&cobra.Command{Use: "kubeconfig", Short: "Print the lab's admin kubeconfig", Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error {
 				l, err := open()
@@ -101,4 +119,9 @@ func defaultSpec() string {
 		}
 	}
 	return "tests/lab/lab.yaml"
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -72,7 +72,13 @@ func (l *Lab) Up(ctx context.Context) error {
 
 // extraSteps is where the datapath steps join (BGP routers, ECS emulator,
 // agents, pods); kept separate so Up reads as the list of steps.
-func (l *Lab) extraSteps() []step { return nil }
+func (l *Lab) extraSteps() []step {
+	return []step{
+		{"Node objects with their declared labels", l.createNodes},
+		{"one strata-agent per node", l.startAgents},
+		{"pods through strata-cni (cnitool, as a runtime)", l.createPods},
+	}
+}
 
 // Down removes everything the lab made: processes by PID, namespaces (with
 // anything still running inside), and the state dir.
@@ -80,6 +86,11 @@ func (l *Lab) Down() error {
 	var errs []error
 	for _, n := range l.procs.names() {
 		errs = append(errs, l.procs.stop(n, 5*time.Second))
+	}
+	if pods, err := l.pods(); err == nil {
+		for _, p := range pods {
+			errs = append(errs, nsutil.Delete(nsutil.LabName(p.host())))
+		}
 	}
 	for _, h := range l.hosts() {
 		errs = append(errs, nsutil.Delete(nsutil.LabName(h)))

@@ -1,0 +1,274 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/topology"
+)
+
+// client talks to the lab's API server through a socket opened in ctl.
+func (l *Lab) client() (*kubernetes.Clientset, error) {
+	cfg := &rest.Config{Host: l.cp.url(), BearerToken: adminToken, Timeout: 10 * time.Second,
+		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: l.cp.dial}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (l *Lab) nodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
+
+// createNodes registers every lab node with its declared labels; edge nodes
+// get their pod CIDR in spec.podCIDR, as kube-controller-manager would set it.
+func (l *Lab) createNodes(ctx context.Context) error {
+	cs, err := l.client()
+	if err != nil {
+		return err
+	}
+	for _, n := range l.spec.Nodes {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
+			topology.LabelLocation: n.Location, topology.LabelPool: n.Pool,
+			"kubernetes.io/hostname": n.Name,
+		}}}
+		if n.Interconnect == string(topology.InterconnectLeasedLine) || n.Interconnect == string(topology.InterconnectInternet) {
+			node.Labels[topology.LabelInterconnect] = n.Interconnect
+		}
+		if n.PodCIDR.IsValid() {
+			node.Spec.PodCIDR = n.PodCIDR.String()
+			node.Spec.PodCIDRs = []string{n.PodCIDR.String()}
+		}
+		if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create Node %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// startAgents runs one strata-agent in each node namespace.
+func (l *Lab) startAgents(ctx context.Context) error {
+	key := filepath.Join(l.dir, "gossip.key")
+	if _, err := os.Stat(key); err != nil {
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		if err := os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	kc := filepath.Join(l.dir, "kubeconfig")
+	if err := os.WriteFile(kc, []byte(l.cp.kubeconfig()), 0o600); err != nil {
+		return err
+	}
+	for i, n := range l.spec.Nodes {
+		if err := l.startAgent(n, i, kc, key); err != nil {
+			return err
+		}
+	}
+	// Ready when every agent serves /healthz and has its CNI socket.
+	deadline := time.Now().Add(90 * time.Second)
+	for _, n := range l.spec.Nodes {
+		for {
+			st, err := l.agentStatus(ctx, n.Name)
+			if err == nil && st.Ready == "yes" {
+				if _, err := os.Stat(l.socket(n.Name)); err == nil {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("agent on %s not ready after 90s (last: %v); log: %s", n.Name, err, l.procs.logPath("agent-"+n.Name))
+			}
+			if !alive(l.procs.pid("agent-" + n.Name)) {
+				return fmt.Errorf("agent on %s exited; log %s:\n%s", n.Name, l.procs.logPath("agent-"+n.Name), tail(l.procs.logPath("agent-"+n.Name), 20))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (l *Lab) socket(node string) string { return filepath.Join(l.nodeDir(node), "cni.sock") }
+
+func (l *Lab) agentBin(name string) string {
+	if p := os.Getenv("STRATA_BIN"); p != "" {
+		return filepath.Join(p, name)
+	}
+	exe, _ := os.Executable()
+	return filepath.Join(filepath.Dir(exe), name)
+}
+
+func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
+	dir := l.nodeDir(n.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	argv := []string{l.agentBin("strata-agent"), "--node-name", n.Name, "--kubeconfig", kubeconfig,
+		"--state-dir", dir, "--cni-socket", l.socket(n.Name),
+		"--metrics-addr", net.JoinHostPort(l.spec.MgmtAddr(i+1).String(), "9253"),
+		"--gossip-key-file", key, "--underlay-link", "eth0", "--hold-down", "3s"}
+	return l.procs.start("agent-"+n.Name, l.ns(n.Name).Exec(argv...))
+}
+
+// agentStatus fetches an agent's /status over the management network.
+func (l *Lab) agentStatus(ctx context.Context, node string) (agentStatus, error) {
+	var st agentStatus
+	idx := -1
+	for i, n := range l.spec.Nodes {
+		if n.Name == node {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return st, fmt.Errorf("no node %q", node)
+	}
+	b, err := l.httpGet(ctx, "http://"+net.JoinHostPort(l.spec.MgmtAddr(idx+1).String(), "9253")+"/status")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// agentStatus mirrors agent.Status (kept local: the lab reads JSON, as
+// `strata status` does).
+type agentStatus struct {
+	Node     string `json:"node"`
+	Datapath string `json:"datapath"`
+	Ready    string `json:"ready"`
+	Peers    []struct {
+		Peer   string `json:"peer"`
+		Path   string `json:"path"`
+		Reason string `json:"reason"`
+	} `json:"peers"`
+}
+
+func (st agentStatus) pathTo(peer string) (string, string) {
+	for _, p := range st.Peers {
+		if p.Peer == peer {
+			return p.Path, p.Reason
+		}
+	}
+	return "local", ""
+}
+
+// pod is one lab pod: a namespace wired by strata-cni.
+type pod struct {
+	Node string `json:"node"`
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+}
+
+func (p pod) host() string { return p.Node + "-" + strings.TrimPrefix(p.Name, "pod-") }
+
+// createPods runs strata-cni through cnitool for every pod, as a runtime
+// would, inside the node's namespace, and records Pod objects.
+func (l *Lab) createPods(ctx context.Context) error {
+	cs, err := l.client()
+	if err != nil {
+		return err
+	}
+	var pods []pod
+	for _, n := range l.spec.Nodes {
+		confDir := filepath.Join(l.nodeDir(n.Name), "net.d")
+		if err := os.MkdirAll(confDir, 0o755); err != nil {
+			return err
+		}
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"strata","plugins":[{"type":"strata-cni","socket":%q}]}`, l.socket(n.Name))
+		if err := os.WriteFile(filepath.Join(confDir, "10-strata.conflist"), []byte(conf), 0o644); err != nil {
+			return err
+		}
+		for i := range n.Pods {
+			p := pod{Node: n.Name, Name: fmt.Sprintf("pod-%d", i+1)}
+			ip, err := l.addPod(p, confDir)
+			if err != nil {
+				return err
+			}
+			p.IP = ip
+			pods = append(pods, p)
+			obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n.Name + "-" + p.Name, Namespace: "default"},
+				Spec: corev1.PodSpec{NodeName: n.Name, Containers: []corev1.Container{{Name: "c", Image: "lab"}}}}
+			created, err := cs.CoreV1().Pods("default").Create(ctx, obj, metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("create Pod %s: %w", obj.Name, err)
+			}
+			if err == nil {
+				created.Status.PodIP = ip
+				created.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+				created.Status.Phase = corev1.PodRunning
+				_, _ = cs.CoreV1().Pods("default").UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			}
+		}
+	}
+	b, _ := json.MarshalIndent(pods, "", "  ")
+	return os.WriteFile(filepath.Join(l.dir, "pods.json"), b, 0o644)
+}
+
+func (l *Lab) pods() ([]pod, error) {
+	b, err := os.ReadFile(filepath.Join(l.dir, "pods.json"))
+	if err != nil {
+		return nil, fmt.Errorf("no pods recorded: is the lab up? (%w)", err)
+	}
+	var ps []pod
+	return ps, json.Unmarshal(b, &ps)
+}
+
+// addPod creates the pod namespace and runs cnitool add in the node.
+func (l *Lab) addPod(p pod, confDir string) (string, error) {
+	name := nsutil.LabName(p.host())
+	podNS, err := nsutil.Open(name)
+	if err != nil {
+		if podNS, err = nsutil.Create(name); err != nil {
+			return "", err
+		}
+	}
+	cmd := exec.Command("ip", l.ns(p.Node).Exec(filepath.Join(l.binDir, "cnitool"), "add", "strata", podNS.Path)[1:]...)
+	cmd.Env = append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+filepath.Dir(l.agentBin("strata-cni"))+":/usr/lib/cni",
+		"CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME="+p.Node+"-"+p.Name, "CNI_IFNAME=eth0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("cnitool add %s on %s: %v\n%s", p.Name, p.Node, err, out)
+	}
+	var res struct {
+		IPs []struct {
+			Address string `json:"address"`
+		} `json:"ips"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) == 0 {
+		return "", fmt.Errorf("cnitool add %s on %s: no address in result: %s", p.Name, p.Node, out)
+	}
+	ip, _, _ := strings.Cut(res.IPs[0].Address, "/")
+	return ip, nil
+}
+
+// podNS returns the namespace of a lab pod.
+func (l *Lab) podNS(p pod) nsutil.NS { return l.ns(p.host()) }
+
+// ping sends count pings from a pod; it returns the loss in percent.
+func (l *Lab) ping(ctx context.Context, from pod, to string, count int, interval time.Duration) (int, error) {
+	args := []string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", "1"}
+	if interval > 0 {
+		args = append(args, "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64))
+	}
+	args = append(args, to)
+	out, _ := exec.CommandContext(ctx, "ip", l.podNS(from).Exec(args...)[1:]...).CombinedOutput()
+	s := string(out)
+	i := strings.Index(s, "% packet loss")
+	if i < 0 {
+		return 100, fmt.Errorf("ping %s → %s: %s", from.Name, to, s)
+	}
+	j := strings.LastIndexAny(s[:i], " ,") + 1
+	loss, err := strconv.ParseFloat(s[j:i], 64)
+	return int(loss), err
+}
