@@ -272,7 +272,7 @@ func validPoolName(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
 			return false
 		}
 	}
@@ -419,11 +419,26 @@ func (f *NodeFacts) missingNative() []string {
 	var m []string
 	if !f.ProbeIP.IsValid() {
 		m = append(m, AnnotationProbeIP)
+	} else if !f.probeInPodSpace() {
+		// A probe from outside the pod space would not test the pod path.
+		m = append(m, AnnotationProbeIP+" inside the pod addresses")
 	}
 	if f.Location != LocationCloud && f.Interconnect == "" {
 		m = append(m, LabelInterconnect)
 	}
 	return m
+}
+
+func (f *NodeFacts) probeInPodSpace() bool {
+	if f.PodCIDR.IsValid() && f.PodCIDR.Contains(f.ProbeIP) {
+		return true
+	}
+	for _, p := range f.PodPrefixes {
+		if p.Contains(f.ProbeIP) {
+			return true
+		}
+	}
+	return false
 }
 
 func cloneFacts(f NodeFacts) NodeFacts {

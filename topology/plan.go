@@ -292,7 +292,7 @@ func (p *Plan) verdict(a, b *nodeEntry) verdict {
 		if e.datapath != DatapathVXLANOverlay {
 			v.why = whyNativeFactsMissing
 		}
-	case a.pool != b.pool && !(a.private && b.private):
+	case a.pool != b.pool && (!a.private || !b.private):
 		v.why = whyNoInterconnect
 		v.who = a
 		if a.private {

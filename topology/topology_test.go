@@ -235,13 +235,14 @@ func TestUnreachable(t *testing.T) {
 // Removing any one fact from a native-capable node never leaves it native.
 func TestIncompleteFactsNeverNative(t *testing.T) {
 	strip := map[string]func(*NodeFacts){
-		"location":     func(f *NodeFacts) { f.Location = "" },
-		"pool":         func(f *NodeFacts) { f.Pool = "" },
-		"underlay":     func(f *NodeFacts) { f.UnderlayIPs = nil },
-		"pod-cidr":     func(f *NodeFacts) { f.PodCIDR = netip.Prefix{} },
-		"probe-ip":     func(f *NodeFacts) { f.ProbeIP = netip.Addr{} },
-		"interconnect": func(f *NodeFacts) { f.Interconnect = "" },
-		"bgp-peers":    func(f *NodeFacts) { f.Capabilities.BGPPeers = 0 },
+		"location":                   func(f *NodeFacts) { f.Location = "" },
+		"pool":                       func(f *NodeFacts) { f.Pool = "" },
+		"underlay":                   func(f *NodeFacts) { f.UnderlayIPs = nil },
+		"pod-cidr":                   func(f *NodeFacts) { f.PodCIDR = netip.Prefix{} },
+		"probe-ip":                   func(f *NodeFacts) { f.ProbeIP = netip.Addr{} },
+		"probe-ip outside pod space": func(f *NodeFacts) { f.ProbeIP = netip.MustParseAddr("192.168.10.11") },
+		"interconnect":               func(f *NodeFacts) { f.Interconnect = "" },
+		"bgp-peers":                  func(f *NodeFacts) { f.Capabilities.BGPPeers = 0 },
 	}
 	for name, fn := range strip {
 		t.Run(name, func(t *testing.T) {

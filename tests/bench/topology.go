@@ -84,7 +84,7 @@ func runTopology(ctx context.Context, log io.Writer) ([]Result, error) {
 	if err != nil {
 		return rs, fmt.Errorf("failover lab: %w", err)
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if err := lab.WaitSteady(cctx); err != nil {

@@ -225,12 +225,12 @@ func Start(cfg Config) (*Prober, error) {
 		mcfg, err = p.memberlistConfig()
 		return err
 	}); err != nil {
-		p.conn.Close()
+		_ = p.conn.Close()
 		return nil, err
 	}
 	p.ml, err = memberlist.Create(mcfg)
 	if err != nil {
-		p.conn.Close()
+		_ = p.conn.Close()
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
 	}
 	p.wg.Add(2)

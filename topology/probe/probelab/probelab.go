@@ -157,7 +157,7 @@ func Start(opts Options) (*Lab, error) {
 	}
 	l := &Lab{net: nl, nodes: map[string]*node{}, opts: opts}
 	if err := l.start(); err != nil {
-		l.Close()
+		_ = l.Close()
 		return nil, err
 	}
 	return l, nil
