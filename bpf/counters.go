@@ -29,6 +29,7 @@ var pathNames = [...]string{
 	"stack_not_pod",
 	"stack_nat",
 	"stack_ipv6_ext",
+	"stack_other_host",
 }
 
 // PathNames lists every path label, in the programs' order.

@@ -32,6 +32,7 @@ var (
 	podBMAC  = net.HardwareAddr{0x02, 0, 0, 0, 0xb, 1}
 	hostAMAC = net.HardwareAddr{0x02, 0, 0, 0, 0xa, 2}
 	hostBMAC = net.HardwareAddr{0x02, 0, 0, 0, 0xb, 2}
+	upMAC    = net.HardwareAddr{0x02, 0, 0, 0, 0xc, 1}
 	podA4    = netip.MustParseAddr("10.244.1.10")
 	podB4    = netip.MustParseAddr("10.244.1.11")
 	podA6    = netip.MustParseAddr("fd00:244:1::10")
@@ -66,7 +67,7 @@ func newRunLab(t *testing.T) *runLab {
 		Links: []netlab.Link{
 			{A: netlab.Port{Host: "node", Ifname: "hA", MAC: hostAMAC.String()}, B: netlab.Port{Host: "node", Ifname: "pA", MAC: podAMAC.String()}},
 			{A: netlab.Port{Host: "node", Ifname: "hB", MAC: hostBMAC.String()}, B: netlab.Port{Host: "node", Ifname: "pB", MAC: podBMAC.String()}},
-			{A: netlab.Port{Host: "node", Ifname: "up0", Addr: "192.168.0.1/24"}, B: netlab.Port{Host: "peer", Ifname: "up0", Addr: "192.168.0.2/24"}},
+			{A: netlab.Port{Host: "node", Ifname: "up0", Addr: "192.168.0.1/24", MAC: upMAC.String()}, B: netlab.Port{Host: "peer", Ifname: "up0", Addr: "192.168.0.2/24"}},
 		},
 	})
 	ns := lab.NS("node")
@@ -189,9 +190,13 @@ func TestPrivilegedProgramDecisions(t *testing.T) {
 		{"ipv4 header length below 20 goes to stack", r.fromPod, func() int { return r.ifA },
 			badIHL(frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: podA4, dst: podB4}.bytes()), tcActOK, "stack_malformed"},
 		{"uplink to local pod", r.fromNetdev, func() int { return r.uplinkIdx },
-			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: remote4, dst: podB4}.bytes(), tcActRedirect, "local"},
+			frame{dstMAC: upMAC, srcMAC: podAMAC, src: remote4, dst: podB4}.bytes(), tcActRedirect, "local"},
 		{"uplink transit goes to stack", r.fromNetdev, func() int { return r.uplinkIdx },
-			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: remote4, dst: nowhere4}.bytes(), tcActOK, "stack_not_local"},
+			frame{dstMAC: upMAC, srcMAC: podAMAC, src: remote4, dst: nowhere4}.bytes(), tcActOK, "stack_not_local"},
+		{"uplink frame for another MAC goes to stack", r.fromNetdev, func() int { return r.uplinkIdx },
+			frame{dstMAC: hostAMAC, srcMAC: podAMAC, src: remote4, dst: podB4}.bytes(), tcActOK, "stack_other_host"},
+		{"pod frame for another MAC goes to stack", r.fromPod, func() int { return r.ifA },
+			frame{dstMAC: podBMAC, srcMAC: podAMAC, src: podA4, dst: podB4}.bytes(), tcActOK, "stack_other_host"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

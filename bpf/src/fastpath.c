@@ -34,6 +34,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #endif
 
+#ifndef PACKET_HOST
+#define PACKET_HOST 0
+#endif
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 #define NEXTHDR_FRAGMENT 44
@@ -221,6 +225,11 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 	} else {
 		return pass(PATH_STACK_NOT_IP, bytes, NULL);
 	}
+	// Only frames sent to this host are ours to forward: the stack drops
+	// frames for other MACs (flooded on a bridge, or spoofed by a pod), and
+	// leaves broadcast and multicast to their handlers.
+	if (skb->pkt_type != PACKET_HOST)
+		return pass(PATH_STACK_OTHER_HOST, bytes, NULL);
 
 	// From a pod, only a registered source on its own veth is fast-pathed:
 	// anything else (spoofing, a pod not yet written) takes the normal path.

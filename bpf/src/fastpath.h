@@ -43,6 +43,7 @@ enum path_id {
 	PATH_STACK_NOT_POD,         // destination outside the cluster's pod prefixes (e.g. a ClusterIP)
 	PATH_STACK_NAT,             // the flow has NAT state in conntrack (service replies)
 	PATH_STACK_IPV6_EXT,        // IPv6 with extension headers (ports not found)
+	PATH_STACK_OTHER_HOST,      // frame not addressed to this host's MAC
 	PATH_MAX_ID,
 };
 
