@@ -41,7 +41,7 @@ func (m *Manager) run(ctx context.Context) {
 		}
 		m.mu.Lock()
 		m.notify()
-		needMore := (m.waiting > 0 || len(m.free) < m.cfg.MinIdle) && m.lastErr == nil && len(m.enis) > 0 && m.roomLocked()
+		needMore := (m.waiting > 0 || len(m.free) < max(m.cfg.MinIdle, m.warm)) && m.lastErr == nil && len(m.enis) > 0 && m.roomLocked()
 		m.mu.Unlock()
 		if needMore {
 			continue
@@ -80,14 +80,7 @@ func (m *Manager) roomLocked() bool {
 // first fill) or someone waits, one batch per call.
 func (m *Manager) fill(ctx context.Context) error {
 	m.mu.Lock()
-	total := 0
-	for _, e := range m.enis {
-		total += len(e.ips)
-	}
-	target := max(m.cfg.MinIdle, 0)
-	if total < m.cfg.WarmUp {
-		target = max(target, len(m.free)+m.cfg.WarmUp-total)
-	}
+	target := max(m.cfg.MinIdle, m.warm)
 	if m.waiting > 0 {
 		target = max(target, len(m.free)+m.waiting)
 	}
@@ -99,32 +92,32 @@ func (m *Manager) fill(ctx context.Context) error {
 	}
 	// Ask for a whole batch up to MaxIdle: fewer calls under churn.
 	n := min(m.cfg.BatchSize, max(need, m.cfg.MaxIdle-len(m.free)))
-	var target_ *eniState
+	var pick *eniState
 	for _, e := range m.enis {
 		room := m.limits.IPsPerENI - 1 - len(e.ips)
-		if room > 0 && (target_ == nil || len(e.ips) < len(target_.ips)) {
-			target_ = e
+		if room > 0 && (pick == nil || len(e.ips) < len(pick.ips)) {
+			pick = e
 		}
 	}
 	canCreate := len(m.enis) < m.maxENIs()
 	m.mu.Unlock()
 
-	if target_ == nil {
+	if pick == nil {
 		if !canCreate {
 			return fmt.Errorf("node is at its ENI capacity (%d ENIs x %d IPs): no more pod IPs", m.maxENIs(), m.limits.IPsPerENI-1)
 		}
 		return m.createENI(ctx, min(n, m.limits.IPsPerENI-1))
 	}
 	m.mu.Lock()
-	n = min(n, m.limits.IPsPerENI-1-len(target_.ips))
+	n = min(n, m.limits.IPsPerENI-1-len(pick.ips))
 	m.mu.Unlock()
-	ips, _, err := m.api.AssignIPs(ctx, target_.info.ID, n, nil, 0, ecsapi.NewToken())
+	ips, _, err := m.api.AssignIPs(ctx, pick.info.ID, n, nil, 0, ecsapi.NewToken())
 	if err != nil {
 		// a time-out may have assigned them anyway: resync finds out
 		m.mu.Lock()
 		m.dirty = true
 		m.mu.Unlock()
-		return fmt.Errorf("assign %d IPs to %s: %w", n, target_.info.ID, err)
+		return fmt.Errorf("assign %d IPs to %s: %w", n, pick.info.ID, err)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err() // "crashed" after the call: reconcile at restart adopts them
@@ -132,9 +125,9 @@ func (m *Manager) fill(ctx context.Context) error {
 	now := time.Now()
 	m.mu.Lock()
 	for _, ip := range ips {
-		if !target_.ips[ip] {
-			target_.ips[ip] = true
-			m.free[ip] = freeIP{eni: target_.info.ID, since: now}
+		if !pick.ips[ip] {
+			pick.ips[ip] = true
+			m.free[ip] = freeIP{eni: pick.info.ID, since: now}
 		}
 	}
 	m.lastErr = nil

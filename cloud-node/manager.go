@@ -178,6 +178,7 @@ type Manager struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	nodeAddr netip.Addr
+	warm     int // free IPs Start waits for (0 once started)
 	poolSize prometheus.GaugeFunc
 	allocs   prometheus.Counter
 }
@@ -256,6 +257,14 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	want := min(m.cfg.WarmUp, m.capacity()-1)
+	m.mu.Lock()
+	m.warm = want
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.warm = 0
+		m.mu.Unlock()
+	}()
 	for {
 		m.mu.Lock()
 		n, ch, lerr := len(m.free), m.changed, m.lastErr

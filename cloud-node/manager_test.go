@@ -373,3 +373,46 @@ func TestKillMidOperationAndRestart(t *testing.T) {
 	}
 	account(t, e, m)
 }
+
+func TestStartAdoptsOwnENIsAndCollectsOrphans(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	mine := map[string]string{cloudnode.TagCluster: "c1", cloudnode.TagNode: "i-node1"}
+	adopted, err := e.api.CreateENI(ctx, "vsw-pod", "", 4, mine, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.api.AttachENI(ctx, adopted.ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	e.emu.Wait()
+	orphan, err := e.api.CreateENI(ctx, "vsw-pod", "", 2, mine, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.api.CreateENI(ctx, "vsw-pod", "", 0, map[string]string{cloudnode.TagCluster: "other", cloudnode.TagNode: "i-node1"}, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := managerConfig()
+	cfg.WarmUp, cfg.MinIdle = 3, 1 // the adopted ENI's 4 IPs cover it: no new ENI
+	m := e.manager(t, cfg, nil)
+	defer m.Stop(ctx)
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.ENIs[adopted.ID]) != 4 || len(snap.ENIs) != 1 {
+		t.Fatalf("want the tagged InUse ENI adopted with its 4 IPs and no other, have %v", snap.ENIs)
+	}
+	ids := map[string]bool{}
+	for _, x := range e.emu.ENIs() {
+		ids[x.ID] = true
+	}
+	if ids[orphan.ID] {
+		t.Errorf("orphan ENI %s (ours, never attached) was not deleted", orphan.ID)
+	}
+	if !ids[other.ID] {
+		t.Errorf("ENI %s of another cluster was deleted", other.ID)
+	}
+}
