@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/strata-net/strata/internal/nsutil"
@@ -316,6 +317,22 @@ func TestPrivilegedFastpathDatapaths(t *testing.T) {
 				}
 				if after.Pods[p1.ip6].Local.Packets < 5 {
 					t.Fatalf("pod %s (IPv6) local counter %+v, want >= 5 packets", p1.ip6, after.Pods[p1.ip6].Local)
+				}
+				// The same counters through Prometheus and the status text.
+				reg := prometheus.NewPedanticRegistry()
+				reg.MustRegister(NewCollector(l.fp))
+				key := `strata_bpf_pod_packets_total{path="local",pod_ip="` + p1.ip4.String() + `"}`
+				if v := gather(t, reg)[key]; v < 5 {
+					t.Fatalf("%s = %v, want >= 5", key, v)
+				}
+				st, err := l.fp.Status()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var b bytes.Buffer
+				st.WriteText(&b)
+				if !st.Active || st.Endpoints != 4 || !strings.Contains(b.String(), "pod  "+p1.ip4.String()) {
+					t.Fatalf("status: active %v, %d endpoints, text:\n%s", st.Active, st.Endpoints, b.String())
 				}
 			})
 
