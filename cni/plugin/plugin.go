@@ -23,6 +23,7 @@ import (
 
 	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/internal/version"
 )
 
 // Funcs are the verbs for skel.PluginMainFuncs.
@@ -31,7 +32,7 @@ func Funcs() skel.CNIFuncs {
 }
 
 // About is printed when the binary is run by hand.
-const About = "strata-cni: Strata's CNI plugin; the runtime runs it with CNI_COMMAND and a network config on stdin"
+var About = version.String("strata-cni") + ": Strata's CNI plugin; a container runtime runs it with CNI_COMMAND and a network config on stdin"
 
 // Main is the whole of cmd/strata-cni.
 func Main() {
