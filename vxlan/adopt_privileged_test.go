@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/strata-net/strata/internal/testutil"
 	"github.com/strata-net/strata/tests/harness/netlab"
@@ -154,4 +155,38 @@ func TestPrivilegedRefusesForeignState(t *testing.T) {
 	if err := dp.Reconcile(context.Background(), peers); !errors.Is(err, errNexthopTaken) {
 		t.Fatalf("err %v, want errNexthopTaken", err)
 	}
+}
+
+// A refused message in the middle of a batch is reported for that message
+// only; the rest are applied.
+func TestPrivilegedBatchReportsEachFailure(t *testing.T) {
+	testutil.RequireRoot(t)
+	lab, dp := adoptLab(t)
+	must(t, dp.Reconcile(context.Background(), nil))
+	idx := dp.Status().Ifindex
+	var reqs []*nl.NetlinkRequest
+	for i := 0; i < 3*batchChunk; i++ {
+		oif := idx
+		if i == batchChunk+5 {
+			oif = 999999 // no such device
+		}
+		reqs = append(reqs, nexthopReq(uint32(100000+i), netip.AddrFrom4([4]byte{10, 99, byte(i / 256), byte(i % 256)}), oif))
+	}
+	var failed []int
+	must(t, dp.rt.batch(reqs, func(i int, err error) { failed = append(failed, i) }))
+	if len(failed) != 1 || failed[0] != batchChunk+5 {
+		t.Fatalf("failed %v, want exactly [%d]", failed, batchChunk+5)
+	}
+	nhs, err := dp.rt.dumpNexthops()
+	must(t, err)
+	got := 0
+	for _, nh := range nhs {
+		if nh.id >= 100000 && nh.id < 100000+uint32(3*batchChunk) {
+			got++
+		}
+	}
+	if got != 3*batchChunk-1 {
+		t.Fatalf("%d nexthops installed, want %d", got, 3*batchChunk-1)
+	}
+	_ = lab
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -28,11 +29,13 @@ import (
 type Datapath struct {
 	cfg DeviceConfig
 	log *slog.Logger
-	nl  *netlink.Handle // device, addresses, routes
-	// Neighbours and the FDB get their own sockets so the three kinds are
+	nl  *netlink.Handle // device and addresses
+	// Neighbours, the FDB and routes get their own sockets so the kinds are
 	// dumped and written in parallel (a netlink socket serialises requests).
 	nlNeigh, nlFDB *netlink.Handle
 	rt             *rtSock // nexthop objects and routes
+	// Batched writes of neighbours and FDB entries, one socket per stream.
+	rtNeigh, rtFDB *rtSock
 	ns             netns.NsHandle
 
 	mu        sync.Mutex
@@ -115,15 +118,21 @@ func New(cfg DeviceConfig, log *slog.Logger) (*Datapath, error) {
 			return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 		}
 	}
-	rt, err := openRtSock(ns)
-	if err != nil {
-		for _, h := range hs {
-			h.Close()
+	var rs [3]*rtSock
+	for i := range rs {
+		if rs[i], err = openRtSock(ns); err != nil {
+			for _, r := range rs[:i] {
+				r.close()
+			}
+			for _, h := range hs {
+				h.Close()
+			}
+			_ = ns.Close()
+			return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 		}
-		_ = ns.Close()
-		return nil, fmt.Errorf("vxlan: open a netlink socket: %w", err)
 	}
-	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: hs[0], nlNeigh: hs[1], nlFDB: hs[2], rt: rt, ns: ns, metrics: newMetrics()}
+	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: hs[0], nlNeigh: hs[1], nlFDB: hs[2],
+		rt: rs[0], rtNeigh: rs[1], rtFDB: rs[2], ns: ns, metrics: newMetrics()}
 	d.status = Status{Device: cfg.Name, VNI: cfg.VNI, Port: cfg.Port, MAC: cfg.MAC.String(), LocalIP: cfg.LocalIP}
 	return d, nil
 }
@@ -357,12 +366,13 @@ func (d *Datapath) apply(ctx context.Context, cs changeSet) error {
 				note("delete fdb "+cs.fdbDel[i].HardwareAddr.String(), err)
 			}
 		}
+		reqs := make([]*nl.NetlinkRequest, len(cs.fdbSet))
 		for i := range cs.fdbSet {
-			if ctx.Err() != nil {
-				return
-			}
-			note("set fdb "+cs.fdbSet[i].HardwareAddr.String()+" dst "+cs.fdbSet[i].IP.String(), d.nlFDB.NeighSet(&cs.fdbSet[i]))
+			reqs[i] = neighReq(cs.fdbSet[i])
 		}
+		note("set fdb entries", d.rtFDB.batch(reqs, func(i int, err error) {
+			note("set fdb "+cs.fdbSet[i].HardwareAddr.String()+" dst "+cs.fdbSet[i].IP.String(), err)
+		}))
 	})
 	wg.Go(func() {
 		for i := range cs.neighDel {
@@ -370,12 +380,13 @@ func (d *Datapath) apply(ctx context.Context, cs changeSet) error {
 				note("delete neighbour "+cs.neighDel[i].IP.String(), err)
 			}
 		}
+		reqs := make([]*nl.NetlinkRequest, len(cs.neighSet))
 		for i := range cs.neighSet {
-			if ctx.Err() != nil {
-				return
-			}
-			note("set neighbour "+cs.neighSet[i].IP.String(), d.nlNeigh.NeighSet(&cs.neighSet[i]))
+			reqs[i] = neighReq(cs.neighSet[i])
 		}
+		note("set neighbours", d.rtNeigh.batch(reqs, func(i int, err error) {
+			note("set neighbour "+cs.neighSet[i].IP.String(), err)
+		}))
 	})
 	// Nexthops before the routes that name them; deleting a nexthop also
 	// removes any route still using it.
@@ -384,23 +395,25 @@ func (d *Datapath) apply(ctx context.Context, cs changeSet) error {
 			note(fmt.Sprintf("delete nexthop %d", id), err)
 		}
 	}
-	for _, nh := range cs.nhSet {
-		if ctx.Err() != nil {
-			break
-		}
-		note(fmt.Sprintf("set nexthop %d via %s", nh.id, nh.gw), d.rt.setNexthop(nh.id, nh.gw, nh.oif))
+	nhReqs := make([]*nl.NetlinkRequest, len(cs.nhSet))
+	for i, nh := range cs.nhSet {
+		nhReqs[i] = nexthopReq(nh.id, nh.gw, nh.oif)
 	}
+	note("set nexthops", d.rt.batch(nhReqs, func(i int, err error) {
+		note(fmt.Sprintf("set nexthop %d via %s", cs.nhSet[i].id, cs.nhSet[i].gw), err)
+	}))
 	for _, r := range cs.routeDel {
 		if err := d.rt.delRoute(r); err != nil && !errors.Is(err, unix.ESRCH) {
 			note("delete route "+r.dst.String(), err)
 		}
 	}
-	for _, r := range cs.routeSet {
-		if ctx.Err() != nil {
-			break
-		}
-		note("set route "+r.dst.String(), d.rt.setRoute(r.dst, r.nhid))
+	rtReqs := make([]*nl.NetlinkRequest, len(cs.routeSet))
+	for i, r := range cs.routeSet {
+		rtReqs[i] = routeReq(r.dst, r.nhid)
 	}
+	note("set routes", d.rt.batch(rtReqs, func(i int, err error) {
+		note("set route "+cs.routeSet[i].dst.String(), err)
+	}))
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
@@ -498,6 +511,8 @@ func (d *Datapath) Close() error {
 	d.nlNeigh.Close()
 	d.nlFDB.Close()
 	d.rt.close()
+	d.rtNeigh.close()
+	d.rtFDB.close()
 	_ = d.ns.Close()
 	return errors.Join(errs...)
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
+	"time"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -65,6 +68,14 @@ func openRtSock(ns netns.NsHandle) (*rtSock, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Room for a batch's acks; a bounded wait so a lost ack is an error,
+	// not a hang.
+	if err := s.SetReceiveBufferSize(1<<20, true); err != nil {
+		_ = s.SetReceiveBufferSize(1<<20, false)
+	}
+	tv := unix.NsecToTimeval((30 * time.Second).Nanoseconds())
+	_ = s.SetReceiveTimeout(&tv)
+	_ = s.SetSendTimeout(&tv)
 	return &rtSock{sockets: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}}, nil
 }
 
@@ -91,17 +102,6 @@ func u32(v uint32) []byte {
 	b := make([]byte, 4)
 	nl.NativeEndian().PutUint32(b, v)
 	return b
-}
-
-// setNexthop creates or replaces "id N via gw dev oif onlink proto vxlan".
-func (s *rtSock) setNexthop(id uint32, gw netip.Addr, oif int) error {
-	m := &nhmsg{unix.Nhmsg{Family: unix.AF_INET, Protocol: uint8(rtproto.VXLAN), Flags: unix.RTNH_F_ONLINK}}
-	req := s.request(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK, m,
-		nl.NewRtAttr(unix.NHA_ID, u32(id)),
-		nl.NewRtAttr(unix.NHA_OIF, u32(uint32(oif))),
-		nl.NewRtAttr(unix.NHA_GATEWAY, gw.AsSlice()))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
 }
 
 func (s *rtSock) delNexthop(id uint32) error {
@@ -149,19 +149,6 @@ func (s *rtSock) dumpNexthops() ([]nexthop, error) {
 		}
 		return out, err
 	})
-}
-
-// setRoute creates or replaces "dst nhid N proto vxlan" in the main table.
-func (s *rtSock) setRoute(dst netip.Prefix, id uint32) error {
-	m := nl.NewRtMsg()
-	m.Family = unix.AF_INET
-	m.Dst_len = uint8(dst.Bits())
-	m.Protocol = uint8(rtproto.VXLAN)
-	req := s.request(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK, m,
-		nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()),
-		nl.NewRtAttr(rtaNHID, u32(id)))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
 }
 
 // delRoute deletes the route with r's key, and only if it carries our
@@ -234,3 +221,103 @@ func (s *rtSock) dumpRoutes() ([]kroute, error) {
 
 // errNexthopTaken reports a foreign nexthop object using one of our ids.
 var errNexthopTaken = errors.New("nexthop id in use by another owner")
+
+// batchChunk is how many requests go into one sendmsg. Their acks (about
+// 1 KiB of receive buffer each) must fit the socket's receive buffer.
+const batchChunk = 64
+
+// batch sends requests several to a sendmsg and collects one ack for each,
+// calling fail for those the kernel refused. Batching saves a syscall pair
+// and a scheduling round trip per entry, which is most of the userspace
+// cost of programming thousands of peers.
+func (s *rtSock) batch(reqs []*nl.NetlinkRequest, fail func(i int, err error)) error {
+	sh := s.sockets[unix.NETLINK_ROUTE]
+	sock := sh.Socket
+	sock.Lock()
+	defer sock.Unlock()
+	to := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
+	for start := 0; start < len(reqs); start += batchChunk {
+		end := min(start+batchChunk, len(reqs))
+		var buf []byte
+		bySeq := make(map[uint32]int, end-start)
+		for i := start; i < end; i++ {
+			sh.Seq++
+			reqs[i].Seq = sh.Seq
+			reqs[i].Flags |= unix.NLM_F_ACK
+			bySeq[sh.Seq] = i
+			buf = append(buf, reqs[i].Serialize()...)
+		}
+		if err := sendRetry(sock.GetFd(), buf, to); err != nil {
+			return fmt.Errorf("send netlink batch: %w", err)
+		}
+		for len(bySeq) > 0 {
+			msgs, from, err := sock.Receive()
+			if err != nil {
+				return fmt.Errorf("read netlink acks (%d outstanding): %w", len(bySeq), err)
+			}
+			if from.Pid != nl.PidKernel {
+				continue
+			}
+			for _, m := range msgs {
+				i, ok := bySeq[m.Header.Seq]
+				if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+					continue
+				}
+				delete(bySeq, m.Header.Seq)
+				if errno := int32(nl.NativeEndian().Uint32(m.Data[0:4])); errno != 0 {
+					fail(i, syscall.Errno(-errno))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// sendRetry sends on a non-blocking netlink socket, waiting briefly while
+// the send buffer is full.
+func sendRetry(fd int, buf []byte, to unix.Sockaddr) error {
+	for try := 0; ; try++ {
+		err := unix.Sendto(fd, buf, 0, to)
+		if !errors.Is(err, unix.EAGAIN) || try >= 1000 {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func nexthopReq(id uint32, gw netip.Addr, oif int) *nl.NetlinkRequest {
+	m := &nhmsg{unix.Nhmsg{Family: unix.AF_INET, Protocol: uint8(rtproto.VXLAN), Flags: unix.RTNH_F_ONLINK}}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.NHA_ID, u32(id)))
+	req.AddData(nl.NewRtAttr(unix.NHA_OIF, u32(uint32(oif))))
+	req.AddData(nl.NewRtAttr(unix.NHA_GATEWAY, gw.AsSlice()))
+	return req
+}
+
+func routeReq(dst netip.Prefix, id uint32) *nl.NetlinkRequest {
+	m := nl.NewRtMsg()
+	m.Family = unix.AF_INET
+	m.Dst_len = uint8(dst.Bits())
+	m.Protocol = uint8(rtproto.VXLAN)
+	req := nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	req.AddData(m)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, dst.Addr().AsSlice()))
+	req.AddData(nl.NewRtAttr(rtaNHID, u32(id)))
+	return req
+}
+
+// neighReq builds a create-or-replace for a neighbour (AF_INET) or an FDB
+// entry (AF_BRIDGE, NTF_SELF) from the same fields netlink.Neigh carries.
+func neighReq(n netlink.Neigh) *nl.NetlinkRequest {
+	m := &netlink.Ndmsg{Family: uint8(n.Family), Index: uint32(n.LinkIndex), State: uint16(n.State), Flags: uint8(n.Flags)}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	req.AddData(m)
+	ip := n.IP
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	req.AddData(nl.NewRtAttr(unix.NDA_DST, ip))
+	req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, n.HardwareAddr))
+	return req
+}

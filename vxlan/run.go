@@ -39,7 +39,8 @@ const (
 // nothing and a changed plan writes only its difference. Any relevant event
 // clears the mark. The periodic check always dumps.
 //
-// Run leaves the kernel state in place when it returns; Close stops it.
+// Call Run once per Datapath. It leaves the kernel state in place when it
+// returns; Close stops it.
 func (d *Datapath) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
