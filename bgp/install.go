@@ -22,7 +22,7 @@ import (
 // batchSize is how many route messages go into one sendmsg. The kernel
 // handles the whole buffer in one call and queues one ack per message, so a
 // batch costs one round trip instead of batchSize.
-const batchSize = 1000
+const batchSize = 2000
 
 // Installer programs learned routes into a kernel routing table, stamped
 // with rtproto.BGP. It writes RTM_NEWROUTE/RTM_DELROUTE requests itself and
@@ -107,31 +107,41 @@ func (in *Installer) sendBatch(routes []Route) error {
 	in.buf = in.buf[:0]
 	first := in.seq + 1
 	var errs []error
-	for _, r := range routes {
+	var sent []int // index into routes per sequence number
+	last := 0
+	for i, r := range routes {
 		in.seq++
+		start := len(in.buf)
 		var err error
 		in.buf, err = appendRouteMsg(in.buf, r, in.table, in.seq)
 		if err != nil {
 			errs = append(errs, err)
 			in.seq-- // nothing sent under this number
+			continue
 		}
+		// Only the last message asks for an ack: the kernel handles the
+		// buffer in order and reports failures of the others anyway, so
+		// that ack is a barrier and success costs no reply at all.
+		binary.NativeEndian.PutUint16(in.buf[start+6:], binary.NativeEndian.Uint16(in.buf[start+6:])&^unix.NLM_F_ACK)
+		last = start
+		sent = append(sent, i)
 	}
 	n := int(in.seq - first + 1)
 	if n <= 0 {
 		return errors.Join(errs...)
 	}
+	binary.NativeEndian.PutUint16(in.buf[last+6:], binary.NativeEndian.Uint16(in.buf[last+6:])|unix.NLM_F_ACK)
 	if err := unix.Sendto(in.fd, in.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return errors.Join(append(errs, fmt.Errorf("bgp installer: send %d route messages: %w", n, err))...)
 	}
-	// Read one ack per message.
-	got := 0
-	for got < n {
+	// Read errors until the barrier ack of the last message.
+	for done := false; !done; {
 		m, _, err := unix.Recvfrom(in.fd, in.rx, 0)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return errors.Join(append(errs, fmt.Errorf("bgp installer: read acks (%d of %d): %w", got, n, err))...)
+			return errors.Join(append(errs, fmt.Errorf("bgp installer: read acks of %d messages: %w", n, err))...)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(in.rx[:m])
 		if err != nil {
@@ -141,7 +151,9 @@ func (in *Installer) sendBatch(routes []Route) error {
 			if msg.Header.Type != unix.NLMSG_ERROR || msg.Header.Seq < first || msg.Header.Seq > in.seq {
 				continue
 			}
-			got++
+			if msg.Header.Seq == in.seq {
+				done = true
+			}
 			if len(msg.Data) < 4 {
 				continue
 			}
@@ -150,10 +162,7 @@ func (in *Installer) sendBatch(routes []Route) error {
 				continue
 			}
 			errno := unix.Errno(code)
-			r := routes[0]
-			if idx := int(msg.Header.Seq - first); idx < len(routes) {
-				r = routes[idx]
-			}
+			r := routes[sent[msg.Header.Seq-first]]
 			if errno == unix.ESRCH && len(r.NextHops) == 0 {
 				continue // deleting a route that is already gone
 			}

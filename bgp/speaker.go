@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
@@ -505,6 +506,43 @@ func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
 	return apiutil.NewPath(nlri, withdraw, attrs, time.Now())
 }
 
+// attrKey identifies IPv4 advertisements whose path attributes are equal.
+type attrKey struct {
+	nextHop     netip.Addr
+	communities string
+	localPref   uint32
+}
+
+// buildPathShared is buildPath for bulk IPv4 work: prefixes with equal
+// attributes share one encoded attribute list, so only the NLRI is encoded
+// per prefix. IPv6 carries its NLRI inside MP_REACH and takes the slow path.
+func buildPathShared(a Advertisement, withdraw bool, cache map[attrKey][]*anypb.Any) (*api.Path, error) {
+	p := a.Prefix.Masked()
+	if !p.IsValid() || !p.Addr().Is4() || (a.NextHop.IsValid() && !a.NextHop.Is4()) {
+		return buildPath(a, withdraw)
+	}
+	k := attrKey{nextHop: a.NextHop, communities: fmt.Sprint(a.Communities), localPref: a.LocalPref}
+	attrs, ok := cache[k]
+	if !ok {
+		full, err := buildPath(a, withdraw)
+		if err != nil {
+			return nil, err
+		}
+		cache[k] = full.Pattrs
+		return full, nil
+	}
+	nlri, err := anypb.New(&api.IPAddressPrefix{PrefixLen: uint32(p.Bits()), Prefix: p.Addr().String()})
+	if err != nil {
+		return nil, err
+	}
+	return &api.Path{
+		Nlri:       nlri,
+		Pattrs:     attrs,
+		Family:     &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
+		IsWithdraw: withdraw,
+	}, nil
+}
+
 // Advertise originates prefixes. Many prefixes are sent in batches that
 // share attributes, so peers receive few large UPDATEs.
 func (s *Speaker) Advertise(ctx context.Context, ads ...Advertisement) error {
@@ -540,8 +578,9 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 		paths = paths[:0:0]
 		return err
 	}
+	shared := map[attrKey][]*anypb.Any{}
 	for _, a := range ads {
-		p, err := buildPath(a, withdraw)
+		p, err := buildPathShared(a, withdraw, shared)
 		if err != nil {
 			_, _ = st.CloseAndRecv()
 			return fmt.Errorf("bgp: %w", err)

@@ -23,6 +23,8 @@ type BIRDConfig struct {
 	Announce []string
 	// Kernel exports BGP-learned routes into the namespace's main table.
 	Kernel bool
+	// Extra is appended to the global part of the configuration.
+	Extra string
 }
 
 // BIRD is a running BIRD daemon.
@@ -44,6 +46,9 @@ func birdConf(c BIRDConfig, dir string) string {
 	if c.Kernel {
 		// merge paths: equal BGP paths become one ECMP kernel route.
 		b.WriteString("protocol kernel k4 { merge paths on; ipv4 { import none; export where source = RTS_BGP; }; }\n")
+	}
+	if c.Extra != "" {
+		b.WriteString(c.Extra + "\n")
 	}
 	b.WriteString("protocol static s4 { ipv4;\n")
 	for _, p := range c.Announce {
@@ -84,20 +89,40 @@ func birdConf(c BIRDConfig, dir string) string {
 func StartBIRD(t testing.TB, ns nsutil.NS, c BIRDConfig) *BIRD {
 	t.Helper()
 	testutil.RequireCommand(t, "bird", "apt-get install bird2 (or `make deps`)")
-	dir := daemonDir(t, "strata-bird-")
-	b := &BIRD{NS: ns, Dir: dir, Ctl: dir + "/bird.ctl", cfg: c}
-	t.Cleanup(func() {
-		b.Stop()
-		if t.Failed() {
-			t.Logf("bird log (%s):\n%s", ns.Name, logTail(dir+"/bird.log"))
-		}
-		os.RemoveAll(dir)
-	})
-	if err := b.Start(); err != nil {
+	b, err := LaunchBIRD(ns, c)
+	if b != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("bird log (%s):\n%s", ns.Name, b.Log())
+			}
+			b.Close()
+		})
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
+
+// LaunchBIRD is StartBIRD for code without a testing.TB (benchmarks): the
+// caller must Close it. On error the returned BIRD (if any) still needs Close.
+func LaunchBIRD(ns nsutil.NS, c BIRDConfig) (*BIRD, error) {
+	dir, err := os.MkdirTemp("", "strata-bird-")
+	if err != nil {
+		return nil, fmt.Errorf("make bird dir: %w", err)
+	}
+	b := &BIRD{NS: ns, Dir: dir, Ctl: dir + "/bird.ctl", cfg: c}
+	return b, b.Start()
+}
+
+// Close stops the daemon and removes its directory.
+func (b *BIRD) Close() {
+	b.Stop()
+	os.RemoveAll(b.Dir)
+}
+
+// Log returns the tail of BIRD's log.
+func (b *BIRD) Log() string { return logTail(b.Dir + "/bird.log") }
 
 // Start (re)starts the daemon with its configuration.
 func (b *BIRD) Start() error {
