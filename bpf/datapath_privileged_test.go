@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
@@ -562,6 +564,65 @@ func (l *dpLab) echoVia(t *testing.T, from string, _ net.Listener, addr netip.Ad
 	}
 	if !bytes.Equal(back, data) {
 		t.Fatalf("echo via %s:%d: data differs", addr, port)
+	}
+}
+
+// A pod's veth recreated under the same name (a missed CNI DEL) gets the
+// program attached again instead of keeping a dead attachment.
+func TestPrivilegedAttachFollowsRecreatedVeth(t *testing.T) {
+	testutil.RequireRoot(t)
+	n, err := nsutil.Create(nsutil.OwnedName("bpfre"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nsutil.Delete(n.Name) })
+	mk := func() {
+		out, err := sh(n, "ip", "link", "add", "vre", "type", "veth", "peer", "name", "vre-p")
+		if err != nil {
+			t.Fatal(out, err)
+		}
+	}
+	mk()
+	fp, err := Load(Options{NS: &n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	if err := fp.AttachPod("vre"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sh(n, "ip", "link", "del", "vre"); err != nil {
+		t.Fatal(out, err)
+	}
+	mk()
+	if err := fp.AttachPod("vre"); err != nil {
+		t.Fatal(err)
+	}
+	fp.mu.Lock()
+	a := fp.attached["vre"]
+	fp.mu.Unlock()
+	var idx int
+	if err := n.Do(func() error { idx = ifindex(t, "vre"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if a == nil || a.ifindex != idx {
+		t.Fatalf("attachment %+v does not follow the recreated veth (ifindex %d)", a, idx)
+	}
+	if fp.Mode() == AttachTCX {
+		var progs int
+		if err := n.Do(func() error {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return err
+			}
+			progs = len(res.Programs)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if progs != 1 {
+			t.Fatalf("recreated veth has %d TCX ingress programs, want 1", progs)
+		}
 	}
 }
 

@@ -157,7 +157,8 @@ func (f *Fastpath) inNS(fn func() error) error {
 }
 
 // AttachPod hooks the from-pod program to the ingress of a pod's host-side
-// veth. Attaching twice is a no-op.
+// veth. Attaching twice is a no-op; if the veth was recreated under the same
+// name, the stale attachment is replaced.
 func (f *Fastpath) AttachPod(hostIfname string) error {
 	return f.attach(hostIfname, fastpathProgFromPod, f.objs.FromPod)
 }
@@ -175,10 +176,25 @@ func (f *Fastpath) attach(ifname, progName string, prog *ebpf.Program) error {
 		return errors.New("bpf: fast path is closed")
 	}
 	if a, ok := f.attached[ifname]; ok {
-		if a.prog == progName {
+		// A pod whose DEL was missed may come back with a new veth of the
+		// same name: an attachment to a vanished ifindex is stale.
+		var cur int
+		_ = f.inNS(func() error {
+			if l, err := netlink.LinkByName(ifname); err == nil {
+				cur = l.Attrs().Index
+			}
 			return nil
+		})
+		switch {
+		case cur == a.ifindex && a.prog == progName:
+			return nil
+		case cur == a.ifindex:
+			return fmt.Errorf("bpf: %s already has %s attached; Detach it first", ifname, a.prog)
+		default:
+			if err := f.detachLocked(ifname); err != nil {
+				return err
+			}
 		}
-		return fmt.Errorf("bpf: %s already has %s attached; Detach it first", ifname, a.prog)
 	}
 	a := &attachment{ifname: ifname, prog: progName}
 	err := f.inNS(func() error {
