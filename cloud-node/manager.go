@@ -407,6 +407,12 @@ func (m *Manager) Allocate(ctx context.Context, req role.PodRequest) (role.Alloc
 			}
 			return role.Allocation{}, fmt.Errorf("allocate %s: persist: %w", req.Key(), err)
 		}
+		if rec.Addr != ip {
+			// a concurrent ADD of the same attachment won: ours goes back
+			m.mu.Lock()
+			m.free[ip] = f
+			m.mu.Unlock()
+		}
 		if low {
 			m.kick()
 		}

@@ -416,3 +416,33 @@ func TestStartAdoptsOwnENIsAndCollectsOrphans(t *testing.T) {
 		t.Errorf("ENI %s of another cluster was deleted", other.ID)
 	}
 }
+
+func TestConcurrentSameAttachmentGetsOneAddress(t *testing.T) {
+	e := newEnv(t, nil)
+	m := e.manager(t, managerConfig(), nil)
+	defer m.Stop(context.Background())
+	ctx := context.Background()
+	before := m.Idle()
+	var wg sync.WaitGroup
+	addrs := make([]netip.Prefix, 8)
+	for i := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := m.Allocate(ctx, req(1))
+			if err != nil {
+				t.Error(err)
+			}
+			addrs[i] = a.Addr
+		}()
+	}
+	wg.Wait()
+	for _, a := range addrs {
+		if a != addrs[0] {
+			t.Fatalf("one attachment got several addresses: %v", addrs)
+		}
+	}
+	if after := m.Idle(); after != before-1 {
+		t.Fatalf("idle went %d -> %d: picked addresses leaked", before, after)
+	}
+}
