@@ -14,6 +14,8 @@ export KUBEBUILDER_ASSETS := $(TOOLS_BIN)
 export STRATA_TOOLS_BIN   := $(TOOLS_BIN)
 export PATH               := $(TOOLS_BIN):$(PATH)
 export CGO_ENABLED        := 0
+# The lab and e2e tests run the binaries `make build` puts here.
+export STRATA_BIN         := $(CURDIR)/_out/bin
 
 BINARIES := strata strata-agent strata-cni
 
@@ -25,6 +27,7 @@ help: ## Show this help
 build: ## Build strata, strata-agent and strata-cni into _out/bin (no cgo)
 	@mkdir -p _out/bin
 	go build -trimpath -ldflags '$(LDFLAGS)' -o _out/bin/ $(addprefix ./cmd/,$(BINARIES))
+	go build -trimpath -o _out/bin/strata-lab ./tests/lab/cmd/strata-lab
 
 .PHONY: deps
 deps: ## Install the Debian packages tests and the lab need (idempotent)
@@ -60,7 +63,9 @@ test-e2e: ## End-to-end tests on the lab (root)
 
 .PHONY: lab
 lab: deps tools build ## Bring up the whole mixed cluster in namespaces and print its connectivity matrix
-	@echo "the lab lands with issue 8"
+	_out/bin/strata-lab up $(if $(LAB),--spec $(LAB))
+	_out/bin/strata-lab matrix $(if $(LAB),--spec $(LAB))
+	@echo "the lab stays up: _out/bin/strata-lab {status,matrix,fail,heal,down}"
 
 .PHONY: bench
 bench: deps tools build ## Run every benchmark beside its same-run baseline; ONLY=<prefix> for one area

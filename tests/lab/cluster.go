@@ -272,3 +272,36 @@ func (l *Lab) ping(ctx context.Context, from pod, to string, count int, interval
 	loss, err := strconv.ParseFloat(s[j:i], 64)
 	return int(loss), err
 }
+
+// KillAgent kills a node's agent with SIGKILL, as a crash would.
+func (l *Lab) KillAgent(node string) { l.procs.kill("agent-" + node) }
+
+// StartAgent (re)starts a node's agent and waits until it is ready.
+func (l *Lab) StartAgent(ctx context.Context, node string) error {
+	for i, n := range l.spec.Nodes {
+		if n.Name != node {
+			continue
+		}
+		_ = l.procs.stop("agent-"+node, time.Second)
+		if err := l.startAgent(n, i, filepath.Join(l.dir, "kubeconfig"), filepath.Join(l.dir, "gossip.key")); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			if st, err := l.agentStatus(ctx, node); err == nil && st.Ready == "yes" {
+				return nil
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return fmt.Errorf("agent on %s not ready 60s after restart; log: %s", node, l.procs.logPath("agent-"+node))
+	}
+	return fmt.Errorf("no node %q", node)
+}
+
+// Pods lists the lab's pods.
+func (l *Lab) Pods() ([]pod, error) { return l.pods() }
+
+// Ping sends count pings from a pod to an address; it returns the loss in percent.
+func (l *Lab) Ping(ctx context.Context, from pod, to string, count int, interval time.Duration) (int, error) {
+	return l.ping(ctx, from, to, count, interval)
+}
