@@ -2,8 +2,8 @@ package agent
 
 import (
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 
