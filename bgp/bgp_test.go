@@ -1,0 +1,231 @@
+package bgp
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-net/strata/internal/rtproto"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+func TestRIBSelectsBestAndECMP(t *testing.T) {
+	r := newRIB()
+	p := pfx("10.97.0.0/24")
+	a, b, c := addr("10.0.1.1"), addr("10.0.2.1"), addr("10.0.3.1")
+	steps := []struct {
+		name     string
+		peer     netip.Addr
+		cand     candidate
+		withdraw bool
+		drop     bool
+		want     []netip.Addr
+		changed  bool
+	}{
+		{"first path", a, candidate{NextHop: a, LocalPref: 100, ASPathLen: 1}, false, false, []netip.Addr{a}, true},
+		{"equal path joins ECMP", b, candidate{NextHop: b, LocalPref: 100, ASPathLen: 1}, false, false, []netip.Addr{a, b}, true},
+		{"longer AS path loses", c, candidate{NextHop: c, LocalPref: 100, ASPathLen: 3}, false, false, []netip.Addr{a, b}, false},
+		{"higher local-pref wins alone", c, candidate{NextHop: c, LocalPref: 200, ASPathLen: 3}, false, false, []netip.Addr{c}, true},
+		{"winner withdrawn: ECMP back", c, candidate{}, true, false, []netip.Addr{a, b}, true},
+		{"next hop change replaces", a, candidate{NextHop: addr("10.0.1.9"), LocalPref: 100, ASPathLen: 1}, false, false, []netip.Addr{addr("10.0.1.9"), b}, true},
+		{"session loss drops the peer", b, candidate{}, false, true, []netip.Addr{addr("10.0.1.9")}, true},
+		{"last withdraw empties", a, candidate{}, true, false, nil, true},
+		{"withdraw unknown is a no-op", a, candidate{}, true, false, nil, false},
+	}
+	for _, s := range steps {
+		var rt Route
+		var changed bool
+		if s.drop {
+			rs := r.dropPeer(s.peer)
+			changed = len(rs) == 1
+			if changed {
+				rt = rs[0]
+			}
+		} else {
+			rt, changed = r.update(s.peer, p, s.cand, s.withdraw)
+		}
+		if changed != s.changed {
+			t.Fatalf("%s: changed = %v, want %v", s.name, changed, s.changed)
+		}
+		if changed && !slices.Equal(rt.NextHops, s.want) {
+			t.Fatalf("%s: next hops %v, want %v", s.name, rt.NextHops, s.want)
+		}
+	}
+	if got := r.snapshot(); len(got) != 0 {
+		t.Fatalf("snapshot after all withdrawn: %v", got)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	good := PeerConfig{Address: addr("10.0.0.1"), ASN: 65010, HoldTime: 9 * time.Second}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good peer: %v", err)
+	}
+	for name, p := range map[string]PeerConfig{
+		"ASN":           {Address: addr("10.0.0.1"), ASN: 0},
+		"HoldTime":      {Address: addr("10.0.0.1"), ASN: 1, HoldTime: 2 * time.Second},
+		"Address":       {ASN: 1},
+		"KeepaliveTime": {Address: addr("10.0.0.1"), ASN: 1, HoldTime: 3 * time.Second, KeepaliveTime: 3 * time.Second},
+		"Password":      {Address: addr("10.0.0.1"), ASN: 1, Password: strings.Repeat("x", 81)},
+	} {
+		err := p.Validate()
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: error %v does not name the field", name, err)
+		}
+	}
+	if err := (Config{RouterID: addr("::1"), ASN: 1}).Validate(); err == nil || !strings.Contains(err.Error(), "RouterID") {
+		t.Errorf("IPv6 router id accepted: %v", err)
+	}
+}
+
+func TestRouteMessageEncoding(t *testing.T) {
+	b, err := appendRouteMsg(nil, Route{Prefix: pfx("10.1.2.0/24"), NextHops: []netip.Addr{addr("10.0.0.1"), addr("10.0.0.2")}}, 254, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.NativeEndian.Uint32(b); int(got) != len(b) {
+		t.Fatalf("nlmsg length %d, buffer %d", got, len(b))
+	}
+	if typ := binary.NativeEndian.Uint16(b[4:]); typ != unix.RTM_NEWROUTE {
+		t.Fatalf("type %d", typ)
+	}
+	if flags := binary.NativeEndian.Uint16(b[6:]); flags&unix.NLM_F_REPLACE == 0 || flags&unix.NLM_F_CREATE == 0 {
+		t.Fatalf("flags %#x lack create|replace", flags)
+	}
+	rtm := b[16:28]
+	if rtm[0] != unix.AF_INET || rtm[1] != 24 || rtm[4] != 254 || rtm[5] != byte(rtproto.BGP) {
+		t.Fatalf("rtmsg %v", rtm)
+	}
+	if !containsAttr(b[28:], unix.RTA_MULTIPATH) {
+		t.Fatal("two next hops without RTA_MULTIPATH")
+	}
+	del, err := appendRouteMsg(nil, Route{Prefix: pfx("2001:db8::/64")}, 254, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ := binary.NativeEndian.Uint16(del[4:]); typ != unix.RTM_DELROUTE || del[16] != unix.AF_INET6 {
+		t.Fatalf("delete encoded as type %d family %d", typ, del[16])
+	}
+	if _, err := appendRouteMsg(nil, Route{Prefix: pfx("10.0.0.0/8"), NextHops: []netip.Addr{addr("fe80::1")}}, 254, 9); err == nil {
+		t.Fatal("mixed families accepted")
+	}
+}
+
+func containsAttr(b []byte, typ uint16) bool {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b))
+		if binary.NativeEndian.Uint16(b[2:]) == typ {
+			return true
+		}
+		if l < 4 {
+			return false
+		}
+		l = (l + 3) &^ 3
+		if l > len(b) {
+			return false
+		}
+		b = b[l:]
+	}
+	return false
+}
+
+const netstatSample = `TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure
+TcpExt: 0 3 4 5
+IpExt: InNoRoutes
+IpExt: 0
+`
+
+func TestParseNetstat(t *testing.T) {
+	c := parseNetstat(bufio.NewScanner(strings.NewReader(netstatSample)))
+	if c != (md5Counters{Failure: 5, NotFound: 3, Unexpected: 4}) {
+		t.Fatalf("got %+v", c)
+	}
+	base := md5Counters{}
+	if r := downReason(PeerConfig{Password: "x"}, StateActive, base, c); !strings.Contains(r, "MD5") {
+		t.Fatalf("reason %q", r)
+	}
+	if r := downReason(PeerConfig{Passive: true}, StateActive, c, c); !strings.Contains(r, "passive") {
+		t.Fatalf("reason %q", r)
+	}
+}
+
+func FuzzParseNetstat(f *testing.F) {
+	f.Add(netstatSample)
+	f.Add("TcpExt: TCPMD5Failure\nTcpExt: x\n")
+	f.Add("TcpExt:\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = parseNetstat(bufio.NewScanner(strings.NewReader(s)))
+	})
+}
+
+func TestBuildPath(t *testing.T) {
+	for _, a := range []Advertisement{
+		{Prefix: pfx("10.244.1.0/24")},
+		{Prefix: pfx("10.244.1.0/24"), NextHop: addr("10.0.0.1"), Communities: []uint32{65011<<16 | 1}, LocalPref: 200},
+		{Prefix: pfx("2001:db8:1::/64")},
+	} {
+		if _, err := buildPath(a, false); err != nil {
+			t.Errorf("%+v: %v", a, err)
+		}
+	}
+	if _, err := buildPath(Advertisement{Prefix: pfx("10.0.0.0/8"), NextHop: addr("2001:db8::1")}, false); err == nil {
+		t.Error("IPv4 prefix with IPv6 next hop accepted")
+	}
+}
+
+// TestSpeakerWithoutPeers runs the embedded server with no listener (no
+// root, no sockets in any namespace) through the facade's verbs.
+func TestSpeakerWithoutPeers(t *testing.T) {
+	ctx := context.Background()
+	sp, err := New(Config{RouterID: addr("10.0.0.1"), ASN: 65011}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop(ctx, StopCease)
+	if err := sp.Advertise(ctx, Advertisement{Prefix: pfx("10.244.1.0/24")}, Advertisement{Prefix: pfx("2001:db8:1::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Withdraw(ctx, pfx("10.244.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	p := PeerConfig{Address: addr("192.0.2.1"), ASN: 65010, Passive: true}
+	if err := sp.AddPeer(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.AddPeer(ctx, p); err == nil {
+		t.Fatal("duplicate peer accepted")
+	}
+	p.HoldTime = 9 * time.Second
+	if err := sp.UpdatePeer(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.AddPeer(ctx, PeerConfig{Address: addr("192.0.2.2"), ASN: 0}); err == nil || !strings.Contains(err.Error(), "ASN") {
+		t.Fatalf("ASN 0 accepted: %v", err)
+	}
+	peers, err := sp.Peers(ctx)
+	if err != nil || len(peers) != 1 || peers[0].State == StateEstablished {
+		t.Fatalf("peers %+v, %v", peers, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(sp))
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 5 {
+		t.Fatalf("metrics: %d families, %v", len(mfs), err)
+	}
+	if err := sp.RemovePeer(ctx, p.Address); err != nil {
+		t.Fatal(err)
+	}
+}

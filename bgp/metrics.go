@@ -1,0 +1,72 @@
+package bgp
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exports a speaker's peers as Prometheus metrics. Register it on
+// the agent's own registry: reg.MustRegister(bgp.NewCollector(speaker)).
+type Collector struct {
+	s                            *Speaker
+	up, state, recv, sent, flaps *prometheus.Desc
+}
+
+// NewCollector builds the collector; it reads the speaker on each scrape.
+func NewCollector(s *Speaker) *Collector {
+	l := []string{"peer", "peer_asn"}
+	return &Collector{
+		s:     s,
+		up:    prometheus.NewDesc("strata_bgp_peer_up", "1 when the BGP session is Established.", l, nil),
+		state: prometheus.NewDesc("strata_bgp_peer_state", "1 for the session's current FSM state.", append(l, "state"), nil),
+		recv:  prometheus.NewDesc("strata_bgp_prefixes_received", "Prefixes currently learned from the peer.", l, nil),
+		sent:  prometheus.NewDesc("strata_bgp_prefixes_sent", "Prefixes currently advertised to the peer.", l, nil),
+		flaps: prometheus.NewDesc("strata_bgp_session_flaps_total", "Times the session left Established.", l, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.state, c.recv, c.sent, c.flaps} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	peers, err := c.s.Peers(ctx)
+	if err != nil {
+		return
+	}
+	for _, p := range peers {
+		lv := []string{p.Address.String(), formatASN(p.ASN)}
+		up := 0.0
+		if p.State == StateEstablished {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, lv...)
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, append(lv, string(p.State))...)
+		ch <- prometheus.MustNewConstMetric(c.recv, prometheus.GaugeValue, float64(p.Received), lv...)
+		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.GaugeValue, float64(p.Sent), lv...)
+		ch <- prometheus.MustNewConstMetric(c.flaps, prometheus.CounterValue, float64(p.Flaps), lv...)
+	}
+}
+
+func formatASN(a uint32) string {
+	const digits = "0123456789"
+	if a == 0 {
+		return "0"
+	}
+	var b [10]byte
+	i := len(b)
+	for a > 0 {
+		i--
+		b[i] = digits[a%10]
+		a /= 10
+	}
+	return string(b[i:])
+}
