@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-net/strata/internal/agent"
+)
+
+func init() { registerStrata(newStatusCmd) }
+
+func newStatusCmd() *cobra.Command {
+	var addr string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's datapath, role and the path to every peer",
+		Long: `status asks the local strata-agent (its --metrics-addr) for its status:
+the datapath the plan gives this node and why, whether its role can hand out
+addresses, and every peer with its path (native, vxlan, unreachable) and the
+reason.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, raw, err := fetchStatus(cmd.Context(), addr)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				_, err := os.Stdout.Write(raw)
+				return err
+			}
+			PrintStatus(os.Stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", "the agent's --metrics-addr")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	return cmd
+}
+
+func fetchStatus(ctx context.Context, addr string) (agent.Status, []byte, error) {
+	var st agent.Status
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return st, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, nil, err
+	}
+	return st, raw, json.Unmarshal(raw, &st)
+}
+
+// PrintStatus writes an agent's status as tables.
+func PrintStatus(w io.Writer, st agent.Status) {
+	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tPATH\tPOD PREFIXES\tREASON")
+	for _, p := range st.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.Peer, p.Path, len(p.PodPrefixes), p.Reason)
+	}
+	_ = tw.Flush()
+}
