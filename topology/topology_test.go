@@ -517,3 +517,75 @@ func FuzzParseNode(f *testing.F) {
 		}
 	})
 }
+
+func TestDeciderEdges(t *testing.T) {
+	d, err := NewDecider(testCfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, _ := d.SetNodes(labFacts(t).Nodes)
+	t.Run("unknown nodes are ignored", func(t *testing.T) {
+		if p, changed := d.Observe(native("ghost", "edge-a1", false, t0)); changed || p != p0 {
+			t.Fatal("probe from an unknown node changed the plan")
+		}
+	})
+	t.Run("native failures towards a dead node do not count against the link", func(t *testing.T) {
+		if _, changed := d.SetLiveness("edge-a1", false, t0); !changed {
+			t.Fatal("liveness change not applied")
+		}
+		for i := range 5 {
+			d.Observe(native("cloud-1", "edge-a1", false, t0.Add(time.Duration(i)*time.Millisecond)))
+		}
+		p := d.Plan()
+		if pp := mustPath(t, p, "cloud-1", "edge-a2"); pp.Path != PathNative {
+			t.Fatalf("link tripped by a dead peer: %+v", pp)
+		}
+		if pp := mustPath(t, p, "cloud-1", "edge-a1"); pp.Path != PathUnreachable {
+			t.Fatalf("dead peer: %+v", pp)
+		}
+		p2, changed := d.SetLiveness("edge-a1", true, t0.Add(time.Second))
+		if !changed || mustPath(t, p2, "cloud-1", "edge-a1").Path != PathNative {
+			t.Fatal("revived peer not native")
+		}
+		if got := Diff(p0, p2); len(got) != 0 {
+			t.Fatalf("dead then alive again leaves programming as it was, got %v", changeSet(got))
+		}
+	})
+	t.Run("pool change rebuilds", func(t *testing.T) {
+		f := labFacts(t).Nodes[3] // edge-a2 moves to site-b's pool (internet)
+		f.Pool, f.Interconnect = "site-b", InterconnectInternet
+		p, err := d.UpsertNode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pp := mustPath(t, p, "cloud-1", "edge-a2"); pp.Path != PathVXLAN {
+			t.Fatalf("%+v", pp)
+		}
+		if got := p.Pools(); !reflect.DeepEqual(got, []string{"idc-a", "site-b", "vpc"}) {
+			t.Fatalf("pools %v", got)
+		}
+	})
+	t.Run("bad facts are refused whole", func(t *testing.T) {
+		before := d.Plan()
+		if _, err := d.UpsertNode(NodeFacts{Name: "x", Pool: "Bad_Pool"}); err == nil || !strings.Contains(err.Error(), "not a DNS label") {
+			t.Fatalf("err %v", err)
+		}
+		if _, err := d.SetNodes([]NodeFacts{{Name: "a"}, {Name: ""}}); err == nil {
+			t.Fatal("empty name accepted")
+		}
+		if d.Plan() != before {
+			t.Fatal("a refused update changed the plan")
+		}
+	})
+}
+
+func TestView(t *testing.T) {
+	p, _ := Decide(labFacts(t), testCfg())
+	v := p.View("cloud-1", 100)
+	if len(v.Nodes) != 5 || len(v.Pairs) != 20 || len(v.Peers) != 4 || v.Counts[PathNative] != 12 || v.Now != "2026-11-22T12:00:00.000Z" {
+		t.Fatalf("%+v", v)
+	}
+	if v := p.View("", 10); v.Pairs != nil || v.Peers != nil {
+		t.Fatal("pairs listed above the limit")
+	}
+}

@@ -21,6 +21,7 @@ func newTopologyCmd() *cobra.Command {
 		failThreshold                  int
 		holdDown                       time.Duration
 		noGraph                        bool
+		local                          string
 	)
 	cmd := &cobra.Command{
 		Use:   "topology",
@@ -64,14 +65,7 @@ the agent's status endpoint will be a source later.`,
 					return err
 				}
 			case "json":
-				doc := struct {
-					Nodes  []topology.NodePlan   `json:"nodes"`
-					Pairs  []topology.PairPath   `json:"pairs,omitempty"`
-					Counts map[topology.Path]int `json:"counts"`
-				}{Nodes: plan.Nodes(), Counts: plan.Counts()}
-				if plan.Len()*(plan.Len()-1) <= render.MaxPairs {
-					plan.Pairs(func(pp topology.PairPath) bool { doc.Pairs = append(doc.Pairs, pp); return true })
-				}
+				doc := plan.View(local, render.MaxPairs)
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(doc); err != nil {
@@ -99,6 +93,7 @@ the agent's status endpoint will be a source later.`,
 	f.StringVar(&out, "out", "strata-topology", "base path of the graph files (<out>.dot, <out>.svg)")
 	f.StringVar(&format, "format", "svg", "image format when dot is installed: svg or png")
 	f.StringVarP(&output, "output", "o", "table", "printed form: table or json")
+	f.StringVar(&local, "node", "", "with -o json: also list what this node programs for each peer")
 	f.BoolVar(&noGraph, "no-graph", false, "print only; write no DOT/image files")
 	f.IntVar(&failThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "K: consecutive failed native probes before a pool link leaves native")
 	f.DurationVar(&holdDown, "hold-down", topology.DefaultConfig().HoldDown, "how long a healed native path must stay healthy before pairs return to it")

@@ -61,12 +61,28 @@ func TestPrivilegedLeasedLineFailover(t *testing.T) {
 	checkUnaffected(t, lab)
 }
 
+// checkUnaffected asserts pairs the leased line does not carry are on their
+// path. Under heavy CPU contention a stalled prober can time out probes on a
+// healthy LAN and hold a pair down briefly, so it polls (generous deadline)
+// and logs any transient difference instead of failing on it.
 func checkUnaffected(t *testing.T, lab *probelab.Lab) {
 	t.Helper()
-	for pair, want := range probelab.Unaffected {
-		pp, ok := lab.Plan(pair[0]).Path(pair[0], pair[1])
-		if !ok || pp.Path != want {
-			t.Errorf("unaffected %s→%s = %s (%s), want %s", pair[0], pair[1], pp.Path, pp.Reason, want)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var bad []string
+		for pair, want := range probelab.Unaffected {
+			pp, ok := lab.Plan(pair[0]).Path(pair[0], pair[1])
+			if !ok || pp.Path != want {
+				bad = append(bad, pair[0]+"→"+pair[1]+" = "+string(pp.Path)+" ("+pp.Reason+"), want "+string(want))
+			}
 		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unaffected pairs moved: %s", strings.Join(bad, "; "))
+		}
+		t.Logf("waiting for unaffected pairs (transient under load?): %s", strings.Join(bad, "; "))
+		time.Sleep(200 * time.Millisecond)
 	}
 }
