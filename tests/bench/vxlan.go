@@ -205,8 +205,8 @@ func fmtList(xs []float64) string {
 // The iperf lab: two nodes on one underlay link, a pod behind each (routed
 // veth, pod MTU 1450), and a raw veth straight between the two pods.
 const (
-	iperfSeconds = 3
-	iperfRounds  = 5
+	iperfSeconds = 2
+	iperfRounds  = 9
 )
 
 type iperfLab struct {
