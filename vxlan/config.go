@@ -77,7 +77,7 @@ type Peer struct {
 func DefaultMAC(vni uint32, overlayIP netip.Addr) net.HardwareAddr {
 	var buf [4 + 16]byte
 	binary.BigEndian.PutUint32(buf[:4], vni)
-	a := overlayIP.As16()
+	a := overlayIP.Unmap().As16() // ::ffff:a.b.c.d and a.b.c.d are one node
 	copy(buf[4:], a[:])
 	sum := sha256.Sum256(buf[:])
 	mac := net.HardwareAddr(append([]byte(nil), sum[:6]...))
@@ -108,6 +108,7 @@ func (cfg DeviceConfig) withDefaults() (DeviceConfig, error) {
 	if err := requireV4("DeviceConfig.OverlayIP", "this node's overlay gateway address (first address of its pod CIDR, or a dedicated /32)", cfg.OverlayIP); err != nil {
 		return cfg, err
 	}
+	cfg.LocalIP, cfg.OverlayIP = cfg.LocalIP.Unmap(), cfg.OverlayIP.Unmap()
 	if cfg.MTU < 0 || cfg.UnderlayMTU < 0 {
 		return cfg, fmt.Errorf("vxlan: DeviceConfig.MTU (%d) and UnderlayMTU (%d) must not be negative", cfg.MTU, cfg.UnderlayMTU)
 	}

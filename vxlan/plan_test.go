@@ -40,6 +40,9 @@ func TestDefaultMACStableAndDistinct(t *testing.T) {
 	if a.String() != DefaultMAC(1, netip.MustParseAddr("10.244.1.0")).String() {
 		t.Fatal("DefaultMAC is not deterministic")
 	}
+	if a.String() != DefaultMAC(1, netip.MustParseAddr("::ffff:10.244.1.0")).String() {
+		t.Fatal("DefaultMAC differs for the IPv4-mapped form of the same address")
+	}
 	if a.String() == DefaultMAC(2, netip.MustParseAddr("10.244.1.0")).String() || a.String() == DefaultMAC(1, netip.MustParseAddr("10.244.2.0")).String() {
 		t.Fatal("DefaultMAC collides for different VNI or address")
 	}
