@@ -330,6 +330,7 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/status", a.serveStatus)
+	mux.HandleFunc("/plan.dot", a.servePlanDOT)
 	l, err := net.Listen("tcp", a.cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s (change --metrics-addr): %w", a.cfg.MetricsAddr, err)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/strata-net/strata/topology"
+	"github.com/strata-net/strata/topology/render"
 )
 
 // Status is what /status serves and `strata status` prints.
@@ -44,4 +45,22 @@ func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(a.status())
+}
+
+// servePlanDOT serves this agent's view of the whole plan as Graphviz DOT.
+func (a *Agent) servePlanDOT(w http.ResponseWriter, _ *http.Request) {
+	a.mu.Lock()
+	plan := a.plan
+	a.mu.Unlock()
+	if plan == nil {
+		http.Error(w, "no plan yet", http.StatusServiceUnavailable)
+		return
+	}
+	dot, err := render.DOT(plan)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/vnd.graphviz")
+	_, _ = w.Write(dot)
 }

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,7 @@ import (
 
 // Main runs the strata-lab command line and returns the exit code.
 func Main(args []string) int {
-	var specPath, toolsBin string
+	var specPath, toolsBin, outDir string
 	root := &cobra.Command{
 		Use:   "strata-lab",
 		Short: "Run Strata's lab: a whole mixed cloud/edge cluster in network namespaces",
@@ -28,6 +29,7 @@ Needs root, the Debian packages (make deps) and the built tools (make tools).`,
 		SilenceUsage: true,
 	}
 	root.PersistentFlags().StringVar(&specPath, "spec", defaultSpec(), "lab description file")
+	root.PersistentFlags().StringVar(&outDir, "out", "_out/lab", "where matrix writes the topology picture")
 	root.PersistentFlags().StringVar(&toolsBin, "tools-bin", testutil.ToolsBin(), "directory with kube-apiserver, etcd and cnitool (make tools)")
 	open := func() (*Lab, error) {
 		if os.Geteuid() != 0 {
@@ -85,12 +87,25 @@ Needs root, the Debian packages (make deps) and the built tools (make tools).`,
 					return err
 				}
 				PrintMatrix(os.Stdout, cells, isTerminal(os.Stdout))
+				if paths, err := l.Picture(ctx, outDir); err == nil {
+					fmt.Println("topology picture:", strings.Join(paths, " "))
+				} else {
+					fmt.Println("topology picture not written:", err)
+				}
 				for _, c := range cells {
 					if !c.OK() {
 						return fmt.Errorf("some pairs do not reach")
 					}
 				}
 				return nil
+			}},
+		&cobra.Command{Use: "status", Short: "Show every agent's datapath and per-peer paths", Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				l, err := open()
+				if err != nil {
+					return err
+				}
+				return l.Status(ctx, os.Stdout)
 			}},
 		&cobra.Command{Use: "kubeconfig", Short: "Print the lab's admin kubeconfig", Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error {

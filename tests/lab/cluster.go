@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -304,4 +305,21 @@ func (l *Lab) Pods() ([]pod, error) { return l.pods() }
 // Ping sends count pings from a pod to an address; it returns the loss in percent.
 func (l *Lab) Ping(ctx context.Context, from pod, to string, count int, interval time.Duration) (int, error) {
 	return l.ping(ctx, from, to, count, interval)
+}
+
+// Status prints each agent's status, as `strata status` does on a node.
+func (l *Lab) Status(ctx context.Context, w io.Writer) error {
+	for _, n := range l.spec.Nodes {
+		st, err := l.agentStatus(ctx, n.Name)
+		if err != nil {
+			fmt.Fprintf(w, "node %s: agent unreachable: %v (log: %s)\n\n", n.Name, err, l.procs.logPath("agent-"+n.Name))
+			continue
+		}
+		fmt.Fprintf(w, "node %s: datapath %s, ready: %s\n", st.Node, st.Datapath, st.Ready)
+		for _, p := range st.Peers {
+			fmt.Fprintf(w, "  %-10s %-11s %s\n", p.Peer, p.Path, p.Reason)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
 }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/strata-net/strata/topology/render"
 )
 
 // httpGet fetches a URL on the management network (through ctl).
@@ -153,4 +158,33 @@ func PrintMatrix(w io.Writer, cells []Cell, color bool) {
 			fmt.Fprintf(w, "  %s → %s (%s): %d%% loss %s\n", c.From, c.To, c.Path, c.Loss, c.Err)
 		}
 	}
+}
+
+// Picture writes the topology as DOT and SVG (when graphviz is installed)
+// into dir and returns the paths. The plan comes from the
+// first node's agent; every agent sees every pair.
+func (l *Lab) Picture(ctx context.Context, dir string) ([]string, error) {
+	if len(l.spec.Nodes) == 0 {
+		return nil, nil
+	}
+	dot, err := l.httpGet(ctx, "http://"+net.JoinHostPort(l.spec.MgmtAddr(1).String(), "9253")+"/plan.dot")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	base := filepath.Join(dir, "topology")
+	paths := []string{base + ".dot"}
+	if err := os.WriteFile(base+".dot", dot, 0o644); err != nil {
+		return nil, err
+	}
+	svg, err := render.Image(ctx, dot, "svg")
+	if err != nil {
+		return paths, nil // graphviz missing: DOT only
+	}
+	if err := os.WriteFile(base+".svg", svg, 0o644); err != nil {
+		return paths, err
+	}
+	return append(paths, base+".svg"), nil
 }
