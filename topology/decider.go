@@ -80,6 +80,7 @@ type Decider struct {
 	facts    map[string]NodeFacts // last good facts per node
 	live     map[string]liveness
 	trackers map[poolPair]*tracker
+	nodes    map[string]*tracker // per-node exceptions, keyed by probe target
 	now      time.Time
 }
 
@@ -93,8 +94,8 @@ func NewDecider(cfg Config) (*Decider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}}
-	d.plan = build(cfg, time.Time{}, nil, d.trackers)
+	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}, nodes: map[string]*tracker{}}
+	d.plan = build(cfg, time.Time{}, nil, d.trackers, d.nodes)
 	return d, nil
 }
 
@@ -168,7 +169,7 @@ func (d *Decider) rebuild() {
 	for _, f := range d.facts {
 		entries = append(entries, d.entry(f))
 	}
-	d.plan = build(d.cfg, d.now, entries, d.trackers)
+	d.plan = build(d.cfg, d.now, entries, d.trackers, d.nodes)
 }
 
 // UpsertNode adds or replaces one node's facts. Replacing a node within the
@@ -207,6 +208,7 @@ func (d *Decider) RemoveNode(name string) *Plan {
 	if _, ok := d.facts[name]; ok {
 		delete(d.facts, name)
 		delete(d.live, name)
+		delete(d.nodes, name)
 		d.rebuild()
 	}
 	return d.plan
@@ -236,28 +238,76 @@ func (d *Decider) Observe(r ProbeResult) (*Plan, bool) {
 			return d.plan, false
 		}
 		k := pairOf(ef.facts.Pool, et.facts.Pool)
-		t := d.trackers[k]
-		if t == nil {
-			if r.OK {
-				return d.plan, false // healthy and never failed: nothing to keep
-			}
-			t = &tracker{}
-			d.trackers[k] = t
+		changed := d.observeLink(k, r)
+		// Per-node exception: a failure while the pool link is up points
+		// at the target node (e.g. its pod CIDR is no longer announced).
+		// Failures while the link is down belong to the link.
+		healthy := d.trackers[k] == nil || d.trackers[k].phase == linkUp
+		if d.observeNode(r, healthy) {
+			changed = true
 		}
-		before := t.snap()
-		t.observe(r.OK, r.At, d.cfg)
-		if t.phase == linkUp && t.fails == 0 {
-			delete(d.trackers, k)
-		}
-		after := t.snap()
-		if before.equal(after) {
-			return d.plan, false
-		}
-		d.plan = d.plan.withLink(k, after)
-		return d.plan, true
+		return d.plan, changed
 	default:
 		return d.plan, false
 	}
+}
+
+func (d *Decider) observeLink(k poolPair, r ProbeResult) bool {
+	t := d.trackers[k]
+	if t == nil {
+		if r.OK {
+			return false // healthy and never failed: nothing to keep
+		}
+		t = &tracker{}
+		d.trackers[k] = t
+	}
+	before := t.snap()
+	t.observe(r.OK, r.At, d.cfg)
+	if t.phase == linkUp && t.fails == 0 {
+		delete(d.trackers, k)
+	}
+	after := t.snap()
+	if before.equal(after) {
+		return false
+	}
+	d.plan = d.plan.withLink(k, after)
+	if before == nil {
+		// The link went down: partial per-node streaks towards its pools
+		// were the link's failures, not the nodes'.
+		for name, nt := range d.nodes {
+			if i, ok := d.plan.index[name]; ok && nt.phase == linkUp {
+				if pool := d.plan.nodes[i].facts.Pool; pool == k[0] || pool == k[1] {
+					delete(d.nodes, name)
+				}
+			}
+		}
+	}
+	return true
+}
+
+func (d *Decider) observeNode(r ProbeResult, linkHealthy bool) bool {
+	t := d.nodes[r.To]
+	if t == nil {
+		if r.OK || !linkHealthy {
+			return false
+		}
+		t = &tracker{}
+		d.nodes[r.To] = t
+	}
+	if !r.OK && !linkHealthy {
+		return false
+	}
+	before := t.snap()
+	t.observe(r.OK, r.At, d.cfg)
+	if t.phase == linkUp && t.fails == 0 {
+		delete(d.nodes, r.To)
+	}
+	after := t.snap()
+	if before.equal(after) {
+		return false
+	}
+	d.plan = d.plan.withExc(r.To, after)
+	return true
 }
 
 // SetLiveness records node-IP reachability of a node (from memberlist).
@@ -301,6 +351,17 @@ func (d *Decider) Advance(now time.Time) (*Plan, bool) {
 		if t.phase == linkUp {
 			delete(d.trackers, k)
 			d.plan = d.plan.withLink(k, nil)
+			changed = true
+		}
+	}
+	for name, t := range d.nodes {
+		if t.phase != linkRecovering {
+			continue
+		}
+		t.advance(d.now, d.cfg)
+		if t.phase == linkUp {
+			delete(d.nodes, name)
+			d.plan = d.plan.withExc(name, nil)
 			changed = true
 		}
 	}

@@ -18,9 +18,19 @@ type diffCtx struct {
 
 func newDiffCtx(old, new *Plan) *diffCtx {
 	if old == nil {
-		old = build(new.cfg, new.now, nil, nil)
+		old = build(new.cfg, new.now, nil, nil, nil)
 	}
 	c := &diffCtx{old: old, new: new, changedNodes: map[string]bool{}}
+	for name, x := range new.exc {
+		if !x.equal(old.exc[name]) {
+			c.changedNodes[name] = true
+		}
+	}
+	for name, x := range old.exc {
+		if !x.equal(new.exc[name]) {
+			c.changedNodes[name] = true
+		}
+	}
 	// Entries are immutable and shared between plans, so pointer equality
 	// finds changes; when the tables are the same slice nothing changed.
 	if len(old.nodes) == len(new.nodes) && (len(old.nodes) == 0 || &old.nodes[0] == &new.nodes[0]) {

@@ -17,5 +17,5 @@ func (p *Plan) Pair(a, b string) (PairInfo, bool) {
 	ea, eb := p.nodes[ia], p.nodes[ib]
 	v := p.verdict(ea, eb)
 	return PairInfo{PairPath: PairPath{From: a, To: b, Path: v.path, Reason: p.reason(ea, eb, v)},
-		NativeFailed: v.why == whyLinkDown || v.why == whyLinkRecovering}, true
+		NativeFailed: v.why == whyLinkDown || v.why == whyLinkRecovering || v.why == whyNodeDown || v.why == whyNodeRecovering}, true
 }

@@ -192,6 +192,9 @@ type Plan struct {
 	poolIndex map[string]int
 	members   [][]int       // node indices per pool
 	links     [][]*linkSnap // [pool][pool], symmetric; rows copied on write
+	// exc are per-node exceptions: the native pod path to that node failed
+	// while its pool link stayed healthy. Small; copied on write.
+	exc map[string]*linkSnap
 }
 
 // Now is the time the plan was last advanced to.
@@ -265,6 +268,8 @@ const (
 	whyOverlayNode
 	whyNativeFactsMissing
 	whyNoInterconnect
+	whyNodeDown
+	whyNodeRecovering
 )
 
 // verdict holds every rule. Its inputs are per-node state and the pool link,
@@ -301,12 +306,24 @@ func (p *Plan) verdict(a, b *nodeEntry) verdict {
 	default:
 		l := p.link(a.pool, b.pool)
 		v.link = l
-		if l.up() {
-			return verdict{path: PathNative, why: whyNativeHealthy, link: l}
+		if !l.up() {
+			v.why = whyLinkDown
+			if l.phase == linkRecovering {
+				v.why = whyLinkRecovering
+			}
+			break
 		}
-		v.why = whyLinkDown
-		if l.phase == linkRecovering {
-			v.why = whyLinkRecovering
+		for _, e := range [2]*nodeEntry{a, b} {
+			if x := p.exc[e.facts.Name]; !x.up() {
+				v.link, v.who, v.why = x, e, whyNodeDown
+				if x.phase == linkRecovering {
+					v.why = whyNodeRecovering
+				}
+				break
+			}
+		}
+		if v.who == nil {
+			return verdict{path: PathNative, why: whyNativeHealthy, link: l}
 		}
 	}
 	for _, e := range [2]*nodeEntry{a, b} {
@@ -340,6 +357,11 @@ func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
 	case whyLinkRecovering:
 		s = fmt.Sprintf("native pod path %s healthy since %s, held down until %s (failed %d× since %s)",
 			pools, clock(v.link.healthySince), clock(v.link.healthySince.Add(p.cfg.HoldDown)), v.link.fails, clock(v.link.since))
+	case whyNodeDown:
+		s = fmt.Sprintf("native pod path to %s probe failed %d× since %s while pools %s stay healthy", v.who.facts.Name, v.link.fails, clock(v.link.since), pools)
+	case whyNodeRecovering:
+		s = fmt.Sprintf("native pod path to %s healthy since %s, held down until %s (failed %d× since %s)",
+			v.who.facts.Name, clock(v.link.healthySince), clock(v.link.healthySince.Add(p.cfg.HoldDown)), v.link.fails, clock(v.link.since))
 	case whyOverlayNode:
 		s = fmt.Sprintf("%s is %s (%s)", v.who.facts.Name, v.who.datapath, v.who.dpReason)
 	case whyNativeFactsMissing:
@@ -429,16 +451,16 @@ func (p *Plan) Pairs(fn func(PairPath) bool) {
 // equivalent nodes, so it is cheap at 15,000 nodes.
 func (p *Plan) Counts() map[Path]int {
 	type class struct {
-		pool                                     int
-		base, ovl, nat, nativeOK, private, alive bool
-		dp                                       Datapath
+		pool                                          int
+		base, ovl, nat, nativeOK, private, alive, exc bool
+		dp                                            Datapath
 	}
 	groups := map[class]struct {
 		rep *nodeEntry
 		n   int
 	}{}
 	for _, e := range p.nodes {
-		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, e.datapath}
+		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.datapath}
 		g := groups[k]
 		if g.rep == nil {
 			g.rep = e
@@ -462,7 +484,7 @@ func (p *Plan) Counts() map[Path]int {
 }
 
 // build makes a plan from entries and link trackers.
-func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPair]*tracker) *Plan {
+func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPair]*tracker, nodeTrackers map[string]*tracker) *Plan {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].facts.Name < entries[j].facts.Name })
 	p := &Plan{cfg: cfg, now: now, nodes: entries, index: make(map[string]int, len(entries)), poolIndex: map[string]int{}}
 	for i, e := range entries {
@@ -499,7 +521,28 @@ func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPai
 			p.links[ia][ib], p.links[ib][ia] = s, s
 		}
 	}
+	p.exc = map[string]*linkSnap{}
+	for name, t := range nodeTrackers {
+		if _, ok := p.index[name]; ok && t.phase != linkUp {
+			p.exc[name] = t.snap()
+		}
+	}
 	return p
+}
+
+// withExc returns a copy of p with node name's exception set (nil: none).
+func (p *Plan) withExc(name string, s *linkSnap) *Plan {
+	q := *p
+	q.exc = make(map[string]*linkSnap, len(p.exc)+1)
+	for k, v := range p.exc {
+		q.exc[k] = v
+	}
+	if s == nil {
+		delete(q.exc, name)
+	} else {
+		q.exc[name] = s
+	}
+	return &q
 }
 
 // withLink returns a copy of p sharing everything but the link table.

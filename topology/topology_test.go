@@ -589,3 +589,70 @@ func TestView(t *testing.T) {
 		t.Fatal("pairs listed above the limit")
 	}
 }
+
+// A single node whose pod path breaks (e.g. its pod CIDR is withdrawn) while
+// its pool's link is fine: rotating probes alternate between it and a
+// healthy peer, so the pool link never sees K failures in a row, yet the
+// node's own pairs must leave native, and only those.
+func TestPerNodeException(t *testing.T) {
+	d, _ := NewDecider(testCfg())
+	p0, _ := d.SetNodes(labFacts(t).Nodes)
+	var all []ProbeResult
+	for i := range 6 {
+		to, ok := "edge-a1", false
+		if i%2 == 1 {
+			to, ok = "edge-a2", true
+		}
+		r := native("cloud-1", to, ok, t0.Add(time.Duration(i)*100*time.Millisecond))
+		all = append(all, r)
+		d.Observe(r)
+	}
+	p1 := d.Plan()
+	for _, pair := range [][2]string{{"cloud-1", "edge-a1"}, {"edge-a1", "cloud-2"}, {"edge-a2", "edge-a1"}} {
+		pp := mustPath(t, p1, pair[0], pair[1])
+		if pp.Path != PathVXLAN || !strings.Contains(pp.Reason, "native pod path to edge-a1 probe failed 3× since 12:00:00.000 while pools") {
+			t.Fatalf("%v: %+v", pair, pp)
+		}
+		if pi, _ := p1.Pair(pair[0], pair[1]); !pi.NativeFailed {
+			t.Fatalf("%v not drawn as failed native", pair)
+		}
+	}
+	for _, pair := range [][2]string{{"cloud-1", "edge-a2"}, {"cloud-2", "cloud-1"}} {
+		if pp := mustPath(t, p1, pair[0], pair[1]); pp.Path != PathNative {
+			t.Fatalf("healthy %v moved: %+v", pair, pp)
+		}
+	}
+	want := []string{
+		"cloud-1>edge-a1:native>vxlan", "cloud-2>edge-a1:native>vxlan",
+		"edge-a1>cloud-1:native>vxlan", "edge-a1>cloud-2:native>vxlan", "edge-a1>edge-a2:native>vxlan",
+		"edge-a2>edge-a1:native>vxlan",
+	}
+	if got := changeSet(Diff(p0, p1)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("diff\n got %v\nwant %v", got, want)
+	}
+	counts := map[Path]int{}
+	for _, pp := range allPairs(p1) {
+		counts[pp.Path]++
+	}
+	if !reflect.DeepEqual(counts, p1.Counts()) {
+		t.Fatalf("Counts %v vs pairs %v", p1.Counts(), counts)
+	}
+	f := labFacts(t)
+	f.Probes, f.Now = all, t0.Add(time.Second)
+	if q, _ := Decide(f, testCfg()); !reflect.DeepEqual(allPairs(q), allPairs(p1)) {
+		t.Fatal("one-shot and incremental disagree")
+	}
+	// Recovery: healthy again, held down, then native.
+	d.Observe(native("cloud-1", "edge-a1", true, t0.Add(2*time.Second)))
+	if p, _ := d.Advance(t0.Add(11 * time.Second)); mustPath(t, p, "cloud-1", "edge-a1").Path != PathVXLAN ||
+		!strings.Contains(mustPath(t, p, "cloud-1", "edge-a1").Reason, "held down until 12:00:12.000") {
+		t.Fatalf("released before hold-down: %+v", mustPath(t, p, "cloud-1", "edge-a1"))
+	}
+	p3, changed := d.Advance(t0.Add(12 * time.Second))
+	if !changed || mustPath(t, p3, "cloud-1", "edge-a1").Path != PathNative {
+		t.Fatalf("not back after hold-down: %+v", mustPath(t, p3, "cloud-1", "edge-a1"))
+	}
+	if got := Diff(p0, p3); len(got) != 0 {
+		t.Fatalf("fully healed plan differs from the start: %v", changeSet(got))
+	}
+}
