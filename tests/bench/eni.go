@@ -47,8 +47,8 @@ func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
 	}
 	return []Result{
 		New("eni.pool_alloc_p99_us", float64(pct(lat, 0.99).Microseconds()), "us", "< 1000",
-			fmt.Sprintf("p50 %d us, p99 %d us, %d Allocate calls from the warm pool, bbolt store on disk (one fsync per claim, as in production), in-process; %s",
-				pct(lat, 0.5).Microseconds(), pct(lat, 0.99).Microseconds(), len(lat), memDetail)),
+			fmt.Sprintf("p50 %d us, p99 %d us over %d of %d Allocate calls (the rest found the pool empty and waited for the cloud), bbolt store on disk (one fsync per claim, as in production), in-process, under the shared machine's load; %s",
+				pct(lat, 0.5).Microseconds(), pct(lat, 0.99).Microseconds(), len(lat), churn, memDetail)),
 		New("eni.api_calls_per_pod", float64(calls)/float64(churn), "calls/pod", "<= 0.1",
 			fmt.Sprintf("%d ECS calls (retries included) for %d pods churned as a random walk between 20 and 60 live, pool min 5 / max 20, batch 10", calls, churn)),
 	}, nil
@@ -119,7 +119,8 @@ func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, 
 	var lat []time.Duration
 	// a random walk between 20 and 60 live pods: each step ends one pod or
 	// starts one (a churned pod is one allocation)
-	for len(lat) < churn {
+	pods, cold := 0, 0
+	for pods < churn {
 		if len(live) >= 60 || (len(live) > 20 && rng.IntN(2) == 0) {
 			i := rng.IntN(len(live))
 			if err := m.Release(sctx, live[i].ContainerID, live[i].IfName); err != nil {
@@ -129,15 +130,22 @@ func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, 
 			continue
 		}
 		r := next()
+		warm := m.Idle() > 0 // an empty pool waits for the cloud: not a warm-pool allocation
 		t0 := time.Now()
 		if _, err := m.Allocate(sctx, r); err != nil {
 			return nil, 0, 0, err
 		}
-		lat = append(lat, time.Since(t0))
+		if warm {
+			lat = append(lat, time.Since(t0))
+		} else {
+			cold++
+		}
+		pods++
 		live = append(live, r)
 	}
 	calls := api.Calls() - calls0
 	slices.Sort(lat)
-	fmt.Fprintf(log, "    store in %s: allocate p50 %v p99 %v max %v over %d; %d cloud calls for %d pods\n", dir, pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1], len(lat), calls, churn)
-	return lat, calls, churn, nil
+	fmt.Fprintf(log, "    store in %s: warm allocate p50 %v p99 %v max %v over %d (%d waited for the cloud); %d cloud calls for %d pods\n",
+		dir, pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1], len(lat), cold, calls, churn)
+	return lat, calls, pods, nil
 }
