@@ -318,6 +318,35 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 		t.Fatalf("ENI %s sent %d packets during 3 pings: egress did not use the pod's ENI", a1.ENILink, after-before)
 	}
 
+	// a second pod on another ENI of node1 leaves by its own ENI, not pod1's
+	var a3 role.Allocation
+	var spare []string
+	for i := 0; a3.ENILink == "" || a3.ENILink == a1.ENILink; i++ {
+		if i > 60 {
+			t.Fatalf("node1 never handed out an address on an ENI other than %s", a1.ENILink)
+		}
+		id := fmt.Sprintf("probe%d", i)
+		a, err := m1.Allocate(ctx, role.PodRequest{ContainerID: id, IfName: "eth0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a3 = a
+		spare = append(spare, id)
+	}
+	for _, id := range spare[:len(spare)-1] {
+		_ = m1.Release(ctx, id, "eth0")
+	}
+	p3 := pod(t, node1, "p3", a3)
+	b1, b3 := txPackets(t, node1, a1.ENILink), txPackets(t, node1, a3.ENILink)
+	cmd = exec.Command("ip", append([]string{"netns", "exec", p3.Name, ping, "-c", "5", "-i", "0.2", "-W", "5"}, a2.Addr.Addr().String())...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pod3 %s (ENI %s) -> pod2 %s: %v\n%s", a3.Addr, a3.ENILink, a2.Addr, err, out)
+	}
+	d1, d3 := txPackets(t, node1, a1.ENILink)-b1, txPackets(t, node1, a3.ENILink)-b3
+	if d3 < 5 || d1 >= 5 {
+		t.Fatalf("pod3's 5 pings: its ENI %s sent %d packets, pod1's ENI %s sent %d: egress not pinned to the owning ENI", a3.ENILink, d3, a1.ENILink, d1)
+	}
+
 	// teardown removes the pod's rules; prune removes leftovers
 	if err := node1.Do(func() error { return datapath.TeardownPodHostSide(a1, "vp1") }); err != nil {
 		t.Fatal(err)
