@@ -25,8 +25,9 @@ import (
 
 // Agent is one node's daemon.
 type Agent struct {
-	cfg   Config
-	roles Roles
+	cfg      Config
+	roles    Roles
+	discover []Discoverer
 	log   *slog.Logger
 	reg   *prometheus.Registry
 	m     *metrics
@@ -46,15 +47,16 @@ type Agent struct {
 	programs map[string]topology.PeerProgram // last programmed, per peer
 }
 
-// New checks the configuration; Run does the work.
-func New(cfg Config, roles Roles) (*Agent, error) {
+// New checks the configuration; Run does the work. Discoverers run in order
+// at start, before the plan names this node's datapath.
+func New(cfg Config, roles Roles, discover ...Discoverer) (*Agent, error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Agent{cfg: cfg, roles: roles, log: cfg.Logger.With("node", cfg.NodeName), reg: reg, m: newMetrics(reg),
+	return &Agent{cfg: cfg, roles: roles, discover: discover, log: cfg.Logger.With("node", cfg.NodeName), reg: reg, m: newMetrics(reg),
 		events: make(chan func(), 1024), programs: map[string]topology.PeerProgram{}}, nil
 }
 
@@ -89,6 +91,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := enableForwarding(); err != nil {
 		return err
 	}
+	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, Kube: a.kube,
+		Registry: a.reg, Logger: a.log, PodMTU: ul.mtu - vxlan.Overhead}
+	for _, d := range a.discover {
+		env.Facts = self
+		if err := d(ctx, env, &self); err != nil {
+			return fmt.Errorf("discover node facts: %w", err)
+		}
+	}
 
 	// 2. The plan for this node alone names its datapath, hence its role.
 	d, err := topology.NewDecider(a.cfg.Topology)
@@ -106,8 +116,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("the plan gives this node datapath %q (%s), which this agent cannot build; check the node's strata.io labels", np.Datapath, np.Reason)
 	}
 	a.log.Info("datapath chosen", "datapath", np.Datapath, "reason", np.Reason)
-	a.role, err = factory(ctx, RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, Facts: self, StateDir: a.cfg.StateDir,
-		Kube: a.kube, Registry: a.reg, Logger: a.log.With("role", string(np.Datapath)), PodMTU: ul.mtu - vxlan.Overhead})
+	env.Facts, env.Logger = self, a.log.With("role", string(np.Datapath))
+	a.role, err = factory(ctx, env)
 	if err != nil {
 		return fmt.Errorf("build role %s: %w", np.Datapath, err)
 	}

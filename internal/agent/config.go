@@ -123,3 +123,10 @@ type RoleFactory func(ctx context.Context, env RoleEnv) (role.Role, error)
 // Roles maps each datapath the plan can name to its role. The wiring in
 // internal/cli fills it; the agent only looks a datapath up.
 type Roles map[topology.Datapath]RoleFactory
+
+// Discoverer adds what one subsystem can find out about the node to its
+// facts before the plan names a datapath: the cloud metadata service (ENI
+// capability and quota), the BGPPeers selecting this node, kernel features.
+// A discoverer that finds nothing leaves the facts alone; an error stops
+// the agent only when the facts would be wrong, not merely incomplete.
+type Discoverer func(ctx context.Context, env RoleEnv, f *topology.NodeFacts) error
