@@ -69,3 +69,27 @@ func TestRetryable(t *testing.T) {
 		}
 	}
 }
+
+func TestPerActionRateLimit(t *testing.T) {
+	c, err := New(Config{RegionID: "cn-hangzhou", Endpoint: "http://127.0.0.1:1",
+		Credentials: Credentials{AccessKeyID: "a", AccessKeySecret: "b"}, MaxAttempts: 1,
+		Limits: map[string]Limit{"DeleteNetworkInterface": {QPS: 0.001, Burst: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_ = c.DeleteENI(ctx, "eni-1") // spends the only token (the call itself fails: nothing listens)
+	err = c.DeleteENI(ctx, "eni-2")
+	if err == nil || !strings.Contains(err.Error(), "rate limit") {
+		t.Fatalf("second call within the bucket's refill should wait for the limiter, got %v", err)
+	}
+	if c.Calls() != 1 {
+		t.Fatalf("the limited call was sent anyway: %d calls", c.Calls())
+	}
+	// another action has its own bucket
+	_, err = c.DescribeENIs(context.Background(), Filter{})
+	if err != nil && strings.Contains(err.Error(), "rate limit") {
+		t.Fatalf("DescribeNetworkInterfaces shares DeleteNetworkInterface's bucket: %v", err)
+	}
+}
