@@ -28,9 +28,9 @@ type Agent struct {
 	cfg      Config
 	roles    Roles
 	discover []Discoverer
-	log   *slog.Logger
-	reg   *prometheus.Registry
-	m     *metrics
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics
 
 	kube    kubernetes.Interface
 	self    topology.NodeFacts
