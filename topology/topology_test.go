@@ -656,3 +656,26 @@ func TestPerNodeException(t *testing.T) {
 		t.Fatalf("fully healed plan differs from the start: %v", changeSet(got))
 	}
 }
+
+func FuzzParseFactsDoc(f *testing.F) {
+	for _, name := range []string{"testdata/lab.yaml", "testdata/lab-failover.yaml"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"nodes":[{"name":"a","vtepMAC":"zz"}]}`))
+	f.Add([]byte("probes: [{kind: nope}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		facts, err := ParseFactsDoc(b)
+		if err != nil {
+			return
+		}
+		// Whatever parses is either decided or refused with an error; never a panic.
+		if p, err := Decide(facts, DefaultConfig()); err == nil {
+			_ = p.Counts()
+			p.Pairs(func(PairPath) bool { return true })
+		}
+	})
+}

@@ -187,3 +187,18 @@ func TestProberLoopback(t *testing.T) {
 		t.Fatal("insecure member joined an encrypted group")
 	}
 }
+
+func FuzzParseKeyring(f *testing.F) {
+	f.Add([]byte(key(0, 32) + "\n" + key(1, 16)))
+	f.Add([]byte("# c\n\n" + key(3, 24)))
+	f.Add([]byte("!!"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kr, err := ParseKeyring(b)
+		if err != nil {
+			return
+		}
+		if len(kr.GetKeys()) == 0 || len(kr.GetPrimaryKey()) == 0 {
+			t.Fatal("accepted keyring without a primary key")
+		}
+	})
+}
