@@ -298,10 +298,10 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 			return pass(PATH_STACK_HAIRPIN, bytes, srck);
 		struct endpoint d = *dep;
 		if (!ipv6) {
-				if (dec_ttl4(skb, ip) < 0)
+			if (dec_ttl4(skb, ip) < 0)
 				return pass(PATH_STACK_MALFORMED, bytes, srck);
 		} else {
-				ip6->hop_limit--;
+			ip6->hop_limit--;
 		}
 		if (set_macs(skb, &d) < 0)
 			return pass(PATH_STACK_MALFORMED, bytes, srck);

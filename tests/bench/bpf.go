@@ -28,9 +28,9 @@ func init() {
 }
 
 const (
-	bpfIperfSeconds = 4
-	bpfRounds       = 5
-	bpfRRCount      = 5000
+	bpfIperfSeconds = 2
+	bpfRounds       = 9
+	bpfRRCount      = 3000
 )
 
 type bpfBenchPod struct {
