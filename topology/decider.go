@@ -3,6 +3,7 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 )
@@ -182,6 +183,9 @@ func (d *Decider) UpsertNode(f NodeFacts) (*Plan, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old, known := d.facts[f.Name]
+	if known && reflect.DeepEqual(old, f) {
+		return d.plan, nil // gossip repeats facts; an identical update is no change
+	}
 	d.facts[f.Name] = f
 	if i, ok := d.plan.index[f.Name]; ok && known && old.Pool == f.Pool {
 		d.plan = d.plan.withEntry(i, d.entry(f))

@@ -551,6 +551,12 @@ func TestDeciderEdges(t *testing.T) {
 			t.Fatalf("dead then alive again leaves programming as it was, got %v", changeSet(got))
 		}
 	})
+	t.Run("identical facts are no change", func(t *testing.T) {
+		before := d.Plan()
+		if p, err := d.UpsertNode(labFacts(t).Nodes[0]); err != nil || p != before {
+			t.Fatalf("identical upsert made a new plan (%v)", err)
+		}
+	})
 	t.Run("pool change rebuilds", func(t *testing.T) {
 		f := labFacts(t).Nodes[3] // edge-a2 moves to site-b's pool (internet)
 		f.Pool, f.Interconnect = "site-b", InterconnectInternet
