@@ -350,6 +350,7 @@ func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
 		Conf: &api.PeerConf{
 			NeighborAddress: p.Address.String(),
 			PeerAsn:         p.ASN,
+			LocalAsn:        p.LocalASN,
 			AuthPassword:    p.Password,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{

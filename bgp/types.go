@@ -52,6 +52,8 @@ func ValidateASN(asn uint32) error {
 type PeerConfig struct {
 	Address netip.Addr
 	ASN     uint32
+	// LocalASN overrides the speaker's ASN for this session (0: speaker's).
+	LocalASN uint32
 	// Password enables TCP MD5 signatures (RFC 2385) when non-empty.
 	Password string
 	// HoldTime and KeepaliveTime: zero means 90 s and a third of the hold time.
@@ -81,6 +83,11 @@ func (p PeerConfig) Validate() error {
 	}
 	if err := ValidateASN(p.ASN); err != nil {
 		errs = append(errs, fmt.Errorf("ASN: %w", err))
+	}
+	if p.LocalASN != 0 {
+		if err := ValidateASN(p.LocalASN); err != nil {
+			errs = append(errs, fmt.Errorf("LocalASN: %w", err))
+		}
 	}
 	if p.HoldTime != 0 && p.HoldTime < 3*time.Second {
 		errs = append(errs, fmt.Errorf("HoldTime %s: must be 0 (default 90s) or at least 3s (RFC 4271)", p.HoldTime))
