@@ -27,7 +27,6 @@ help: ## Show this help
 build: ## Build strata, strata-agent and strata-cni into _out/bin (no cgo)
 	@mkdir -p _out/bin
 	go build -trimpath -ldflags '$(LDFLAGS)' -o _out/bin/ $(addprefix ./cmd/,$(BINARIES))
-	go build -trimpath -o _out/bin/strata-lab ./tests/lab/cmd/strata-lab
 
 .PHONY: deps
 deps: ## Install the Debian packages tests and the lab need (idempotent)
@@ -63,6 +62,7 @@ test-e2e: ## End-to-end tests on the lab (root)
 
 .PHONY: lab
 lab: deps tools build ## Bring up the whole mixed cluster in namespaces and print its connectivity matrix
+	go build -trimpath -o _out/bin/strata-lab ./tests/lab/cmd/strata-lab
 	_out/bin/strata-lab up $(if $(LAB),--spec $(LAB))
 	_out/bin/strata-lab matrix $(if $(LAB),--spec $(LAB))
 	@echo "the lab stays up: _out/bin/strata-lab {status,matrix,fail,heal,down}"
