@@ -1,0 +1,45 @@
+package bgp
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// PeersPath is where the agent serves StatusHandler; `strata bgp peers`
+// reads it.
+const PeersPath = "/bgp/peers"
+
+// PeerJSON is the wire form of PeerStatus.
+type PeerJSON struct {
+	Peer     string `json:"peer"`
+	ASN      uint32 `json:"asn"`
+	State    string `json:"state"`
+	Since    string `json:"since,omitempty"`
+	Flaps    uint32 `json:"flaps"`
+	Received uint64 `json:"received"`
+	Sent     uint64 `json:"sent"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// StatusHandler serves the speaker's peers as JSON.
+func StatusHandler(s *Speaker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ps, err := s.Peers(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		out := make([]PeerJSON, 0, len(ps))
+		for _, p := range ps {
+			j := PeerJSON{Peer: p.Address.String(), ASN: p.ASN, State: string(p.State), Flaps: p.Flaps,
+				Received: p.Received, Sent: p.Sent, Reason: p.Reason}
+			if !p.Since.IsZero() {
+				j.Since = p.Since.UTC().Format(time.RFC3339)
+			}
+			out = append(out, j)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+}

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-net/strata/bgp"
+)
+
+func init() { registerStrata(newBGPCmd) }
+
+func newBGPCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bgp", Short: "BGP sessions of this edge node"}
+	var addr string
+	var asJSON bool
+	peers := &cobra.Command{
+		Use:   "peers",
+		Short: "Show each BGP peer's state, prefixes sent and received, flaps and why it is down",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ps, raw, err := fetchBGPPeers(cmd.Context(), addr)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				_, err := os.Stdout.Write(raw)
+				return err
+			}
+			PrintBGPPeers(os.Stdout, ps)
+			return nil
+		},
+	}
+	peers.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", "the agent's --metrics-addr")
+	peers.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.AddCommand(peers)
+	return cmd
+}
+
+func fetchBGPPeers(ctx context.Context, addr string) ([]bgp.PeerJSON, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+bgp.PeersPath, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, raw, fmt.Errorf("agent at %s answered %s for %s (is this an edge node with BGP?): %s", addr, resp.Status, bgp.PeersPath, raw)
+	}
+	var ps []bgp.PeerJSON
+	if err := json.Unmarshal(raw, &ps); err != nil {
+		return nil, raw, fmt.Errorf("decode %s: %w", bgp.PeersPath, err)
+	}
+	return ps, raw, nil
+}
+
+// PrintBGPPeers writes peers as a table.
+func PrintBGPPeers(w io.Writer, ps []bgp.PeerJSON) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tRECEIVED\tSENT\tFLAPS\tREASON")
+	for _, p := range ps {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Peer, p.ASN, p.State, p.Since, p.Received, p.Sent, p.Flaps, p.Reason)
+	}
+	_ = tw.Flush()
+}
