@@ -86,7 +86,7 @@ func New(cfg Config, logger *slog.Logger) (*Speaker, error) {
 }
 
 // Start runs the embedded server. It listens only when Config.ListenPort > 0.
-func (s *Speaker) Start(ctx context.Context) error {
+func (s *Speaker) Start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
@@ -107,8 +107,24 @@ func (s *Speaker) Start(ctx context.Context) error {
 		server.GrpcListenAddress("unix://"+sock),
 		server.LoggerOption(&slogAdapter{l: s.log}),
 	)
-	if err := s.serve(); err != nil {
+	// Undo everything on failure: no half-started server, no socket dir.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		s.srv.Stop()
 		os.RemoveAll(dir)
+		s.mu.Lock()
+		s.stopped = true
+		s.mu.Unlock()
+	}()
+	if err := s.serve(); err != nil {
 		return err
 	}
 	listen := int32(-1)
@@ -122,13 +138,9 @@ func (s *Speaker) Start(ctx context.Context) error {
 		ListenPort:      listen,
 		ListenAddresses: s.cfg.ListenAddresses,
 	}}); err != nil {
-		s.srv.Stop()
-		os.RemoveAll(dir)
 		return fmt.Errorf("bgp: start (router-id %s, asn %d, port %d): %w", s.cfg.RouterID, s.cfg.ASN, s.cfg.ListenPort, err)
 	}
 	if err := s.exportLocalOnly(ctx); err != nil {
-		s.srv.Stop()
-		os.RemoveAll(dir)
 		return err
 	}
 	wctx, cancel := context.WithCancel(context.Background())
@@ -139,8 +151,6 @@ func (s *Speaker) Start(ctx context.Context) error {
 			{Type: api.WatchEventRequest_Table_Filter_POST_POLICY, Init: true},
 		}},
 	}, s.onEvent); err != nil {
-		cancel()
-		s.srv.Stop()
 		return fmt.Errorf("bgp: watch events: %w", err)
 	}
 	if err := waitForFile(ctx, sock); err != nil {
