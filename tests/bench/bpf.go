@@ -63,7 +63,7 @@ func runBPF(ctx context.Context, log io.Writer) ([]Result, error) {
 	}
 	defer l.close()
 
-	type sample struct{ fastBps, routeBps, fastRR, routeRR []float64 }
+	type sample struct{ fastBps, routeBps, fastRR, routeRR, fastEff, routeEff []float64 }
 	scen := map[string]*sample{"local": {}, "cross": {}}
 	dst := map[string]bpfBenchPod{"local": bpfBenchPods[1], "cross": bpfBenchPods[2]}
 	src := bpfBenchPods[0]
@@ -74,7 +74,7 @@ func runBPF(ctx context.Context, log io.Writer) ([]Result, error) {
 				if err := l.setFast(fast); err != nil {
 					return nil, err
 				}
-				bps, err := l.iperf(ctx, src, dst[name])
+				bps, cpu, err := l.iperf(ctx, src, dst[name])
 				if err != nil {
 					return nil, fmt.Errorf("%s iperf (fast=%v): %w", name, fast, err)
 				}
@@ -84,8 +84,10 @@ func runBPF(ctx context.Context, log io.Writer) ([]Result, error) {
 				}
 				if fast {
 					s.fastBps, s.fastRR = append(s.fastBps, bps), append(s.fastRR, rr)
+					s.fastEff = append(s.fastEff, bps/cpu)
 				} else {
 					s.routeBps, s.routeRR = append(s.routeBps, bps), append(s.routeRR, rr)
+					s.routeEff = append(s.routeEff, bps/cpu)
 				}
 				fmt.Fprintf(log, "    round %d %-5s fast=%-5v %.2f Gbit/s, RR p50 %.1f us\n", round, name, fast, bps/1e9, rr)
 			}
@@ -125,8 +127,9 @@ func runBPF(ctx context.Context, log io.Writer) ([]Result, error) {
 	lo, cr := scen["local"], scen["cross"]
 	mode := l.fps["bfN1"].Mode()
 	thr := New("bpf.local_throughput_ratio_vs_routing", ratios(lo.fastBps, lo.routeBps), "ratio", ">= 1.1",
-		fmt.Sprintf("median of %d paired per-round ratios, iperf3 TCP %ds; local Gbit/s fast [%s] routing [%s]; cross-node ratio %.2f, Gbit/s fast [%s] routing [%s]; attach %s",
-			bpfRounds, bpfIperfSeconds, list(lo.fastBps, 1e9), list(lo.routeBps, 1e9), ratios(cr.fastBps, cr.routeBps), list(cr.fastBps, 1e9), list(cr.routeBps, 1e9), mode)).
+		fmt.Sprintf("median of %d paired per-round ratios, iperf3 TCP %ds; local Gbit/s fast [%s] routing [%s]; cross-node ratio %.2f, Gbit/s fast [%s] routing [%s]; throughput per iperf3 CPU (less load-sensitive) ratio local %.2f, cross-node %.2f; attach %s",
+			bpfRounds, bpfIperfSeconds, list(lo.fastBps, 1e9), list(lo.routeBps, 1e9), ratios(cr.fastBps, cr.routeBps), list(cr.fastBps, 1e9), list(cr.routeBps, 1e9),
+			ratios(lo.fastEff, lo.routeEff), ratios(cr.fastEff, cr.routeEff), mode)).
 		WithBaseline("plain kernel routing (no program attached), same pods", med(lo.routeBps))
 	lat := New("bpf.rr_latency_ratio_vs_routing", ratios(lo.fastRR, lo.routeRR), "ratio", "<= 0.9",
 		fmt.Sprintf("median of %d paired per-round ratios of the p50 of %d Go TCP 1-byte request/responses; local us fast [%s] routing [%s]; cross-node ratio %.2f, us fast [%s] routing [%s]",
@@ -243,12 +246,13 @@ func (l *bpfBenchLab) setFast(fast bool) error {
 }
 
 // iperf runs iperf3 from pod src to a one-shot server in pod dst and returns
-// the received bits per second.
-func (l *bpfBenchLab) iperf(ctx context.Context, src, dst bpfBenchPod) (float64, error) {
+// the received bits per second and the CPU both iperf3 ends used (percent of
+// one CPU, summed), which includes the kernel work done in their context.
+func (l *bpfBenchLab) iperf(ctx context.Context, src, dst bpfBenchPod) (float64, float64, error) {
 	srvArgv := l.lab.NS(dst.name).Exec("iperf3", "-s", "-1", "-B", dst.ip.String())
 	srv := exec.CommandContext(ctx, srvArgv[0], srvArgv[1:]...)
 	if err := srv.Start(); err != nil {
-		return 0, fmt.Errorf("start iperf3 server: %w", err)
+		return 0, 0, fmt.Errorf("start iperf3 server: %w", err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	cliArgv := l.lab.NS(src.name).Exec("iperf3", "-c", dst.ip.String(), "-t", fmt.Sprint(bpfIperfSeconds), "-J")
@@ -263,29 +267,37 @@ func (l *bpfBenchLab) iperf(ctx context.Context, src, dst bpfBenchPod) (float64,
 					SumReceived struct {
 						BitsPerSecond float64 `json:"bits_per_second"`
 					} `json:"sum_received"`
+					CPU struct {
+						Host   float64 `json:"host_total"`
+						Remote float64 `json:"remote_total"`
+					} `json:"cpu_utilization_percent"`
 				} `json:"end"`
 			}
 			if err := json.Unmarshal(out, &rep); err != nil {
-				return 0, fmt.Errorf("parse iperf3 JSON: %w", err)
+				return 0, 0, fmt.Errorf("parse iperf3 JSON: %w", err)
 			}
 			if rep.Error != "" {
 				err = errors.New(rep.Error)
 			} else if rep.End.SumReceived.BitsPerSecond <= 0 {
-				return 0, fmt.Errorf("iperf3 reported no throughput: %s", out)
+				return 0, 0, fmt.Errorf("iperf3 reported no throughput: %s", out)
 			}
 			if err == nil {
-				return rep.End.SumReceived.BitsPerSecond, nil
+				cpu := rep.End.CPU.Host + rep.End.CPU.Remote
+				if cpu <= 0 {
+					cpu = 1 // not reported: efficiency degrades to throughput
+				}
+				return rep.End.SumReceived.BitsPerSecond, cpu, nil
 			}
 		}
 		lastErr = fmt.Errorf("iperf3 client: %w: %s", err, out)
 		// The server may not listen yet: retry until the deadline.
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return 0, lastErr
+	return 0, 0, lastErr
 }
 
 // bpfRR measures TCP request/response latency between two pods in-process:
