@@ -74,9 +74,9 @@ func TestConfigValidation(t *testing.T) {
 	for name, p := range map[string]PeerConfig{
 		"ASN":           {Address: addr("10.0.0.1"), ASN: 0},
 		"HoldTime":      {Address: addr("10.0.0.1"), ASN: 1, HoldTime: 2 * time.Second},
-		"Address":       {ASN: 1},
+		"address":       {ASN: 1},
 		"KeepaliveTime": {Address: addr("10.0.0.1"), ASN: 1, HoldTime: 3 * time.Second, KeepaliveTime: 3 * time.Second},
-		"Password":      {Address: addr("10.0.0.1"), ASN: 1, Password: strings.Repeat("x", 81)},
+		"password":      {Address: addr("10.0.0.1"), ASN: 1, Password: strings.Repeat("x", 81)},
 	} {
 		err := p.Validate()
 		if err == nil || !strings.Contains(err.Error(), name) {

@@ -55,7 +55,7 @@ func NewInstaller(nsPath string, table int) (*Installer, error) {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
 		_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
 		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 			return fmt.Errorf("bind netlink socket: %w", err)
 		}
 		in.fd = fd

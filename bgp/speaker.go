@@ -49,19 +49,18 @@ type Speaker struct {
 
 	rib *rib
 
-	mu       sync.Mutex
-	peers    map[netip.Addr]PeerConfig
-	since    map[netip.Addr]time.Time
-	flaps    map[netip.Addr]uint32
-	state    map[netip.Addr]SessionState
-	subs     map[int]func([]Route)
-	adv      map[netip.Prefix]struct{} // originated prefixes
-	nextSub  int
-	md5Base  md5Counters
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc
-	serveErr chan error
+	mu      sync.Mutex
+	peers   map[netip.Addr]PeerConfig
+	since   map[netip.Addr]time.Time
+	flaps   map[netip.Addr]uint32
+	state   map[netip.Addr]SessionState
+	subs    map[int]func([]Route)
+	adv     map[netip.Prefix]struct{} // originated prefixes
+	nextSub int
+	md5Base md5Counters
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
 }
 
 // New builds a speaker; Start brings it up.
@@ -116,10 +115,10 @@ func (s *Speaker) Start(ctx context.Context) (err error) {
 			s.cancel()
 		}
 		if s.conn != nil {
-			s.conn.Close()
+			_ = s.conn.Close()
 		}
 		s.srv.Stop()
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		s.mu.Lock()
 		s.stopped = true
 		s.mu.Unlock()
@@ -212,7 +211,7 @@ func (s *Speaker) serve() error {
 		// discards it instead of reusing a thread in the wrong namespace.
 		runtime.LockOSThread()
 		err := netns.Set(target)
-		target.Close()
+		_ = target.Close()
 		errc <- err
 		if err != nil {
 			return
@@ -275,12 +274,12 @@ func (s *Speaker) Stop(ctx context.Context, mode StopMode) error {
 		s.cancel()
 	}
 	if s.conn != nil {
-		s.conn.Close()
+		_ = s.conn.Close()
 	}
 	s.srv.Stop()
 	close(stopped)
 	<-abortDone
-	os.RemoveAll(s.sockDir)
+	_ = os.RemoveAll(s.sockDir)
 	s.log.Info("bgp speaker stopped", "graceful", mode == StopGraceful)
 	return errors.Join(errs...)
 }

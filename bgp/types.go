@@ -79,7 +79,7 @@ type PeerConfig struct {
 func (p PeerConfig) Validate() error {
 	var errs []error
 	if !p.Address.IsValid() || p.Address.IsUnspecified() || p.Address.IsMulticast() {
-		errs = append(errs, fmt.Errorf("Address %q: must be a unicast IPv4 or IPv6 address", p.Address))
+		errs = append(errs, fmt.Errorf("address %q: must be a unicast IPv4 or IPv6 address", p.Address))
 	}
 	if err := ValidateASN(p.ASN); err != nil {
 		errs = append(errs, fmt.Errorf("ASN: %w", err))
@@ -99,7 +99,7 @@ func (p PeerConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("KeepaliveTime %s: must be shorter than HoldTime %s (a third is usual)", p.KeepaliveTime, p.HoldTime))
 	}
 	if len(p.Password) > 80 {
-		errs = append(errs, fmt.Errorf("Password: TCP MD5 keys are at most 80 bytes, got %d", len(p.Password)))
+		errs = append(errs, fmt.Errorf("password: TCP MD5 keys are at most 80 bytes, got %d", len(p.Password)))
 	}
 	if p.RestartTime > 4095*time.Second {
 		errs = append(errs, fmt.Errorf("RestartTime %s: the GR capability holds at most 4095s", p.RestartTime))

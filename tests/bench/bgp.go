@@ -88,7 +88,7 @@ func bgpInstallBench(ctx context.Context, log io.Writer) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	ns := lab.NS("bgpi-node")
 	gw := netip.MustParseAddr("10.0.1.1")
 	prefixes := bgpPrefixes(installN)
@@ -100,7 +100,7 @@ func bgpInstallBench(ctx context.Context, log io.Writer) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer os.Remove(batch.Name())
+	defer func() { _ = os.Remove(batch.Name()) }()
 	var sb strings.Builder
 	for _, p := range prefixes {
 		fmt.Fprintf(&sb, "route replace %s via %s proto %d\n", p, gw, rtproto.BGP)
@@ -108,13 +108,15 @@ func bgpInstallBench(ctx context.Context, log io.Writer) (Result, error) {
 	if _, err := batch.WriteString(sb.String()); err != nil {
 		return Result{}, err
 	}
-	batch.Close()
+	if err := batch.Close(); err != nil {
+		return Result{}, err
+	}
 
 	inst, err := bgp.NewInstaller(ns.Path, 0)
 	if err != nil {
 		return Result{}, err
 	}
-	defer inst.Close()
+	defer func() { _ = inst.Close() }()
 	count := func() (int, error) {
 		rs, err := routerd.KernelRoutes(ns, rtproto.BGP)
 		return len(rs), err
@@ -180,7 +182,7 @@ func bgpAnnounce(ctx context.Context, log io.Writer, n int, oneByOne bool) (floa
 	if err != nil {
 		return 0, err
 	}
-	defer lab.Close()
+	defer func() { _ = lab.Close() }()
 	bird, err := routerd.LaunchBIRD(lab.NS("bgpa-bird"), routerd.BIRDConfig{
 		RouterID: "10.0.1.1", ASN: 65010, Kernel: true,
 		Neighbors: []routerd.Neighbor{{Name: "node", Address: "10.0.1.2", Port: 1790, ASN: 65011}},
@@ -199,7 +201,7 @@ func bgpAnnounce(ctx context.Context, log io.Writer, n int, oneByOne bool) (floa
 	if err := sp.Start(ctx); err != nil {
 		return 0, err
 	}
-	defer sp.Stop(context.Background(), bgp.StopCease)
+	defer func() { _ = sp.Stop(context.Background(), bgp.StopCease) }()
 	if err := sp.AddPeer(ctx, bgp.PeerConfig{Address: netip.MustParseAddr("10.0.1.1"), ASN: 65010, Passive: true}); err != nil {
 		return 0, err
 	}

@@ -118,7 +118,7 @@ func LaunchBIRD(ns nsutil.NS, c BIRDConfig) (*BIRD, error) {
 // Close stops the daemon and removes its directory.
 func (b *BIRD) Close() {
 	b.Stop()
-	os.RemoveAll(b.Dir)
+	_ = os.RemoveAll(b.Dir)
 }
 
 // Log returns the tail of BIRD's log.

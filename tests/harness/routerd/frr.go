@@ -74,7 +74,7 @@ func StartFRR(t testing.TB, ns nsutil.NS, c FRRConfig) *FRR {
 		if t.Failed() {
 			t.Logf("bgpd log (%s):\n%s", ns.Name, logTail(dir+"/bgpd.log"))
 		}
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 	})
 	if err := f.start(); err != nil {
 		t.Fatal(err)
