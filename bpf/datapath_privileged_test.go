@@ -626,6 +626,34 @@ func TestPrivilegedAttachFollowsRecreatedVeth(t *testing.T) {
 	}
 }
 
+func TestPrivilegedSyncMatchesLivePods(t *testing.T) {
+	l := newDPLab(t, AttachAuto)
+	p1, p2 := pod("p1"), pod("p2")
+	// A stale endpoint (a pod deleted while the agent was down) and p2 gone.
+	ghost := netip.MustParseAddr("10.244.1.99")
+	if err := l.fp.UpsertEndpoint(ghost, Endpoint{HostIfindex: 1, PodMAC: p1.mac, HostMAC: p1.mac}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.fp.Sync([]Pod{{HostIfname: p1.hostIf, PodMAC: p1.mac, IPs: []netip.Addr{p1.ip4, p1.ip6}}}); err != nil {
+		t.Fatal(err)
+	}
+	eps, err := l.fp.Endpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 2 {
+		t.Fatalf("after Sync: endpoints %v, want only p1's two addresses", eps)
+	}
+	if _, ok := eps[p1.ip4]; !ok {
+		t.Fatal("Sync dropped a live pod")
+	}
+	got := strings.Join(l.fp.Attached(), ",")
+	if strings.Contains(got, p2.hostIf) || !strings.Contains(got, p1.hostIf) || !strings.Contains(got, "eth0") {
+		t.Fatalf("after Sync attached %s: want p1's veth and the uplinks, not p2's", got)
+	}
+	l.mustPing(t, "p1", p2.ip4, 3) // p2 now reached through the FIB, still fine
+}
+
 func TestPrivilegedAddPodRejectsBadInput(t *testing.T) {
 	testutil.RequireRoot(t)
 	n, err := nsutil.Create(nsutil.OwnedName("bpfbad"))

@@ -360,6 +360,48 @@ func (f *Fastpath) RemovePod(hostIfname string, ips ...netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// Sync makes the fast path match the node's live pods: every pod is added
+// (idempotent), endpoints of pods not listed are removed and their veths
+// detached. The agent calls it at start (maps are not pinned, so a restarted
+// agent begins empty) and after CNI GC. Uplinks are left alone. Pods that
+// fail are reported together; the others are still synced.
+func (f *Fastpath) Sync(pods []Pod) error {
+	var errs []error
+	want := map[netip.Addr]bool{}
+	ifs := map[string]bool{}
+	for _, p := range pods {
+		if err := f.AddPod(p); err != nil {
+			errs = append(errs, fmt.Errorf("pod on %s: %w", p.HostIfname, err))
+			continue
+		}
+		ifs[p.HostIfname] = true
+		for _, ip := range p.IPs {
+			want[ip.Unmap()] = true
+		}
+	}
+	eps, err := f.Endpoints()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for ip := range eps {
+		if !want[ip] {
+			errs = append(errs, f.RemoveEndpoint(ip))
+		}
+	}
+	f.mu.Lock()
+	var stale []string
+	for name, a := range f.attached {
+		if a.prog == fastpathProgFromPod && !ifs[name] {
+			stale = append(stale, name)
+		}
+	}
+	f.mu.Unlock()
+	for _, name := range stale {
+		errs = append(errs, f.Detach(name))
+	}
+	return errors.Join(errs...)
+}
+
 func endpointKey(ip netip.Addr) fastpathEndpointKey {
 	b := ip.As16() // IPv4 becomes IPv4-mapped, as the C side builds it
 	var k fastpathEndpointKey
