@@ -56,13 +56,16 @@ test-privileged: ## Netlink, VXLAN, policy routing and eBPF tests in throw-away 
 test-integration: ## Tests against real kube-apiserver+etcd, BIRD, FRR, cnitool and the ECS emulator (root)
 	$(GO_TEST) -count=1 -tags integration -run 'Integration' ./...
 
+.PHONY: lab-bins
+lab-bins: ## Build the lab's own binaries: strata-lab and the ECS emulator
+	go build -trimpath -o _out/bin/ ./tests/lab/cmd/strata-lab ./tests/ecsemu/cmd/strata-ecs-emulator
+
 .PHONY: test-e2e
-test-e2e: ## End-to-end tests on the lab (root)
+test-e2e: lab-bins ## End-to-end tests on the lab (root)
 	$(GO_TEST) -count=1 -tags e2e -run 'E2E' -timeout 30m ./tests/...
 
 .PHONY: lab
-lab: deps tools build ## Bring up the whole mixed cluster in namespaces and print its connectivity matrix
-	go build -trimpath -o _out/bin/strata-lab ./tests/lab/cmd/strata-lab
+lab: deps tools build lab-bins ## Bring up the whole mixed cluster in namespaces and print its connectivity matrix
 	_out/bin/strata-lab up $(if $(LAB),--spec $(LAB))
 	_out/bin/strata-lab matrix $(if $(LAB),--spec $(LAB))
 	@echo "the lab stays up: _out/bin/strata-lab {status,matrix,fail,heal,down}"

@@ -571,3 +571,17 @@ func (p *Plan) withEntry(i int, e *nodeEntry) *Plan {
 	q.nodes[i] = e
 	return &q
 }
+
+// RoleFor picks the datapath a node builds, from its declared facts and
+// capabilities. A node's pod addresses are what its role hands out, so they
+// do not exist yet when the role is chosen and are not required here; pairs
+// towards the node still never assume native until they are published.
+func RoleFor(f NodeFacts) (Datapath, string) {
+	var miss []string
+	for _, m := range f.missingBase() {
+		if !strings.Contains(m, AnnotationPodCIDR) {
+			miss = append(miss, m)
+		}
+	}
+	return chooseDatapath(&f, miss)
+}

@@ -685,3 +685,16 @@ func FuzzParseFactsDoc(f *testing.F) {
 		}
 	})
 }
+
+func TestRoleForNeedsNoPodAddresses(t *testing.T) {
+	cloud := NodeFacts{Name: "c1", Location: LocationCloud, Pool: "vpc", UnderlayIPs: []netip.Addr{netip.MustParseAddr("10.0.1.11")},
+		Capabilities: Capabilities{ENI: true}}
+	if dp, why := RoleFor(cloud); dp != DatapathENIMultiIP {
+		t.Fatalf("cloud node with ENIs and no pods yet: %s (%s), want %s", dp, why, DatapathENIMultiIP)
+	}
+	noPool := cloud
+	noPool.Pool = ""
+	if dp, _ := RoleFor(noPool); dp != DatapathVXLANOverlay {
+		t.Fatalf("node without a pool: %s, want %s", dp, DatapathVXLANOverlay)
+	}
+}

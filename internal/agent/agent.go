@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +44,9 @@ type Agent struct {
 	prober  *probe.Prober
 
 	events chan func() // serialised updates to the decider
+
+	apiNodes nameSet     // nodes the API server has shown us
+	offline  atomic.Bool // started from cached facts; gossip is the only channel
 
 	mu       sync.Mutex
 	plan     *topology.Plan
@@ -100,20 +106,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
-	// 2. The plan for this node alone names its datapath, hence its role.
+	// 2. The node's declared facts and capabilities name its datapath,
+	// hence its role.
 	d, err := topology.NewDecider(a.cfg.Topology)
 	if err != nil {
 		return err
 	}
 	a.decider = d
-	p, err := d.UpsertNode(self)
-	if err != nil {
-		return fmt.Errorf("this node's facts: %w", err)
-	}
-	np, _ := p.Node(self.Name)
+	dp, reason := topology.RoleFor(self)
+	np := topology.NodePlan{Datapath: dp, Reason: reason}
 	factory, ok := a.roles[np.Datapath]
 	if !ok {
-		return fmt.Errorf("the plan gives this node datapath %q (%s), which this agent cannot build; check the node's strata.io labels", np.Datapath, np.Reason)
+		return fmt.Errorf("this node needs datapath %q (%s), which this agent cannot build; check the node's strata.io labels", np.Datapath, np.Reason)
 	}
 	a.log.Info("datapath chosen", "datapath", np.Datapath, "reason", np.Reason)
 	env.Facts, env.Logger = self, a.log.With("role", string(np.Datapath))
@@ -133,11 +137,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("role %s reserves no node address for probes and the overlay", a.role.Name())
 	}
 	self.ProbeIP = na.NodeAddr()
-	for _, pfx := range a.role.OwnedPrefixes() {
-		if pfx != self.PodCIDR {
-			self.PodPrefixes = append(self.PodPrefixes, pfx)
-		}
-	}
+	self.PodPrefixes = a.ownedPrefixes(self)
 	self.VTEPMAC = vxlan.DefaultMAC(a.cfg.VNI, self.ProbeIP).String()
 	self.VTEPPort = a.cfg.VXLANPort
 	a.self = self
@@ -166,6 +166,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// programming), program them, which creates the overlay device and the
 	// node address on it, then start gossip and probes from that address.
 	a.publish(ctx, np.Datapath)
+	a.offline.Store(node.cached)
 	if a.kube != nil && !node.cached {
 		a.watchNodes(ctx)
 	} else {
@@ -211,6 +212,8 @@ func (a *Agent) loop(ctx context.Context) error {
 	defer tick.Stop()
 	resync := time.NewTicker(30 * time.Second)
 	defer resync.Stop()
+	owned := time.NewTicker(time.Second)
+	defer owned.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -233,8 +236,48 @@ func (a *Agent) loop(ctx context.Context) error {
 			}
 		case <-resync.C:
 			a.program(ctx, time.Now(), true)
+		case <-owned.C:
+			a.refreshOwned(ctx)
 		}
 	}
+}
+
+// refreshOwned republishes this node's facts when the addresses its role
+// owns change (cloud pods are per-pod /32s that come and go).
+func (a *Agent) refreshOwned(ctx context.Context) {
+	pfx := a.ownedPrefixes(a.self)
+	if slices.Equal(pfx, a.self.PodPrefixes) {
+		return
+	}
+	a.self.PodPrefixes = pfx
+	if _, err := a.decider.UpsertNode(a.self); err != nil {
+		a.log.Error("own facts rejected", "err", err)
+		return
+	}
+	if err := a.prober.SetFacts(a.self); err != nil {
+		a.log.Warn("gossip cannot carry this node's facts; the API server still does", "err", err)
+	}
+	go a.publish(ctx, "")
+}
+
+// ownedPrefixes are the pod addresses peers route to this node: what the
+// role owns beyond the pod CIDR, plus the node's own probe/overlay address
+// when the role's prefixes do not cover it.
+func (a *Agent) ownedPrefixes(self topology.NodeFacts) []netip.Prefix {
+	var out []netip.Prefix
+	covered := self.PodCIDR.IsValid() && self.PodCIDR.Contains(self.ProbeIP)
+	for _, p := range a.role.OwnedPrefixes() {
+		if p == self.PodCIDR {
+			continue
+		}
+		covered = covered || p.Contains(self.ProbeIP)
+		out = append(out, p)
+	}
+	if !covered && self.ProbeIP.IsValid() {
+		out = append(out, netip.PrefixFrom(self.ProbeIP, self.ProbeIP.BitLen()))
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
 }
 
 // drainEvents applies every queued update now (before the first programming).
@@ -350,3 +393,9 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	return nil
 }
+
+// nameSet is a concurrent set of node names.
+type nameSet struct{ m sync.Map }
+
+func (s *nameSet) Store(name string, _ bool) { s.m.Store(name, struct{}{}) }
+func (s *nameSet) Has(name string) bool      { _, ok := s.m.Load(name); return ok }

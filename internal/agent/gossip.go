@@ -32,7 +32,10 @@ func (a *Agent) startProber(ctx context.Context) error {
 			a.post(func() { a.decider.Observe(r) })
 		},
 		OnFacts: func(f topology.NodeFacts) {
-			if f.Name == a.self.Name {
+			// Facts the API server carries win: gossip metadata is bounded
+			// (512 bytes) and may lag; it is the channel for nodes the API
+			// server has not shown us, and for when it is away.
+			if f.Name == a.self.Name || (a.apiNodes.Has(f.Name) && !a.offline.Load()) {
 				return
 			}
 			a.post(func() {

@@ -92,7 +92,9 @@ func (a *Agent) publish(ctx context.Context, dp topology.Datapath) {
 		return
 	}
 	_, ann := topology.Format(a.self)
-	ann[topology.AnnotationDatapath] = string(dp)
+	if dp != "" {
+		ann[topology.AnnotationDatapath] = string(dp)
+	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -111,6 +113,7 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		if !ok || n.Name == a.self.Name {
 			return
 		}
+		a.apiNodes.Store(n.Name, true)
 		ann := n.Annotations
 		if n.Spec.PodCIDR != "" && ann[topology.AnnotationPodCIDR] == "" {
 			ann = copyWith(ann, topology.AnnotationPodCIDR, n.Spec.PodCIDR)
@@ -148,6 +151,7 @@ func (a *Agent) watchNodesWhenReachable(ctx context.Context) {
 		cancel()
 		if err == nil {
 			a.log.Info("API server reachable again")
+			a.offline.Store(false)
 			a.watchNodes(ctx)
 			return
 		}

@@ -23,6 +23,7 @@ import (
 // NewAgent returns the `strata-agent` command: the per-node daemon.
 func NewAgent() *cobra.Command {
 	var cfg agent.Config
+	var cloud cloudFlags
 	var underlayIP, wanIP, logLevel string
 	cmd := &cobra.Command{
 		Use:   "strata-agent",
@@ -52,7 +53,10 @@ from its cached facts, and gossip keeps failover working.`,
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-			a, err := agent.New(cfg, agentRoles())
+			if err := cloud.parse(); err != nil {
+				return err
+			}
+			a, err := agent.New(cfg, agentRoles(cloud), cloud.discover)
 			if err != nil {
 				return err
 			}
@@ -81,6 +85,7 @@ from its cached facts, and gossip keeps failover working.`,
 	f.IntVar(&cfg.Topology.FailThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "consecutive failed native probes before a pair leaves native")
 	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cloud.register(f)
 	return cmd
 }
 
@@ -96,9 +101,10 @@ func optAddr(flag, s string) (netip.Addr, error) {
 }
 
 // agentRoles maps each datapath to the role that builds it.
-func agentRoles() agent.Roles {
+func agentRoles(cloud cloudFlags) agent.Roles {
 	return agent.Roles{
 		topology.DatapathVXLANOverlay: podCIDRRole,
+		topology.DatapathENIMultiIP:   cloud.role,
 	}
 }
 

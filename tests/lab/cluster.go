@@ -120,6 +120,7 @@ func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
 		"--state-dir", dir, "--cni-socket", l.socket(n.Name),
 		"--metrics-addr", net.JoinHostPort(l.spec.MgmtAddr(i+1).String(), "9253"),
 		"--gossip-key-file", key, "--underlay-link", "eth0", "--hold-down", "3s"}
+	argv = append(argv, l.cloudArgs(n)...)
 	return l.procs.start("agent-"+n.Name, l.ns(n.Name).Exec(argv...))
 }
 

@@ -74,6 +74,7 @@ func (l *Lab) Up(ctx context.Context) error {
 // agents, pods); kept separate so Up reads as the list of steps.
 func (l *Lab) extraSteps() []step {
 	return []step{
+		{"ECS OpenAPI + metadata emulator", l.startECS},
 		{"Node objects with their declared labels", l.createNodes},
 		{"one strata-agent per node", l.startAgents},
 		{"pods through strata-cni (cnitool, as a runtime)", l.createPods},

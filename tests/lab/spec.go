@@ -24,6 +24,25 @@ type Spec struct {
 	Links    []Link       `json:"links"`
 	Switches []Switch     `json:"switches"`
 	Nodes    []Node       `json:"nodes"`
+	Cloud    *Cloud       `json:"cloud,omitempty"`
+}
+
+// Cloud describes the emulated VPC the cloud nodes live in.
+type Cloud struct {
+	Region       string    `json:"region"`
+	VPCCIDR      string    `json:"vpcCIDR"`
+	Switch       string    `json:"switch"` // the lab switch ENIs plug into
+	InstanceType string    `json:"instanceType"`
+	ENIs         int       `json:"enis"`
+	IPsPerENI    int       `json:"ipsPerENI"`
+	VSwitches    []VSwitch `json:"vswitches"`
+	PodVSwitches []string  `json:"podVSwitches"`
+}
+
+// VSwitch is one emulated vSwitch.
+type VSwitch struct {
+	ID   string `json:"id"`
+	CIDR string `json:"cidr"`
 }
 
 // Router is a forwarding namespace, optionally running BIRD.

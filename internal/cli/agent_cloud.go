@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/strata-net/strata/cloud-node/cloudrole"
+	"github.com/strata-net/strata/cloud-node/metadata"
+	"github.com/strata-net/strata/internal/agent"
+	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/topology"
+)
+
+// cloudFlags configure the cloud (ECS ENI) role and its discovery.
+type cloudFlags struct {
+	metadataURL    string
+	endpoint       string
+	clusterID      string
+	podVSwitches   []string
+	securityGroup  string
+	minIdle        int
+	maxIdle        int
+	idleRelease    time.Duration
+	hostBoundFlags []string
+	hostBound      []netip.Prefix
+}
+
+func (c *cloudFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&c.metadataURL, "cloud-metadata-url", metadata.DefaultBaseURL, `ECS metadata service; "off" on nodes that are not ECS instances`)
+	f.StringVar(&c.endpoint, "cloud-endpoint", "", "ECS OpenAPI endpoint override (host:port or URL); empty uses the region's")
+	f.StringVar(&c.clusterID, "cluster-id", "strata", "tag on the ENIs this cluster creates (GC only touches its own)")
+	f.StringSliceVar(&c.podVSwitches, "pod-vswitches", nil, "vSwitch IDs pod ENIs are created in (default: the node's)")
+	f.StringVar(&c.securityGroup, "security-group", "", "security group for pod ENIs (default: the node's)")
+	f.IntVar(&c.minIdle, "eni-min-idle", 0, "warm pool: idle IPs kept ready (0: role default)")
+	f.IntVar(&c.maxIdle, "eni-max-idle", 0, "warm pool: idle IPs above which extras are released (0: role default)")
+	f.DurationVar(&c.idleRelease, "eni-idle-release", 0, "how long an idle IP above max stays before release (0: role default)")
+	f.StringSliceVar(&c.hostBoundFlags, "host-bound-cidrs", []string{"10.96.0.0/12"}, "destinations cloud pods reach through the host, not the ENI gateway (service CIDR)")
+}
+
+func (c *cloudFlags) parse() error {
+	for _, s := range c.hostBoundFlags {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("--host-bound-cidrs %q: want CIDRs: %w", s, err)
+		}
+		c.hostBound = append(c.hostBound, p)
+	}
+	return nil
+}
+
+// discover asks the metadata service whether this node is an ECS instance
+// with ENIs. Off, or no answer within two seconds, leaves the facts alone.
+func (c *cloudFlags) discover(ctx context.Context, env agent.RoleEnv, f *topology.NodeFacts) error {
+	if c.metadataURL == "off" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	in, err := metadata.New(c.metadataURL).Instance(ctx)
+	if err != nil {
+		env.Logger.Info("no ECS metadata service: not an ENI node", "url", c.metadataURL, "err", err)
+		return nil
+	}
+	env.Logger.Info("ECS instance", "instance", in.ID, "type", in.Type)
+	f.Capabilities.ENI = true
+	return nil
+}
+
+// role builds the ENI multi-IP role from the metadata service and the
+// instance's RAM role (or STRATA_ECS_ACCESS_KEY_ID/SECRET when set).
+func (c *cloudFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, error) {
+	return cloudrole.New(ctx, cloudrole.Options{
+		ClusterID: c.clusterID, MetadataURL: c.metadataURL, Endpoint: c.endpoint,
+		AccessKeyID: os.Getenv("STRATA_ECS_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("STRATA_ECS_ACCESS_KEY_SECRET"),
+		PodVSwitchIDs: c.podVSwitches, SecurityGroupID: c.securityGroup,
+		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, MTU: env.PodMTU,
+		HostBound: c.hostBound, StateDir: env.StateDir, Registry: env.Registry, Logger: env.Logger,
+	})
+}
