@@ -56,6 +56,7 @@ type Speaker struct {
 	state   map[netip.Addr]SessionState
 	subs    map[int]func([]Route)
 	adv     map[netip.Prefix]struct{} // originated prefixes
+	advMu   sync.Mutex                // serialises Advertise/Withdraw (bulk loads hold exports back)
 	nextSub int
 	md5Base md5Counters
 	started bool
@@ -171,7 +172,7 @@ func (s *Speaker) Start(ctx context.Context) (err error) {
 // exportLocalOnly makes the node a leaf: it advertises only what it
 // originates and never passes one peer's routes to another (no transit).
 func (s *Speaker) exportLocalOnly(ctx context.Context) error {
-	const name = "strata-local-only"
+	const name = localOnlyPolicy
 	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
 		Name: name,
 		Statements: []*api.Statement{{
@@ -182,12 +183,19 @@ func (s *Speaker) exportLocalOnly(ctx context.Context) error {
 	}}); err != nil {
 		return fmt.Errorf("bgp: add export policy: %w", err)
 	}
-	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:          "global",
-		Direction:     api.PolicyDirection_EXPORT,
-		Policies:      []*api.Policy{{Name: name}},
-		DefaultAction: api.RouteAction_REJECT,
-	}}); err != nil {
+	return s.setExport(ctx, true)
+}
+
+const localOnlyPolicy = "strata-local-only"
+
+// setExport opens the export policy (local routes only) or holds every
+// export back (used while a bulk load fills the RIB).
+func (s *Speaker) setExport(ctx context.Context, open bool) error {
+	a := &api.PolicyAssignment{Name: "global", Direction: api.PolicyDirection_EXPORT, DefaultAction: api.RouteAction_REJECT}
+	if open {
+		a.Policies = []*api.Policy{{Name: localOnlyPolicy}}
+	}
+	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: a}); err != nil {
 		return fmt.Errorf("bgp: assign export policy: %w", err)
 	}
 	return nil
@@ -568,12 +576,35 @@ func (s *Speaker) Withdraw(ctx context.Context, prefixes ...netip.Prefix) error 
 	return s.stream(ctx, ads, true)
 }
 
-func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool) error {
+// bulkThreshold is the batch size from which Advertise loads the RIB with
+// exports held back and then sends the table with one soft reset: gobgp
+// turns each propagated path into its own UPDATE, but a soft reset goes out
+// as UPDATEs packing many prefixes that share attributes.
+const bulkThreshold = 512
+
+func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool) (err error) {
 	if s.client == nil {
 		return errors.New("bgp: speaker not started (call Start first)")
 	}
 	if len(ads) == 0 {
 		return nil
+	}
+	s.advMu.Lock()
+	defer s.advMu.Unlock()
+	// Only for prefixes not yet advertised: holding exports back while an
+	// already advertised prefix is re-sent would withdraw it for a moment.
+	if !withdraw && len(ads) >= bulkThreshold && s.noneAdvertised(ads) {
+		if err := s.setExport(ctx, false); err == nil {
+			defer func() {
+				if rerr := s.setExport(context.WithoutCancel(ctx), true); rerr != nil {
+					err = errors.Join(err, rerr)
+					return
+				}
+				if rerr := s.srv.ResetPeer(context.WithoutCancel(ctx), &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_OUT}); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("bgp: send bulk load to peers: %w", rerr))
+				}
+			}()
+		}
 	}
 	paths := make([]*api.Path, 0, min(len(ads), streamChunk))
 	st, err := s.client.AddPathStream(ctx)
@@ -622,6 +653,17 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+func (s *Speaker) noneAdvertised(ads []Advertisement) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range ads {
+		if _, ok := s.adv[a.Prefix.Masked()]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // AdvertiseEach originates prefixes with one AddPath call each: gobgp's

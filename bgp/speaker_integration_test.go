@@ -319,6 +319,44 @@ func TestIntegrationSpeakerWithBIRDAndFRR(t *testing.T) {
 		l.frr.WaitEstablished(t, "10.0.2.2", waitLong)
 		routerd.Eventually(t, waitLong, "FRR route back", wantNodeRoute(frrNet, "10.0.2.1")(t, l))
 	})
+	t.Run("bulk advertise and withdraw", func(t *testing.T) {
+		base, err := l.bird.RouteCount()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ads []bgp.Advertisement
+		var prefixes []netip.Prefix
+		for i := 0; i < 2000; i++ {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i >> 6), byte(i&63) << 2}), 30)
+			ads = append(ads, bgp.Advertisement{Prefix: p})
+			prefixes = append(prefixes, p)
+		}
+		if err := sp.Advertise(ctx, ads...); err != nil {
+			t.Fatal(err)
+		}
+		routerd.Eventually(t, waitLong, "BIRD counts the bulk load", func() error {
+			n, err := l.bird.RouteCount()
+			if err != nil || n != base+2000 {
+				return fmt.Errorf("BIRD has %d routes, want %d (%v)", n, base+2000, err)
+			}
+			return nil
+		})
+		// Holding exports back during the load must not have touched the
+		// pod CIDR advertised before.
+		if err := birdHas(l, podCIDR, true)(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.Withdraw(ctx, prefixes...); err != nil {
+			t.Fatal(err)
+		}
+		routerd.Eventually(t, waitLong, "BIRD drops the bulk load", func() error {
+			n, err := l.bird.RouteCount()
+			if err != nil || n != base {
+				return fmt.Errorf("BIRD has %d routes, want %d (%v)", n, base, err)
+			}
+			return nil
+		})
+	})
 	t.Run("graceful restart keeps BIRD forwarding", func(t *testing.T) {
 		testutil.RequireCommand(t, "ping", "apt-get install iputils-ping")
 		var out bytes.Buffer
