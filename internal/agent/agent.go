@@ -72,8 +72,10 @@ func New(cfg Config, roles Roles, discover ...Discoverer) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state dir %s: %w", a.cfg.StateDir, err)
+	for _, d := range []string{a.cfg.StateDir, a.cfg.IPAMDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
 	}
 	if a.cfg.MetricsAddr != "" {
 		if err := a.serveHTTP(ctx); err != nil {
@@ -97,7 +99,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := enableForwarding(); err != nil {
 		return err
 	}
-	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, Kube: a.kube,
+	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
 		Registry: a.reg, Logger: a.log, PodMTU: ul.mtu - vxlan.Overhead}
 	for _, d := range a.discover {
 		env.Facts = self

@@ -26,7 +26,12 @@ import (
 type Config struct {
 	NodeName    string
 	Kubeconfig  string // empty: in-cluster
-	StateDir    string // IPAM store, cached node facts
+	StateDir    string // cached node and peer facts (persistent: survive reboots)
+	// IPAMDir holds the pod address stores. The default is on tmpfs: the
+	// allocations must outlive agent restarts (pods keep running) but not
+	// reboots (no pod survives one; the runtime re-adds every pod and CNI GC
+	// prunes the rest), and tmpfs spares every CNI ADD a disk fsync.
+	IPAMDir string
 	CNISocket   string
 	MetricsAddr string // /metrics, /status, /healthz; empty disables
 
@@ -60,6 +65,9 @@ type Config struct {
 func (c *Config) Defaults() {
 	if c.StateDir == "" {
 		c.StateDir = "/var/lib/strata"
+	}
+	if c.IPAMDir == "" {
+		c.IPAMDir = "/run/strata"
 	}
 	if c.CNISocket == "" {
 		c.CNISocket = "/run/strata/cni.sock"
@@ -108,6 +116,7 @@ type RoleEnv struct {
 	Node     *corev1.Node // nil when the API server was unreachable at start
 	Facts    topology.NodeFacts
 	StateDir string
+	IPAMDir  string
 	Kube     kubernetes.Interface // nil when offline
 	Registry prometheus.Registerer
 	Logger   *slog.Logger

@@ -69,7 +69,8 @@ from its cached facts, and gossip keeps failover working.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
-	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/strata", "IPAM store and cached node facts")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/strata", "cached node and peer facts (kept across reboots for edge autonomy)")
+	f.StringVar(&cfg.IPAMDir, "ipam-dir", "/run/strata", "pod address stores (tmpfs: they outlive agent restarts, not reboots, when every pod is re-added)")
 	f.StringVar(&cfg.CNISocket, "cni-socket", "/run/strata/cni.sock", "unix socket strata-cni calls (created 0600, root only)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9253", "address for /metrics, /status and /healthz; empty disables")
 	f.StringVar(&underlayIP, "underlay-ip", "", "underlay address (default: the default route link's first IPv4 address)")
@@ -114,7 +115,7 @@ func podCIDRRole(_ context.Context, env agent.RoleEnv) (role.Role, error) {
 	if !env.Facts.PodCIDR.IsValid() {
 		return nil, fmt.Errorf("node %s has no pod CIDR: set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs) or annotation %s", env.NodeName, topology.AnnotationPodCIDR)
 	}
-	st, err := ipamstore.Open(filepath.Join(env.StateDir, "ipam.db"))
+	st, err := ipamstore.Open(filepath.Join(env.IPAMDir, "ipam.db"))
 	if err != nil {
 		return nil, err
 	}

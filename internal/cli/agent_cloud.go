@@ -79,6 +79,6 @@ func (c *cloudFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, er
 		AccessKeyID: os.Getenv("STRATA_ECS_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("STRATA_ECS_ACCESS_KEY_SECRET"),
 		PodVSwitchIDs: c.podVSwitches, SecurityGroupID: c.securityGroup,
 		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, MTU: env.PodMTU,
-		HostBound: c.hostBound, StateDir: env.StateDir, Registry: env.Registry, Logger: env.Logger,
+		HostBound: c.hostBound, StateDir: env.IPAMDir, Registry: env.Registry, Logger: env.Logger,
 	})
 }

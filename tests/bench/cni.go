@@ -82,12 +82,11 @@ func runCNI(ctx context.Context, log io.Writer) (out []Result, err error) {
 
 	// The agent: podipam over a fresh store, served in this process.
 	// The agent's store sits where the agent keeps it by default
-	// (--state-dir /var/lib/strata, on disk), so every allocation waits for
-	// bbolt's fsync, as in production. STRATA_BENCH_CNI_STATE_DIR overrides
-	// it (e.g. a tmpfs such as /run/strata) to measure that choice.
+	// (--ipam-dir /run/strata, tmpfs). STRATA_BENCH_CNI_STATE_DIR overrides
+	// it (e.g. /var/tmp, on disk) to measure that choice.
 	stateRoot := os.Getenv("STRATA_BENCH_CNI_STATE_DIR")
 	if stateRoot == "" {
-		stateRoot = "/var/tmp"
+		stateRoot = "/run"
 	}
 	shm, err := os.MkdirTemp(stateRoot, "strata-bench-cni-")
 	if err != nil {
