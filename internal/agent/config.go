@@ -24,14 +24,14 @@ import (
 
 // Config is the agent's configuration (flags and the ConfigMap).
 type Config struct {
-	NodeName    string
-	Kubeconfig  string // empty: in-cluster
-	StateDir    string // cached node and peer facts (persistent: survive reboots)
+	NodeName   string
+	Kubeconfig string // empty: in-cluster
+	StateDir   string // cached node and peer facts (persistent: survive reboots)
 	// IPAMDir holds the pod address stores. The default is on tmpfs: the
 	// allocations must outlive agent restarts (pods keep running) but not
 	// reboots (no pod survives one; the runtime re-adds every pod and CNI GC
 	// prunes the rest), and tmpfs spares every CNI ADD a disk fsync.
-	IPAMDir string
+	IPAMDir     string
 	CNISocket   string
 	MetricsAddr string // /metrics, /status, /healthz; empty disables
 

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/strata-net/strata/topology"
 	"github.com/strata-net/strata/topology/render"
@@ -10,13 +12,15 @@ import (
 
 // Status is what /status serves and `strata status` prints.
 type Status struct {
-	Node     string                 `json:"node"`
-	Datapath topology.Datapath      `json:"datapath"`
-	Reason   string                 `json:"reason"`
-	Role     string                 `json:"role"`
-	Ready    string                 `json:"ready"`
-	Nodes    []topology.NodePlan    `json:"nodes"`
-	Peers    []topology.PeerProgram `json:"peers"`
+	Node     string            `json:"node"`
+	Datapath topology.Datapath `json:"datapath"`
+	Reason   string            `json:"reason"`
+	Role     string            `json:"role"`
+	Ready    string            `json:"ready"`
+	// Allocations is the number of live pod attachments in the role's IPAM.
+	Allocations int                    `json:"allocations"`
+	Nodes       []topology.NodePlan    `json:"nodes"`
+	Peers       []topology.PeerProgram `json:"peers"`
 }
 
 func (a *Agent) status() Status {
@@ -29,6 +33,11 @@ func (a *Agent) status() Status {
 		if err := a.role.Ready(); err != nil {
 			st.Ready = err.Error()
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if allocs, err := a.role.Allocations(ctx); err == nil {
+			st.Allocations = len(allocs)
+		}
+		cancel()
 	}
 	if plan != nil {
 		if np, ok := plan.Node(a.cfg.NodeName); ok {

@@ -21,7 +21,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
+	"github.com/strata-net/strata/internal/rtproto"
 	"github.com/strata-net/strata/topology"
 )
 
@@ -146,10 +150,11 @@ func (l *Lab) agentStatus(ctx context.Context, node string) (agentStatus, error)
 // agentStatus mirrors agent.Status (kept local: the lab reads JSON, as
 // `strata status` does).
 type agentStatus struct {
-	Node     string `json:"node"`
-	Datapath string `json:"datapath"`
-	Ready    string `json:"ready"`
-	Peers    []struct {
+	Node        string `json:"node"`
+	Datapath    string `json:"datapath"`
+	Ready       string `json:"ready"`
+	Allocations int    `json:"allocations"`
+	Peers       []struct {
 		Peer   string `json:"peer"`
 		Path   string `json:"path"`
 		Reason string `json:"reason"`
@@ -324,3 +329,80 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 	}
 	return nil
 }
+
+// Churn adds and then deletes n extra pods spread over the nodes, through
+// strata-cni, as a runtime would. It returns the first error.
+func (l *Lab) Churn(ctx context.Context, n int) error {
+	for i := range n {
+		node := l.spec.Nodes[i%len(l.spec.Nodes)]
+		p := pod{Node: node.Name, Name: fmt.Sprintf("pod-churn%d", i)}
+		confDir := filepath.Join(l.nodeDir(node.Name), "net.d")
+		if _, err := l.addPod(p, confDir); err != nil {
+			return err
+		}
+		if err := l.delPod(p, confDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// delPod runs cnitool del for a pod and removes its namespace.
+func (l *Lab) delPod(p pod, confDir string) error {
+	podNS := l.podNS(p)
+	cmd := exec.Command("ip", l.ns(p.Node).Exec(filepath.Join(l.binDir, "cnitool"), "del", "strata", podNS.Path)[1:]...)
+	cmd.Env = append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+filepath.Dir(l.agentBin("strata-cni"))+":/usr/lib/cni",
+		"CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME="+p.Node+"-"+p.Name, "CNI_IFNAME=eth0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("cnitool del %s on %s: %v\n%s", p.Name, p.Node, err, out)
+	}
+	return nsutil.Delete(podNS.Name)
+}
+
+// Accounting is what a node holds for its pods, from three places.
+type Accounting struct {
+	Node        string
+	Pods        int // pods the lab created on the node
+	Allocations int // the agent's IPAM
+	HostRoutes  int // host routes to pods in the kernel
+}
+
+// Account compares each node's live pods with its IPAM and its kernel.
+func (l *Lab) Account(ctx context.Context) ([]Accounting, error) {
+	pods, err := l.pods()
+	if err != nil {
+		return nil, err
+	}
+	var out []Accounting
+	for _, n := range l.spec.Nodes {
+		a := Accounting{Node: n.Name}
+		for _, p := range pods {
+			if p.Node == n.Name {
+				a.Pods++
+			}
+		}
+		st, err := l.agentStatus(ctx, n.Name)
+		if err != nil {
+			return nil, err
+		}
+		a.Allocations = st.Allocations
+		if err := l.ns(n.Name).Do(func() error {
+			rs, err := nlretry.Dump(func() ([]netlink.Route, error) {
+				return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: rtproto.Pod}, netlink.RT_FILTER_PROTOCOL)
+			})
+			a.HostRoutes = len(rs)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// StopAPIServer stops kube-apiserver (the API outage test); StartAPIServer
+// brings it back.
+func (l *Lab) StopAPIServer() error { return l.procs.stop("kube-apiserver", 5*time.Second) }
+
+// StartAPIServer restarts kube-apiserver and waits until it is ready.
+func (l *Lab) StartAPIServer(ctx context.Context) error { return l.cp.start(ctx) }
