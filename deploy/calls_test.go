@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -51,10 +52,7 @@ type agentCall struct {
 	// (ClusterRole), otherwise a Role in that namespace.
 	Namespace string
 	Why       string
-	// MayBeMissing: NotFound is an answer (it comes after authorization),
-	// used for BGPPeers, whose CRD and objects belong to bgp/.
-	MayBeMissing bool
-	Do           func(ctx context.Context, c callClients) error
+	Do        func(ctx context.Context, c callClients) error
 }
 
 func watchOnce(ctx context.Context, w func(context.Context, metav1.ListOptions) (interface{ Stop() }, error)) error {
@@ -133,34 +131,35 @@ var agentCalls = []agentCall{
 			_, err := c.Kube.EventsV1().Events(eventNS).Patch(ctx, fixtureEvent+"-v1", types.MergePatchType, []byte(p), metav1.PatchOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "bgppeers", Verb: "get", MayBeMissing: true, Why: "a peer's spec",
+	{Group: "strata.io", Resource: "bgppeers", Verb: "get", Why: "a peer's spec",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Get(ctx, fixturePeer, metav1.GetOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "bgppeers", Verb: "list", MayBeMissing: true, Why: "peers selecting this node",
+	{Group: "strata.io", Resource: "bgppeers", Verb: "list", Why: "peers selecting this node",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Dyn.Resource(gvrBGPPeers).List(ctx, metav1.ListOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "bgppeers", Verb: "watch", MayBeMissing: true, Why: "reconcile peers without restarting the speaker",
+	{Group: "strata.io", Resource: "bgppeers", Verb: "watch", Why: "reconcile peers without restarting the speaker",
 		Do: func(ctx context.Context, c callClients) error {
 			return watchOnce(ctx, func(ctx context.Context, o metav1.ListOptions) (interface{ Stop() }, error) {
 				return c.Dyn.Resource(gvrBGPPeers).Watch(ctx, o)
 			})
 		}},
-	{Group: "strata.io", Resource: "bgppeers/status", Verb: "update", MayBeMissing: true, Why: "conditions: established, invalid spec",
+	{Group: "strata.io", Resource: "bgppeers/status", Verb: "update", Why: "conditions: established, invalid spec",
 		Do: func(ctx context.Context, c callClients) error {
-			u := &unstructured.Unstructured{}
-			u.SetAPIVersion("strata.io/v1alpha1")
-			u.SetKind("BGPPeer")
-			u.SetName(fixturePeer)
-			u.SetNamespace(c.PeerNS)
-			u.SetResourceVersion("1")
-			_, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+			u, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Get(ctx, fixturePeer, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{
+				"type": "Valid", "status": "True", "reason": "Accepted", "message": "",
+				"lastTransitionTime": metav1.Now().UTC().Format(time.RFC3339)}}, "status", "conditions")
+			_, err = c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).UpdateStatus(ctx, u, metav1.UpdateOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "bgppeers/status", Verb: "patch", MayBeMissing: true, Why: "per-node session state",
+	{Group: "strata.io", Resource: "bgppeers/status", Verb: "patch", Why: "per-node session state",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Patch(ctx, fixturePeer, types.MergePatchType, []byte(`{"status":{}}`), metav1.PatchOptions{}, "status")
 			return err

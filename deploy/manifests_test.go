@@ -22,6 +22,7 @@ import (
 
 	"github.com/strata-net/strata/cni/plugin"
 	"github.com/strata-net/strata/cni/wire"
+	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 	"github.com/strata-net/strata/internal/cli"
 	"github.com/strata-net/strata/topology"
 	"github.com/strata-net/strata/topology/probe"
@@ -57,6 +58,8 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			typed[rbacv1.RoleBinding](t, o)
 		case "CustomResourceDefinition":
 			typed[apiextv1.CustomResourceDefinition](t, o)
+		case "BGPPeer":
+			typed[v1alpha1.BGPPeer](t, o)
 		case "NodePool":
 			if o.GetAPIVersion() != "strata.io/v1alpha1" {
 				t.Errorf("NodePool %s: apiVersion %s, want strata.io/v1alpha1", o.GetName(), o.GetAPIVersion())
@@ -533,3 +536,27 @@ func checkInitScript(t *testing.T, objs []*unstructured.Unstructured) {
 }
 
 func TestInitScriptInstallsCNI(t *testing.T) { checkInitScript(t, loadDir(t, manifestsDir)) }
+
+// TestChartShipsEveryCRD: the chart's crds/ holds every CRD of
+// deploy/manifests/crds-pool and deploy/crds (as symlinks, so they cannot
+// drift), since `helm install` alone must give a working cluster.
+func TestChartShipsEveryCRD(t *testing.T) {
+	inChart := map[string]string{}
+	for _, o := range loadDir(t, filepath.Join(chartDir, "crds")) {
+		b, _ := json.Marshal(o.Object)
+		inChart[o.GetName()] = string(b)
+	}
+	for _, dir := range []string{poolCRDDir, bgpCRDDir} {
+		for _, o := range loadDir(t, dir) {
+			if o.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			b, _ := json.Marshal(o.Object)
+			if got, ok := inChart[o.GetName()]; !ok {
+				t.Errorf("CRD %s (%s) is not in %s/crds: add a symlink to it", o.GetName(), dir, chartDir)
+			} else if got != string(b) {
+				t.Errorf("CRD %s in the chart differs from %s", o.GetName(), dir)
+			}
+		}
+	}
+}
