@@ -18,15 +18,17 @@ import (
 // Objects the calls below act on. The RBAC integration test creates them as
 // the admin before calling as the agent.
 const (
-	fixtureNode     = "strata-test-node"
-	fixturePodNS    = "default"
-	fixturePod      = "strata-test-pod"
-	fixtureSecret   = "strata-gossip"
-	fixturePool     = "strata-test-pool"
-	fixturePeer     = "strata-test-peer"
-	fixtureEvent    = "strata-test-node.strata-core"
-	fixtureNewEvent = "strata-test-node.strata-new"
-	eventNS         = "default" // events about cluster-scoped objects live here
+	fixtureNode      = "strata-test-node"
+	fixtureOtherNode = "strata-other-node"
+	fixtureAgentPod  = "strata-agent-test" // stands for the DaemonSet pod on fixtureNode
+	fixturePodNS     = "default"
+	fixturePod       = "strata-test-pod"
+	fixtureSecret    = "strata-gossip"
+	fixturePool      = "strata-test-pool"
+	fixturePeer      = "strata-test-peer"
+	fixtureEvent     = "strata-test-node.strata-core"
+	fixtureNewEvent  = "strata-test-node.strata-new"
+	eventNS          = "default" // events about cluster-scoped objects live here
 )
 
 var (
@@ -245,6 +247,22 @@ var outOfScope = []struct {
 	{"create a Lease (no leader election)", func(ctx context.Context, c callClients) error {
 		_, err := c.Dyn.Resource(schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}).Namespace(namespace).Create(ctx,
 			&unstructured.Unstructured{Object: map[string]any{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": map[string]any{"name": "strata"}}}, metav1.CreateOptions{})
+		return err
+	}},
+	{"patch another Node's strata.io annotations", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureOtherNode, types.MergePatchType, []byte(`{"metadata":{"annotations":{"strata.io/datapath":"forged"}}}`), metav1.PatchOptions{})
+		return err
+	}},
+	{"patch its own Node's labels", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, []byte(`{"metadata":{"labels":{"strata.io/location":"cloud"}}}`), metav1.PatchOptions{})
+		return err
+	}},
+	{"patch a non-strata annotation on its own Node", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, []byte(`{"metadata":{"annotations":{"example.com/x":"y"}}}`), metav1.PatchOptions{})
+		return err
+	}},
+	{"patch its own Node's spec", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
 		return err
 	}},
 	{"delete an Event", func(ctx context.Context, c callClients) error {

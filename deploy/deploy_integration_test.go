@@ -553,6 +553,11 @@ func TestIntegrationRBACAgentCalls(t *testing.T) {
 	}
 	_, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fixtureNode, Labels: map[string]string{"strata.io/location": "idc", "strata.io/pool": fixturePool}}}, metav1.CreateOptions{})
 	mustCreate("node", err)
+	_, err = admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fixtureOtherNode}}, metav1.CreateOptions{})
+	mustCreate("other node", err)
+	agentPod, err := admin.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fixtureAgentPod},
+		Spec: corev1.PodSpec{NodeName: fixtureNode, ServiceAccountName: agentSA, Containers: []corev1.Container{{Name: "agent", Image: "strata-agent"}}}}, metav1.CreateOptions{})
+	mustCreate("agent pod", err)
 	_, err = admin.CoreV1().Pods(fixturePodNS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fixturePod},
 		Spec: corev1.PodSpec{NodeName: fixtureNode, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
 	mustCreate("pod", err)
@@ -575,9 +580,14 @@ func TestIntegrationRBACAgentCalls(t *testing.T) {
 	_, err = admin.EventsV1().Events(eventNS).Create(ctx, newEvent(fixtureEvent+"-v1"), metav1.CreateOptions{})
 	mustCreate("events.k8s.io event", err)
 
-	// The agent's identity: a bound service-account token.
+	// The agent's identity: a service-account token bound to its pod, as
+	// the kubelet requests for the DaemonSet's projected token (it carries
+	// the pod's node name, which the node policy checks).
 	exp := int64(3600)
-	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, agentSA, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, agentSA, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: &exp,
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: agentPod.Name, UID: agentPod.UID},
+	}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("TokenRequest for %s/%s: %v", namespace, agentSA, err)
 	}
@@ -590,6 +600,9 @@ func TestIntegrationRBACAgentCalls(t *testing.T) {
 	}
 	if want := "system:serviceaccount:" + namespace + ":" + agentSA; who.Status.UserInfo.Username != want {
 		t.Fatalf("authenticated as %q, want %q", who.Status.UserInfo.Username, want)
+	}
+	if got := who.Status.UserInfo.Extra["authentication.kubernetes.io/node-name"]; !slices.Equal(got, authenticationv1.ExtraValue{fixtureNode}) {
+		t.Fatalf("token's node-name claim %v, want [%s]", got, fixtureNode)
 	}
 
 	for _, call := range agentCalls {
@@ -605,6 +618,7 @@ func TestIntegrationRBACAgentCalls(t *testing.T) {
 	for _, d := range outOfScope {
 		t.Run("refused/"+d.Name, func(t *testing.T) {
 			err := d.Do(ctx, c)
+			t.Logf("%s: %v", d.Name, err)
 			if !apierrors.IsForbidden(err) {
 				t.Errorf("%s: want Forbidden, got %v", d.Name, err)
 			}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -58,6 +59,10 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			typed[rbacv1.RoleBinding](t, o)
 		case "CustomResourceDefinition":
 			typed[apiextv1.CustomResourceDefinition](t, o)
+		case "ValidatingAdmissionPolicy":
+			typed[admissionv1.ValidatingAdmissionPolicy](t, o)
+		case "ValidatingAdmissionPolicyBinding":
+			typed[admissionv1.ValidatingAdmissionPolicyBinding](t, o)
 		case "BGPPeer":
 			typed[v1alpha1.BGPPeer](t, o)
 		case "NodePool":
@@ -71,7 +76,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			t.Errorf("%s %s: namespace %q, want %q (or none for cluster-scoped kinds)", o.GetKind(), o.GetName(), ns, namespace)
 		}
 	}
-	for _, k := range []string{"Namespace", "ServiceAccount", "ConfigMap", "Secret", "DaemonSet", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CustomResourceDefinition"} {
+	for _, k := range []string{"Namespace", "ServiceAccount", "ConfigMap", "Secret", "DaemonSet", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CustomResourceDefinition", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if kinds[k] == 0 {
 			t.Errorf("deploy/manifests has no %s", k)
 		}
