@@ -309,6 +309,13 @@ func TestIntegrationApplyManifestsAndChart(t *testing.T) {
 		}
 	})
 
+	t.Run("helm lint", func(t *testing.T) {
+		out, err := exec.Command(helmBin(t), "lint", "--strict", chartDir).CombinedOutput()
+		if err != nil {
+			t.Errorf("helm lint --strict: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("chart refuses incomplete cloud credentials", func(t *testing.T) {
 		cmd := exec.Command(helmBin(t), "template", "strata", chartDir, "--set", "cloudCredentials.create=true")
 		out, err := cmd.CombinedOutput()
@@ -607,10 +614,7 @@ func TestIntegrationRBACAgentCalls(t *testing.T) {
 
 	for _, call := range agentCalls {
 		t.Run("allowed/"+call.Resource+"/"+call.Verb+"/"+groupName(call.Group), func(t *testing.T) {
-			err := call.Do(ctx, c)
-			switch {
-			case err == nil:
-			default:
+			if err := call.Do(ctx, c); err != nil {
 				t.Errorf("%s %s/%s (%s) as the agent: %v", call.Verb, groupName(call.Group), call.Resource, call.Why, err)
 			}
 		})
