@@ -257,6 +257,7 @@ func TestIntegrationApplyManifestsAndChart(t *testing.T) {
 		a.t = t
 		objs := helmTemplate(t, namespace, nil)
 		checkDaemonSet(t, objs)
+		checkAgentParsesArgs(t, objs)
 		checkConflist(t, objs, []string{"portmap", "bandwidth"})
 		checkGrantsExact(t, rbacGrants(t, objs, namespace), namespace)
 		checkInitScript(t, objs)
@@ -279,6 +280,7 @@ func TestIntegrationApplyManifestsAndChart(t *testing.T) {
 		checkGrantsExact(t, rbacGrants(t, objs, ns), ns)
 		checkConflist(t, objs, []string{"bandwidth"})
 		checkTunablesWired(t, objs)
+		checkAgentParsesArgs(t, objs)
 		cm := typed[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "strata-config"))
 		if got := cm.Data["vxlan-vni"]; got != "16777215" {
 			t.Errorf("vxlan-vni rendered as %q: large numbers must not turn into exponent form", got)
@@ -475,7 +477,7 @@ func checkBGPPeerRejects(ctx context.Context, t *testing.T, a *applier) {
 		}
 	}
 	if crd == nil {
-		t.Skip("deploy/crds has no bgppeers.strata.io CRD yet (issue 5); NodePool's ASN checks ran above")
+		t.Fatal("deploy/crds has no bgppeers.strata.io CRD: the BGPPeer schema checks cannot run")
 	}
 	var ver *apiextv1.CustomResourceDefinitionVersion
 	for i := range crd.Spec.Versions {

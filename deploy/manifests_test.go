@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,16 +287,44 @@ func checkDaemonSet(t *testing.T, objs []*unstructured.Unstructured) {
 
 func TestDaemonSetContract(t *testing.T) { checkDaemonSet(t, loadDir(t, manifestsDir)) }
 
-// TestAgentHasDaemonSetFlags: every flag the DaemonSet passes exists on
-// strata-agent (an unknown flag would crash-loop every agent).
-func TestAgentHasDaemonSetFlags(t *testing.T) {
-	cmd := cli.NewAgent()
-	ds := daemonSet(t, loadDir(t, manifestsDir))
-	for _, a := range container(t, ds.Spec.Template.Spec.Containers, "agent").Args {
-		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		if cmd.Flags().Lookup(name) == nil {
-			t.Errorf("the DaemonSet passes --%s, which strata-agent does not define", name)
+// TestAgentHasDaemonSetFlags: the agent's own flag parser accepts the
+// DaemonSet's command line, with $(VARS) expanded as the kubelet does (an
+// unknown flag or a malformed value would crash-loop every agent).
+func TestAgentHasDaemonSetFlags(t *testing.T) { checkAgentParsesArgs(t, loadDir(t, manifestsDir)) }
+
+func checkAgentParsesArgs(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	cm := typed[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "strata-config"))
+	agent := container(t, daemonSet(t, objs).Spec.Template.Spec.Containers, "agent")
+	vars := map[string]string{}
+	for _, e := range agent.Env {
+		switch {
+		case e.ValueFrom == nil:
+			vars[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil:
+			vars[e.Name] = "node-1"
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			vars[e.Name] = cm.Data[e.ValueFrom.ConfigMapKeyRef.Key]
 		}
+	}
+	varRef := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	var args []string
+	for _, a := range agent.Args {
+		args = append(args, varRef.ReplaceAllStringFunc(a, func(m string) string {
+			name := varRef.FindStringSubmatch(m)[1]
+			v, ok := vars[name]
+			if !ok {
+				t.Errorf("arg %s refers to $(%s), which the container does not define", a, name)
+			}
+			return v
+		}))
+	}
+	cmd := cli.NewAgent()
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatalf("strata-agent refuses the DaemonSet's arguments %q: %v", args, err)
+	}
+	if got := cmd.Flags().Lookup("node-name").Value.String(); got != "node-1" {
+		t.Errorf("--node-name parsed as %q", got)
 	}
 }
 
