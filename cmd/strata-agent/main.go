@@ -1,3 +1,5 @@
+//go:debug multipathtcp=0
+
 // Command strata-agent is the per-node Strata daemon.
 package main
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/strata-net/strata/cni/server"
 	"github.com/strata-net/strata/internal/role"
@@ -36,6 +37,8 @@ type Agent struct {
 	m        *metrics
 
 	kube    kubernetes.Interface
+	rest    *rest.Config
+	mux     *http.ServeMux
 	self    topology.NodeFacts
 	role    role.Role
 	decider *topology.Decider
@@ -100,6 +103,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
+		RESTConfig: a.rest, Handle: a.handle,
 		Registry: a.reg, Logger: a.log, PodMTU: ul.mtu - vxlan.Overhead}
 	for _, d := range a.discover {
 		env.Facts = self
@@ -344,7 +348,7 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 			overlay = append(overlay, p)
 		case topology.PathNative:
 			for _, pfx := range pp.PodPrefixes {
-				if pp.NextHop.IsValid() {
+				if pp.NextHop.IsValid() && a.native.onLink(pp.NextHop) {
 					native = append(native, nativeRoute{dst: pfx, via: pp.NextHop})
 				}
 			}
@@ -380,8 +384,16 @@ func (a *Agent) overlayPeer(plan *topology.Plan, pp topology.PeerProgram) (vxlan
 	return vxlan.Peer{Name: pp.Peer, UnderlayIP: pp.VTEP, MAC: mac, OverlayIP: np.Facts.ProbeIP, Prefixes: pp.PodPrefixes}, nil
 }
 
+// handle mounts a handler on the status server (a no-op without one).
+func (a *Agent) handle(path string, h http.Handler) {
+	if a.mux != nil {
+		a.mux.Handle(path, h)
+	}
+}
+
 func (a *Agent) serveHTTP(ctx context.Context) error {
 	mux := http.NewServeMux()
+	a.mux = mux
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/status", a.serveStatus)

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -118,6 +120,10 @@ type RoleEnv struct {
 	StateDir string
 	IPAMDir  string
 	Kube     kubernetes.Interface // nil when offline
+	// RESTConfig reaches the API server (for dynamic clients of CRDs).
+	RESTConfig *rest.Config
+	// Handle mounts a role's HTTP handler next to /metrics and /status.
+	Handle func(path string, h http.Handler)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
 	// PodMTU is the underlay MTU minus the VXLAN overhead: every pod may

@@ -18,6 +18,9 @@ type underlay struct {
 	idx  int
 	mtu  int
 	gw   netip.Addr
+	// subnets are the underlay link's connected prefixes: native next hops
+	// inside them are on-link.
+	subnets []netip.Prefix
 }
 
 // discoverUnderlay finds the default route's link and gateway, and the link's
@@ -50,21 +53,26 @@ func discoverUnderlay(ip netip.Addr, link string) (underlay, error) {
 		return underlay{}, fmt.Errorf("underlay link: %w", err)
 	}
 	u.link, u.idx, u.mtu = l.Attrs().Name, l.Attrs().Index, l.Attrs().MTU
-	u.ip = ip
+	addrs, err := nlretry.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+	if err != nil {
+		return underlay{}, err
+	}
+	for _, a := range addrs {
+		ad, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		u.subnets = append(u.subnets, netip.PrefixFrom(ad, ones).Masked())
+		if !ip.IsValid() && !u.ip.IsValid() {
+			u.ip = ad
+		}
+	}
+	if ip.IsValid() {
+		u.ip = ip
+	}
 	if !u.ip.IsValid() {
-		addrs, err := nlretry.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
-		if err != nil {
-			return underlay{}, err
-		}
-		for _, a := range addrs {
-			if ad, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-				u.ip = ad
-				break
-			}
-		}
-		if !u.ip.IsValid() {
-			return underlay{}, fmt.Errorf("underlay link %s has no IPv4 address: pass --underlay-ip", u.link)
-		}
+		return underlay{}, fmt.Errorf("underlay link %s has no IPv4 address: pass --underlay-ip", u.link)
 	}
 	return u, nil
 }

@@ -80,8 +80,8 @@ func (a *Agent) client() (*kubernetes.Clientset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig, or run in a pod): %w", err)
 	}
-	cfg.Timeout = 10 * time.Second
 	cfg.UserAgent = "strata-agent/" + a.cfg.NodeName
+	a.rest = cfg
 	return kubernetes.NewForConfig(cfg)
 }
 

@@ -28,7 +28,22 @@ type nativeRoutes struct {
 const (
 	probeRulePriority = 90
 	mainRulePriority  = 100
+	// nativeMetric keeps these routes behind any a routing protocol installs
+	// for the same prefix (BGP uses metric 0): they are the fallback.
+	nativeMetric = 100
 )
+
+// onLink reports whether a next hop sits on the underlay's own subnet; a
+// native peer elsewhere is reached through the underlay's routing (VPC,
+// BGP), which needs nothing from this node.
+func (n *nativeRoutes) onLink(a netip.Addr) bool {
+	for _, p := range n.underlay.subnets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 type nativeRoute struct {
 	dst netip.Prefix
@@ -99,7 +114,7 @@ func (n *nativeRoutes) reconcile(want []nativeRoute) error {
 	}
 	for dst, via := range wantBy {
 		r := &netlink.Route{Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())},
-			Gw: via.AsSlice(), Protocol: rtproto.Native, Table: 254}
+			Gw: via.AsSlice(), Protocol: rtproto.Native, Table: 254, Priority: nativeMetric}
 		if err := netlink.RouteReplace(r); err != nil {
 			errs = append(errs, fmt.Errorf("native route %s via %s: %w", dst, via, err))
 		}

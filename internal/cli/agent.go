@@ -24,6 +24,7 @@ import (
 func NewAgent() *cobra.Command {
 	var cfg agent.Config
 	var cloud cloudFlags
+	var bgpf bgpFlags
 	var underlayIP, wanIP, logLevel string
 	cmd := &cobra.Command{
 		Use:   "strata-agent",
@@ -56,7 +57,7 @@ from its cached facts, and gossip keeps failover working.`,
 			if err := cloud.parse(); err != nil {
 				return err
 			}
-			a, err := agent.New(cfg, agentRoles(cloud), cloud.discover)
+			a, err := agent.New(cfg, agentRoles(cloud, bgpf), cloud.discover, bgpf.discover)
 			if err != nil {
 				return err
 			}
@@ -87,6 +88,7 @@ from its cached facts, and gossip keeps failover working.`,
 	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cloud.register(f)
+	bgpf.register(f)
 	return cmd
 }
 
@@ -102,10 +104,11 @@ func optAddr(flag, s string) (netip.Addr, error) {
 }
 
 // agentRoles maps each datapath to the role that builds it.
-func agentRoles(cloud cloudFlags) agent.Roles {
+func agentRoles(cloud cloudFlags, bgpf bgpFlags) agent.Roles {
 	return agent.Roles{
 		topology.DatapathVXLANOverlay: podCIDRRole,
 		topology.DatapathENIMultiIP:   cloud.role,
+		topology.DatapathBGPUnderlay:  bgpf.role,
 	}
 }
 

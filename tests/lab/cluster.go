@@ -31,9 +31,12 @@ import (
 
 // client talks to the lab's API server through a socket opened in ctl.
 func (l *Lab) client() (*kubernetes.Clientset, error) {
-	cfg := &rest.Config{Host: l.cp.url(), BearerToken: adminToken, Timeout: 10 * time.Second,
+	return kubernetes.NewForConfig(l.restConfig())
+}
+
+func (l *Lab) restConfig() *rest.Config {
+	return &rest.Config{Host: l.cp.url(), BearerToken: adminToken, Timeout: 10 * time.Second,
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Dial: l.cp.dial}
-	return kubernetes.NewForConfig(cfg)
 }
 
 func (l *Lab) nodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
@@ -124,6 +127,9 @@ func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
 		"--state-dir", dir, "--ipam-dir", filepath.Join(dir, "ipam"), "--cni-socket", l.socket(n.Name),
 		"--metrics-addr", net.JoinHostPort(l.spec.MgmtAddr(i+1).String(), "9253"),
 		"--gossip-key-file", key, "--underlay-link", "eth0", "--hold-down", "3s"}
+	if n.ASN != 0 {
+		argv = append(argv, "--bgp-asn", strconv.FormatUint(uint64(n.ASN), 10))
+	}
 	argv = append(argv, l.cloudArgs(n)...)
 	return l.procs.start("agent-"+n.Name, l.ns(n.Name).Exec(argv...))
 }

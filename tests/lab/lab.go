@@ -21,11 +21,13 @@ type Lab struct {
 	out    io.Writer
 	procs  *procs
 	cp     *controlPlane
+	repo   string // the source tree: deploy/crds
 }
 
 // Options locate the lab's inputs.
 type Options struct {
 	ToolsBin string    // kube-apiserver, etcd, cnitool (`make tools`)
+	Repo     string    // the source tree (for deploy/crds); default: found from the spec file
 	Progress io.Writer // step-by-step progress
 }
 
@@ -35,7 +37,10 @@ func Open(spec *Spec, opts Options) *Lab {
 		opts.Progress = io.Discard
 	}
 	dir := nsutil.LabStateDir
-	l := &Lab{spec: spec, dir: dir, binDir: opts.ToolsBin, out: opts.Progress, procs: &procs{dir: dir}}
+	l := &Lab{spec: spec, dir: dir, binDir: opts.ToolsBin, out: opts.Progress, procs: &procs{dir: dir}, repo: opts.Repo}
+	if l.repo == "" {
+		l.repo = findRepo(spec.path)
+	}
 	ctl := l.ns(ctlHost)
 	l.cp = &controlPlane{dir: filepath.Join(dir, "controlplane"), addr: spec.MgmtAddr(0).String(), port: 6443,
 		binDir: opts.ToolsBin, procs: l.procs, ctlExec: ctl.Exec, dial: ctl.DialContext}
@@ -74,8 +79,15 @@ func (l *Lab) Up(ctx context.Context) error {
 // agents, pods); kept separate so Up reads as the list of steps.
 func (l *Lab) extraSteps() []step {
 	return []step{
+		{"BIRD on the VBR and the IDC vSwitch", l.startRouters},
 		{"ECS OpenAPI + metadata emulator", l.startECS},
-		{"Node objects with their declared labels", l.createNodes},
+		{"Strata's CRDs", l.installCRDs},
+		{"Node objects with their declared labels, BGPPeers for the edge nodes", func(ctx context.Context) error {
+			if err := l.createNodes(ctx); err != nil {
+				return err
+			}
+			return l.createBGPPeers(ctx)
+		}},
 		{"one strata-agent per node", l.startAgents},
 		{"pods through strata-cni (cnitool, as a runtime)", l.createPods},
 	}
@@ -108,3 +120,14 @@ func (l *Lab) Heal(link string) error { return l.setLink(link, true) }
 
 // Kubeconfig returns the admin kubeconfig's contents.
 func (l *Lab) Kubeconfig() string { return l.cp.kubeconfig() }
+
+// findRepo walks up from a file to the directory holding go.mod.
+func findRepo(from string) string {
+	dir, _ := filepath.Abs(filepath.Dir(from))
+	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return "."
+}

@@ -25,6 +25,8 @@ type Spec struct {
 	Switches []Switch     `json:"switches"`
 	Nodes    []Node       `json:"nodes"`
 	Cloud    *Cloud       `json:"cloud,omitempty"`
+
+	path string // the file it was loaded from
 }
 
 // Cloud describes the emulated VPC the cloud nodes live in.
@@ -118,7 +120,12 @@ func Load(path string) (*Spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read lab description: %w", err)
 	}
-	return Parse(b)
+	s, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s.path = path
+	return s, nil
 }
 
 // Parse decodes and validates a lab description.

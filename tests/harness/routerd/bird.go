@@ -25,6 +25,10 @@ type BIRDConfig struct {
 	Kernel bool
 	// Extra is appended to the global part of the configuration.
 	Extra string
+	// Transit re-advertises routes learned from one neighbour to the others
+	// (a router in the path, like the lab's IDC vSwitch), not only the
+	// static Announce prefixes.
+	Transit bool
 }
 
 // BIRD is a running BIRD daemon.
@@ -79,7 +83,11 @@ func birdConf(c BIRDConfig, dir string) string {
 				fmt.Fprintf(&b, "  graceful restart time %d;\n", n.RestartTime)
 			}
 		}
-		b.WriteString("  ipv4 { import all; export where source = RTS_STATIC; next hop self; };\n}\n")
+		export := "source = RTS_STATIC"
+		if c.Transit {
+			export = "source = RTS_STATIC || source = RTS_BGP"
+		}
+		fmt.Fprintf(&b, "  ipv4 { import all; export where %s; next hop self; };\n}\n", export)
 	}
 	return b.String()
 }
@@ -123,6 +131,12 @@ func (b *BIRD) Close() {
 
 // Log returns the tail of BIRD's log.
 func (b *BIRD) Log() string { return logTail(b.Dir + "/bird.log") }
+
+// NewBIRD prepares a BIRD whose files live in dir, for callers that manage
+// its lifetime themselves (the lab); tests use StartBIRD.
+func NewBIRD(ns nsutil.NS, dir string, c BIRDConfig) *BIRD {
+	return &BIRD{NS: ns, Dir: dir, Ctl: dir + "/bird.ctl", cfg: c}
+}
 
 // Start (re)starts the daemon with its configuration.
 func (b *BIRD) Start() error {
