@@ -123,7 +123,7 @@ type RoleEnv struct {
 	// RESTConfig reaches the API server (for dynamic clients of CRDs).
 	RESTConfig *rest.Config
 	// Handle mounts a role's HTTP handler next to /metrics and /status.
-	Handle func(path string, h http.Handler)
+	Handle   func(path string, h http.Handler)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
 	// PodMTU is the underlay MTU minus the VXLAN overhead: every pod may

@@ -91,7 +91,9 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = bgp.RunInstaller(ctx, sp, in, 10*time.Second, true, env.Logger.With("component", "bgp-installer")) }()
+	go func() {
+		_ = bgp.RunInstaller(ctx, sp, in, 10*time.Second, true, env.Logger.With("component", "bgp-installer"))
+	}()
 	if env.RESTConfig != nil {
 		dyn, err := dynamic.NewForConfig(env.RESTConfig)
 		if err != nil {
