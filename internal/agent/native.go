@@ -54,12 +54,13 @@ func (n *nativeRoutes) setupProbePath() error {
 	if !n.underlay.gw.IsValid() {
 		return nil // no default route: nothing native to probe through
 	}
+	// onlink: the gateway is on the underlay link by construction, and this
+	// table holds no connected route the kernel could check it against.
 	def := &netlink.Route{Table: n.table, LinkIndex: n.underlay.idx, Gw: net.IP(n.underlay.gw.AsSlice()),
-		Protocol: rtproto.Native, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}
+		Protocol: rtproto.Native, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Flags: int(netlink.FLAG_ONLINK)}
 	if err := netlink.RouteReplace(def); err != nil {
 		return fmt.Errorf("native probe table %d: %w", n.table, err)
 	}
-	// A connected route for the underlay subnet too, so on-link peers stay on-link.
 	rules, err := nlretry.Dump(func() ([]netlink.Rule, error) { return netlink.RuleList(netlink.FAMILY_V4) })
 	if err != nil {
 		return err

@@ -176,14 +176,14 @@ func (st agentStatus) pathTo(peer string) (string, string) {
 	return "local", ""
 }
 
-// pod is one lab pod: a namespace wired by strata-cni.
-type pod struct {
+// PodInfo is one lab pod: a namespace wired by strata-cni.
+type PodInfo struct {
 	Node string `json:"node"`
 	Name string `json:"name"`
 	IP   string `json:"ip"`
 }
 
-func (p pod) host() string { return p.Node + "-" + strings.TrimPrefix(p.Name, "pod-") }
+func (p PodInfo) host() string { return p.Node + "-" + strings.TrimPrefix(p.Name, "pod-") }
 
 // createPods runs strata-cni through cnitool for every pod, as a runtime
 // would, inside the node's namespace, and records Pod objects.
@@ -192,7 +192,7 @@ func (l *Lab) createPods(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var pods []pod
+	var pods []PodInfo
 	for _, n := range l.spec.Nodes {
 		confDir := filepath.Join(l.nodeDir(n.Name), "net.d")
 		if err := os.MkdirAll(confDir, 0o755); err != nil {
@@ -203,7 +203,7 @@ func (l *Lab) createPods(ctx context.Context) error {
 			return err
 		}
 		for i := range n.Pods {
-			p := pod{Node: n.Name, Name: fmt.Sprintf("pod-%d", i+1)}
+			p := PodInfo{Node: n.Name, Name: fmt.Sprintf("pod-%d", i+1)}
 			ip, err := l.addPod(p, confDir)
 			if err != nil {
 				return err
@@ -228,17 +228,17 @@ func (l *Lab) createPods(ctx context.Context) error {
 	return os.WriteFile(filepath.Join(l.dir, "pods.json"), b, 0o644)
 }
 
-func (l *Lab) pods() ([]pod, error) {
+func (l *Lab) pods() ([]PodInfo, error) {
 	b, err := os.ReadFile(filepath.Join(l.dir, "pods.json"))
 	if err != nil {
 		return nil, fmt.Errorf("no pods recorded: is the lab up? (%w)", err)
 	}
-	var ps []pod
+	var ps []PodInfo
 	return ps, json.Unmarshal(b, &ps)
 }
 
 // addPod creates the pod namespace and runs cnitool add in the node.
-func (l *Lab) addPod(p pod, confDir string) (string, error) {
+func (l *Lab) addPod(p PodInfo, confDir string) (string, error) {
 	name := nsutil.LabName(p.host())
 	podNS, err := nsutil.Open(name)
 	if err != nil {
@@ -266,10 +266,10 @@ func (l *Lab) addPod(p pod, confDir string) (string, error) {
 }
 
 // podNS returns the namespace of a lab pod.
-func (l *Lab) podNS(p pod) nsutil.NS { return l.ns(p.host()) }
+func (l *Lab) podNS(p PodInfo) nsutil.NS { return l.ns(p.host()) }
 
 // ping sends count pings from a pod; it returns the loss in percent.
-func (l *Lab) ping(ctx context.Context, from pod, to string, count int, interval time.Duration) (int, error) {
+func (l *Lab) ping(ctx context.Context, from PodInfo, to string, count int, interval time.Duration) (int, error) {
 	args := []string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", "1"}
 	if interval > 0 {
 		args = append(args, "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64))
@@ -312,10 +312,32 @@ func (l *Lab) StartAgent(ctx context.Context, node string) error {
 }
 
 // Pods lists the lab's pods.
-func (l *Lab) Pods() ([]pod, error) { return l.pods() }
+func (l *Lab) Pods() ([]PodInfo, error) { return l.pods() }
+
+// PingStats counts one ping stream.
+type PingStats struct{ Sent, Received, Lost int }
+
+// PingStream sends count pings, interval apart, from a pod and counts the
+// replies: the lab's probe stream for failover windows (lost × interval).
+func (l *Lab) PingStream(ctx context.Context, from PodInfo, to string, count int, interval time.Duration) (PingStats, error) {
+	args := []string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", "1",
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), to}
+	out, _ := exec.CommandContext(ctx, "ip", l.podNS(from).Exec(args...)[1:]...).CombinedOutput()
+	var st PingStats
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "packets transmitted") {
+			if _, err := fmt.Sscanf(strings.TrimSpace(line), "%d packets transmitted, %d received", &st.Sent, &st.Received); err != nil {
+				return st, fmt.Errorf("ping output %q: %w", line, err)
+			}
+			st.Lost = st.Sent - st.Received
+			return st, nil
+		}
+	}
+	return st, fmt.Errorf("ping %s → %s: no summary in %q", from.Name, to, out)
+}
 
 // Ping sends count pings from a pod to an address; it returns the loss in percent.
-func (l *Lab) Ping(ctx context.Context, from pod, to string, count int, interval time.Duration) (int, error) {
+func (l *Lab) Ping(ctx context.Context, from PodInfo, to string, count int, interval time.Duration) (int, error) {
 	return l.ping(ctx, from, to, count, interval)
 }
 
@@ -341,7 +363,7 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 func (l *Lab) Churn(ctx context.Context, n int) error {
 	for i := range n {
 		node := l.spec.Nodes[i%len(l.spec.Nodes)]
-		p := pod{Node: node.Name, Name: fmt.Sprintf("pod-churn%d", i)}
+		p := PodInfo{Node: node.Name, Name: fmt.Sprintf("pod-churn%d", i)}
 		confDir := filepath.Join(l.nodeDir(node.Name), "net.d")
 		if _, err := l.addPod(p, confDir); err != nil {
 			return err
@@ -354,7 +376,7 @@ func (l *Lab) Churn(ctx context.Context, n int) error {
 }
 
 // delPod runs cnitool del for a pod and removes its namespace.
-func (l *Lab) delPod(p pod, confDir string) error {
+func (l *Lab) delPod(p PodInfo, confDir string) error {
 	podNS := l.podNS(p)
 	cmd := exec.Command("ip", l.ns(p.Node).Exec(filepath.Join(l.binDir, "cnitool"), "del", "strata", podNS.Path)[1:]...)
 	cmd.Env = append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+filepath.Dir(l.agentBin("strata-cni"))+":/usr/lib/cni",
