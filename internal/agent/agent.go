@@ -315,13 +315,14 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	a.mu.Lock()
 	changed := full
 	next := make(map[string]topology.PeerProgram, len(peers))
+	var changes []topology.PeerChange
 	for _, pp := range peers {
 		next[pp.Peer] = pp
 		if old, ok := a.programs[pp.Peer]; !ok || !old.SameProgramming(pp) {
 			changed = true
+			changes = append(changes, topology.PeerChange{Local: a.self.Name, Old: old, New: pp})
 			if ok && old.Path != pp.Path {
 				a.log.Info("path switch", "peer", pp.Peer, "from", old.Path, "to", pp.Path, "reason", pp.Reason)
-				a.m.switches.WithLabelValues(string(old.Path), string(pp.Path)).Inc()
 			}
 		}
 	}
@@ -335,9 +336,7 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	}
 	var overlay []vxlan.Peer
 	var native []nativeRoute
-	counts := map[topology.Path]int{}
 	for _, pp := range peers {
-		counts[pp.Path]++
 		switch pp.Path {
 		case topology.PathVXLAN:
 			p, err := a.overlayPeer(plan, pp)
@@ -364,12 +363,8 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	a.programs = next
 	a.mu.Unlock()
 	a.savePeers(plan)
-	for _, p := range []topology.Path{topology.PathNative, topology.PathVXLAN, topology.PathUnreachable} {
-		a.m.pairs.WithLabelValues(string(p)).Set(float64(counts[p]))
-	}
-	if !full {
-		a.m.lastSwitch.Set(time.Since(since).Seconds())
-	}
+	a.m.topo.SetPlan(plan)
+	a.m.topo.Switched(changes, time.Since(since))
 }
 
 func (a *Agent) overlayPeer(plan *topology.Plan, pp topology.PeerProgram) (vxlan.Peer, error) {

@@ -38,6 +38,14 @@ reason.`,
 				return err
 			}
 			PrintStatus(os.Stdout, st)
+			if st.Datapath == "bgp-underlay" {
+				fmt.Println()
+				if ps, _, err := fetchBGPPeers(cmd.Context(), addr); err == nil {
+					PrintBGPPeers(os.Stdout, ps)
+				} else {
+					fmt.Println("BGP peers unavailable:", err)
+				}
+			}
 			return nil
 		},
 	}
