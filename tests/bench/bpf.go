@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -245,59 +244,10 @@ func (l *bpfBenchLab) setFast(fast bool) error {
 	return nil
 }
 
-// iperf runs iperf3 from pod src to a one-shot server in pod dst and returns
-// the received bits per second and the CPU both iperf3 ends used (percent of
-// one CPU, summed), which includes the kernel work done in their context.
+// iperf runs iperf3 from pod src to pod dst: received bits per second and
+// the CPU both ends used.
 func (l *bpfBenchLab) iperf(ctx context.Context, src, dst bpfBenchPod) (float64, float64, error) {
-	srvArgv := l.lab.NS(dst.name).Exec("iperf3", "-s", "-1", "-B", dst.ip.String())
-	srv := exec.CommandContext(ctx, srvArgv[0], srvArgv[1:]...)
-	if err := srv.Start(); err != nil {
-		return 0, 0, fmt.Errorf("start iperf3 server: %w", err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	cliArgv := l.lab.NS(src.name).Exec("iperf3", "-c", dst.ip.String(), "-t", fmt.Sprint(bpfIperfSeconds), "-J")
-	deadline := time.Now().Add(30 * time.Second)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		out, err := exec.CommandContext(ctx, cliArgv[0], cliArgv[1:]...).Output()
-		if err == nil {
-			var rep struct {
-				Error string `json:"error"`
-				End   struct {
-					SumReceived struct {
-						BitsPerSecond float64 `json:"bits_per_second"`
-					} `json:"sum_received"`
-					CPU struct {
-						Host   float64 `json:"host_total"`
-						Remote float64 `json:"remote_total"`
-					} `json:"cpu_utilization_percent"`
-				} `json:"end"`
-			}
-			if err := json.Unmarshal(out, &rep); err != nil {
-				return 0, 0, fmt.Errorf("parse iperf3 JSON: %w", err)
-			}
-			if rep.Error != "" {
-				err = errors.New(rep.Error)
-			} else if rep.End.SumReceived.BitsPerSecond <= 0 {
-				return 0, 0, fmt.Errorf("iperf3 reported no throughput: %s", out)
-			}
-			if err == nil {
-				cpu := rep.End.CPU.Host + rep.End.CPU.Remote
-				if cpu <= 0 {
-					cpu = 1 // not reported: efficiency degrades to throughput
-				}
-				return rep.End.SumReceived.BitsPerSecond, cpu, nil
-			}
-		}
-		lastErr = fmt.Errorf("iperf3 client: %w: %s", err, out)
-		// The server may not listen yet: retry until the deadline.
-		select {
-		case <-ctx.Done():
-			return 0, 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return 0, 0, lastErr
+	return Iperf(ctx, l.lab.NS(dst.name), l.lab.NS(src.name), dst.ip.String(), bpfIperfSeconds)
 }
 
 // bpfRR measures TCP request/response latency between two pods in-process:

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -370,44 +369,6 @@ func (l *iperfLab) measureFlannel(ctx context.Context) (float64, error) {
 // iperf runs iperf3 from pod A to a server in pod B and returns the
 // received bits per second.
 func (l *iperfLab) iperf(ctx context.Context, dst string) (float64, error) {
-	srvArgv := l.lab.NS("ipPB").Exec("iperf3", "-s", "-1", "-B", dst)
-	srv := exec.CommandContext(ctx, srvArgv[0], srvArgv[1:]...)
-	if err := srv.Start(); err != nil {
-		return 0, fmt.Errorf("start iperf3 server: %w", err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	cliArgv := l.lab.NS("ipPA").Exec("iperf3", "-c", dst, "-t", fmt.Sprint(iperfSeconds), "-J")
-	deadline := time.Now().Add(30 * time.Second)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		out, err := exec.CommandContext(ctx, cliArgv[0], cliArgv[1:]...).Output()
-		var rep struct {
-			Error string `json:"error"`
-			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if jerr := json.Unmarshal(out, &rep); err == nil && jerr != nil {
-			return 0, fmt.Errorf("parse iperf3 JSON: %w", jerr)
-		}
-		// iperf3 3.12 can exit 0 with the failure only in the JSON (e.g.
-		// "connection refused" while the server is still starting).
-		if err == nil && rep.Error != "" {
-			err = errors.New(rep.Error)
-		}
-		if err == nil {
-			if rep.End.SumReceived.BitsPerSecond <= 0 {
-				return 0, fmt.Errorf("iperf3 to %s reported no throughput", dst)
-			}
-			return rep.End.SumReceived.BitsPerSecond, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		time.Sleep(200 * time.Millisecond) // the server is still starting
-	}
-	return 0, fmt.Errorf("iperf3 to %s kept failing: %w", dst, lastErr)
+	bps, _, err := Iperf(ctx, l.lab.NS("ipPB"), l.lab.NS("ipPA"), dst, iperfSeconds)
+	return bps, err
 }

@@ -434,3 +434,6 @@ func (l *Lab) StopAPIServer() error { return l.procs.stop("kube-apiserver", 5*ti
 
 // StartAPIServer restarts kube-apiserver and waits until it is ready.
 func (l *Lab) StartAPIServer(ctx context.Context) error { return l.cp.start(ctx) }
+
+// PodNS is the network namespace of a lab pod.
+func (l *Lab) PodNS(p PodInfo) nsutil.NS { return l.podNS(p) }
