@@ -72,11 +72,11 @@ func (c *cloudFlags) discover(ctx context.Context, env agent.RoleEnv, f *topolog
 }
 
 // role builds the ENI multi-IP role from the metadata service and the
-// instance's RAM role (or STRATA_ECS_ACCESS_KEY_ID/SECRET when set).
+// instance's RAM role, or ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET when set (the DaemonSet maps them from an optional Secret).
 func (c *cloudFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, error) {
 	return cloudrole.New(ctx, cloudrole.Options{
 		ClusterID: c.clusterID, MetadataURL: c.metadataURL, Endpoint: c.endpoint,
-		AccessKeyID: os.Getenv("STRATA_ECS_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("STRATA_ECS_ACCESS_KEY_SECRET"),
+		AccessKeyID: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		PodVSwitchIDs: c.podVSwitches, SecurityGroupID: c.securityGroup,
 		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, MTU: env.PodMTU,
 		HostBound: c.hostBound, StateDir: env.IPAMDir, Registry: env.Registry, Logger: env.Logger,
