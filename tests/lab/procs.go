@@ -77,6 +77,9 @@ func (p *procs) stop(name string, grace time.Duration) error {
 	}
 	if alive(pid) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for deadline := time.Now().Add(5 * time.Second); alive(pid) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	err := os.Remove(p.pidPath(name))
 	if errors.Is(err, os.ErrNotExist) {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/strata-net/strata/tests/harness/sweep"
 )
@@ -16,7 +17,12 @@ func main() {
 	all := flag.Bool("all", false, "remove every Strata namespace, even ones whose creating process still runs")
 	flag.Parse()
 	if *check {
+		// A process killed a moment ago may still be exiting: give
+		// leftovers a few seconds to go before calling them left behind.
 		left := sweep.Leftovers()
+		for deadline := time.Now().Add(10 * time.Second); len(left) > 0 && time.Now().Before(deadline); left = sweep.Leftovers() {
+			time.Sleep(200 * time.Millisecond)
+		}
 		for _, l := range left {
 			fmt.Println("left behind:", l)
 		}
