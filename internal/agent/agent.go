@@ -183,7 +183,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.startProber(ctx); err != nil {
 		return err
 	}
-	defer a.prober.Close()
+	defer func() { _ = a.prober.Close() }()
 	if a.kube != nil && node.cached {
 		go a.watchNodesWhenReachable(ctx)
 	}
