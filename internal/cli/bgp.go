@@ -2,13 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -45,29 +42,9 @@ func newBGPCmd() *cobra.Command {
 }
 
 func fetchBGPPeers(ctx context.Context, addr string) ([]bgp.PeerJSON, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+bgp.PeersPath, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, raw, fmt.Errorf("agent at %s answered %s for %s (is this an edge node with BGP?): %s", addr, resp.Status, bgp.PeersPath, raw)
-	}
 	var ps []bgp.PeerJSON
-	if err := json.Unmarshal(raw, &ps); err != nil {
-		return nil, raw, fmt.Errorf("decode %s: %w", bgp.PeersPath, err)
-	}
-	return ps, raw, nil
+	raw, err := getAgentJSON(ctx, addr, bgp.PeersPath, &ps, "is this an edge node with BGP?")
+	return ps, raw, err
 }
 
 // PrintBGPPeers writes peers as a table.

@@ -56,22 +56,35 @@ reason.`,
 
 func fetchStatus(ctx context.Context, addr string) (agent.Status, []byte, error) {
 	var st agent.Status
+	raw, err := getAgentJSON(ctx, addr, "/status", &st, "")
+	return st, raw, err
+}
+
+// getAgentJSON fetches one of the agent's JSON endpoints into v and returns
+// the raw body too (for --json). hint helps when the endpoint is missing.
+func getAgentJSON(ctx context.Context, addr, path string, v any, hint string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
-		return st, nil, err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return st, nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
+		return nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return st, nil, err
+		return nil, err
 	}
-	return st, raw, json.Unmarshal(raw, &st)
+	if resp.StatusCode != http.StatusOK {
+		return raw, fmt.Errorf("agent at %s answered %s for %s (%s): %s", addr, resp.Status, path, hint, raw)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return raw, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return raw, nil
 }
 
 // PrintStatus writes an agent's status as tables.
