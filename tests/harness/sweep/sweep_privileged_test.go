@@ -43,6 +43,18 @@ func crashChild() {
 	if inside.Start() != nil || orphan.Start() != nil {
 		os.Exit(3)
 	}
+	// Die only once the daemon is really inside the namespace (`ip netns
+	// exec` enters it, then execs), as a crashed test's daemon would be.
+	var want syscall.Stat_t
+	_ = syscall.Stat(ns.Path, &want)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+strconv.Itoa(inside.Process.Pid)+"/ns/net", &st) == nil && st.Ino == want.Ino {
+			if b, _ := os.ReadFile("/proc/" + strconv.Itoa(inside.Process.Pid) + "/comm"); strings.TrimSpace(string(b)) == "sleep" {
+				break
+			}
+		}
+	}
 	// Print what we made, then die without cleanup (no defers run on Exit).
 	os.Stdout.WriteString(ns.Name + " " + strconv.Itoa(inside.Process.Pid) + " " + strconv.Itoa(orphan.Process.Pid) + "\n")
 	os.Exit(0)
