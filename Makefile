@@ -33,7 +33,7 @@ deps: ## Install the Debian packages tests and the lab need (idempotent)
 	@hack/install-deps.sh
 
 .PHONY: tools
-tools: ## Build kube-apiserver, kubectl, etcd, cnitool, helm, golangci-lint into $(STRATA_CACHE) (cached)
+tools: ## Build kube-apiserver, kubectl, etcd, cnitool and helm into $(STRATA_CACHE) (cached; make lint adds golangci-lint)
 	@hack/build-tools.sh
 
 .PHONY: test
@@ -81,7 +81,7 @@ lint: ## gofmt, go vet and golangci-lint v2
 	go vet -tags privileged ./...
 	go vet -tags integration ./...
 	go vet -tags e2e ./...
-	@[ -x $(TOOLS_BIN)/golangci-lint ] || hack/build-tools.sh
+	@[ -x $(TOOLS_BIN)/golangci-lint ] || hack/build-tools.sh --lint
 	$(TOOLS_BIN)/golangci-lint run --build-tags privileged,integration,e2e ./...
 
 .PHONY: generate

@@ -2,7 +2,7 @@
 # build-tools.sh: build the real components Strata's tests run, from the Go
 # module proxy, into a cache outside the repo keyed by version and go.sum:
 #   kube-apiserver, kubectl (tests/tools/k8s), etcd 3.7 (tests/tools/etcd),
-#   cnitool, helm and golangci-lint (pinned go install).
+#   cnitool and helm (pinned go install); golangci-lint with --lint.
 # Warm: seconds. Cold: about 10 minutes on 2 cores (kube-apiserver dominates).
 # The stable names live in $STRATA_CACHE/bin (symlinks); point
 # KUBEBUILDER_ASSETS there.
@@ -54,8 +54,9 @@ install_pinned() { # name module@version
   link "$dir/$name" "$name"
 }
 install_pinned cnitool github.com/containernetworking/cni/cnitool@$CNI_VERSION
-if [[ ${STRATA_TOOLS_MIN:-} != 1 ]]; then
-  install_pinned helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+install_pinned helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+# The linter is only for `make lint` (hack/build-tools.sh --lint).
+if [[ ${1:-} == --lint ]]; then
   install_pinned golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$LINT_VERSION
 fi
 step "ready in $bin"
