@@ -105,11 +105,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
 		RESTConfig: a.rest, Handle: a.handle,
 		Registry: a.reg, Logger: a.log, PodMTU: ul.mtu - vxlan.Overhead}
+	if node.cached {
+		// Discoverers that need the API server find nothing now; the
+		// capabilities found at the last online start keep the same role.
+		self.Capabilities = a.loadCapabilities()
+	}
 	for _, d := range a.discover {
 		env.Facts = self
 		if err := d(ctx, env, &self); err != nil {
 			return fmt.Errorf("discover node facts: %w", err)
 		}
+	}
+	if !node.cached {
+		a.saveCapabilities(self.Capabilities)
 	}
 
 	// 2. The node's declared facts and capabilities name its datapath,
@@ -406,5 +414,5 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 // nameSet is a concurrent set of node names.
 type nameSet struct{ m sync.Map }
 
-func (s *nameSet) Store(name string, _ bool) { s.m.Store(name, struct{}{}) }
-func (s *nameSet) Has(name string) bool      { _, ok := s.m.Load(name); return ok }
+func (s *nameSet) Add(name string)      { s.m.Store(name, struct{}{}) }
+func (s *nameSet) Has(name string) bool { _, ok := s.m.Load(name); return ok }

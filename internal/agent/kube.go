@@ -113,7 +113,7 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		if !ok || n.Name == a.self.Name {
 			return
 		}
-		a.apiNodes.Store(n.Name, true)
+		a.apiNodes.Add(n.Name)
 		ann := n.Annotations
 		if n.Spec.PodCIDR != "" && ann[topology.AnnotationPodCIDR] == "" {
 			ann = copyWith(ann, topology.AnnotationPodCIDR, n.Spec.PodCIDR)
@@ -204,4 +204,20 @@ func copyWith(m map[string]string, k, v string) map[string]string {
 	}
 	out[k] = v
 	return out
+}
+
+func (a *Agent) capabilitiesPath() string { return filepath.Join(a.cfg.StateDir, "capabilities.json") }
+
+func (a *Agent) saveCapabilities(c topology.Capabilities) {
+	if b, err := json.Marshal(c); err == nil {
+		_ = os.WriteFile(a.capabilitiesPath(), b, 0o600)
+	}
+}
+
+func (a *Agent) loadCapabilities() topology.Capabilities {
+	var c topology.Capabilities
+	if b, err := os.ReadFile(a.capabilitiesPath()); err == nil {
+		_ = json.Unmarshal(b, &c)
+	}
+	return c
 }
