@@ -437,3 +437,36 @@ func (l *Lab) StartAPIServer(ctx context.Context) error { return l.cp.start(ctx)
 
 // PodNS is the network namespace of a lab pod.
 func (l *Lab) PodNS(p PodInfo) nsutil.NS { return l.podNS(p) }
+
+// settle waits until no agent's per-peer paths have changed for longer than
+// the hold-down (3 s in the lab), so `matrix` right after `up` shows the
+// steady state, not the moment before BGP converged.
+func (l *Lab) settle(ctx context.Context) error {
+	const quiet = 6 * time.Second
+	var last string
+	since := time.Now()
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); {
+		var b strings.Builder
+		for _, n := range l.spec.Nodes {
+			st, err := l.agentStatus(ctx, n.Name)
+			if err != nil {
+				fmt.Fprintf(&b, "%s:?;", n.Name)
+				continue
+			}
+			for _, p := range st.Peers {
+				fmt.Fprintf(&b, "%s>%s:%s;", n.Name, p.Peer, p.Path)
+			}
+		}
+		if sig := b.String(); sig != last {
+			last, since = sig, time.Now()
+		} else if time.Since(since) >= quiet && !strings.Contains(sig, ":?;") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("agents' paths still changing after 90s; see `strata-lab status` and the agent logs in %s/logs", l.dir)
+}

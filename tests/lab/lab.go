@@ -90,6 +90,7 @@ func (l *Lab) extraSteps() []step {
 		}},
 		{"one strata-agent per node", l.startAgents},
 		{"pods through strata-cni (cnitool, as a runtime)", l.createPods},
+		{"paths settle (BGP converged, hold-downs passed)", l.settle},
 	}
 }
 
