@@ -188,6 +188,9 @@ func (p PodInfo) host() string { return p.Node + "-" + strings.TrimPrefix(p.Name
 // createPods runs strata-cni through cnitool for every pod, as a runtime
 // would, inside the node's namespace, and records Pod objects.
 func (l *Lab) createPods(ctx context.Context) error {
+	if _, err := l.pods(); err == nil {
+		return nil // idempotent up: the pods exist
+	}
 	cs, err := l.client()
 	if err != nil {
 		return err

@@ -61,24 +61,6 @@ func (l *Lab) Up(ctx context.Context) error {
 	steps := []step{
 		{"network namespaces, links and switches", func(context.Context) error { return l.buildNetwork() }},
 		{"kube-apiserver + etcd on the management network", l.cp.start},
-	}
-	steps = append(steps, l.extraSteps()...)
-	for i, s := range steps {
-		t0 := time.Now()
-		fmt.Fprintf(l.out, "[%d/%d] %s ...", i+1, len(steps), s.name)
-		if err := s.run(ctx); err != nil {
-			fmt.Fprintln(l.out, " failed")
-			return fmt.Errorf("lab up, step %d (%s): %w\nlogs are in %s/logs; `strata-lab down` removes the half-built lab", i+1, s.name, err, l.dir)
-		}
-		fmt.Fprintf(l.out, " done (%s)\n", time.Since(t0).Round(10*time.Millisecond))
-	}
-	return nil
-}
-
-// extraSteps is where the datapath steps join (BGP routers, ECS emulator,
-// agents, pods); kept separate so Up reads as the list of steps.
-func (l *Lab) extraSteps() []step {
-	return []step{
 		{"BIRD on the VBR and the IDC vSwitch", l.startRouters},
 		{"ECS OpenAPI + metadata emulator", l.startECS},
 		{"Strata's CRDs", l.installCRDs},
@@ -92,6 +74,16 @@ func (l *Lab) extraSteps() []step {
 		{"pods through strata-cni (cnitool, as a runtime)", l.createPods},
 		{"paths settle (BGP converged, hold-downs passed)", l.settle},
 	}
+	for i, s := range steps {
+		t0 := time.Now()
+		fmt.Fprintf(l.out, "[%d/%d] %s ...", i+1, len(steps), s.name)
+		if err := s.run(ctx); err != nil {
+			fmt.Fprintln(l.out, " failed")
+			return fmt.Errorf("lab up, step %d (%s): %w\nlogs are in %s/logs; `strata-lab down` removes the half-built lab", i+1, s.name, err, l.dir)
+		}
+		fmt.Fprintf(l.out, " done (%s)\n", time.Since(t0).Round(10*time.Millisecond))
+	}
+	return nil
 }
 
 // Down removes everything the lab made: processes by PID, namespaces (with
