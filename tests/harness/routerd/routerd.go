@@ -82,6 +82,12 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() er
 
 // Wait polls cond every 100 ms until it returns nil or timeout passes.
 func Wait(ctx context.Context, timeout time.Duration, cond func() error) error {
+	return WaitEvery(ctx, timeout, 100*time.Millisecond, cond)
+}
+
+// WaitEvery polls cond every interval until it returns nil or timeout
+// passes, and then returns cond's last error.
+func WaitEvery(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -92,7 +98,7 @@ func Wait(ctx context.Context, timeout time.Duration, cond func() error) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }
