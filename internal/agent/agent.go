@@ -128,22 +128,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.decider = d
 	dp, reason := topology.RoleFor(self)
-	np := topology.NodePlan{Datapath: dp, Reason: reason}
-	factory, ok := a.roles[np.Datapath]
+	factory, ok := a.roles[dp]
 	if !ok {
-		return fmt.Errorf("this node needs datapath %q (%s), which this agent cannot build; check the node's strata.io labels", np.Datapath, np.Reason)
+		return fmt.Errorf("this node needs datapath %q (%s), which this agent cannot build; check the node's strata.io labels", dp, reason)
 	}
-	a.log.Info("datapath chosen", "datapath", np.Datapath, "reason", np.Reason)
-	env.Facts, env.Logger = self, a.log.With("role", string(np.Datapath))
+	a.log.Info("datapath chosen", "datapath", dp, "reason", reason)
+	env.Facts, env.Logger = self, a.log.With("role", string(dp))
 	a.role, err = factory(ctx, env)
 	if err != nil {
-		return fmt.Errorf("build role %s: %w", np.Datapath, err)
+		return fmt.Errorf("build role %s: %w", dp, err)
 	}
 	if err := a.role.Start(ctx); err != nil {
-		return fmt.Errorf("start role %s: %w", np.Datapath, err)
+		return fmt.Errorf("start role %s: %w", dp, err)
 	}
 	defer func() { _ = a.role.Stop(context.WithoutCancel(ctx)) }()
-	a.m.datapath.WithLabelValues(string(np.Datapath)).Set(1)
+	a.m.datapath.WithLabelValues(string(dp)).Set(1)
 
 	// 3. What the role owns completes the facts.
 	na, ok := a.role.(role.NodeAddresser)
@@ -179,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// 5. Learn the peers (API server, else the facts cached at the last
 	// programming), program them, which creates the overlay device and the
 	// node address on it, then start gossip and probes from that address.
-	a.publish(ctx, np.Datapath)
+	a.publish(ctx, dp)
 	a.offline.Store(node.cached)
 	if a.kube != nil && !node.cached {
 		a.watchNodes(ctx)
