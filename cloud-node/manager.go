@@ -89,6 +89,11 @@ type Config struct {
 	MTU int
 	// IPVlan selects the ipvlan datapath (kernel feature-detected by the caller).
 	IPVlan bool
+	// HostBound are destinations ipvlan pods reach via the host (service
+	// CIDR, node subnets, overlay and BGP-learned pod CIDRs): the pod routes
+	// them via its ENI's primary IP on the node's own ipvlan slave. Veth pods
+	// send everything to the host, where datapath rules do the same.
+	HostBound []netip.Prefix
 	// ReadyMAC, if set, reports whether the guest sees an ENI's MAC (the
 	// metadata service); attach waits for it after InUse.
 	ReadyMAC func(ctx context.Context, mac string) (bool, error)
@@ -441,11 +446,15 @@ func (m *Manager) allocation(rec ipamstore.Record) role.Allocation {
 	a := role.Allocation{ContainerID: rec.ContainerID, IfName: rec.IfName, PodNamespace: rec.PodNamespace,
 		PodName: rec.PodName, Addr: netip.PrefixFrom(rec.Addr, 32), Gateway: PodGateway, MTU: m.cfg.MTU,
 		Datapath: role.DatapathVethRouted}
-	if m.cfg.IPVlan {
-		a.Datapath = role.DatapathIPVlan
-	}
-	if e, ok := m.enis[rec.Meta["eni"]]; ok {
+	e, ok := m.enis[rec.Meta["eni"]]
+	if ok {
 		a.Table, a.ENILink, a.ENIMAC = e.table, e.link, e.info.MAC
+	}
+	if m.cfg.IPVlan && ok && e.link != "" {
+		// a slave of the ENI: default via the vSwitch gateway, host-bound
+		// destinations via the ENI's primary IP on the node's own slave
+		a.Datapath, a.Gateway, a.HostVia = role.DatapathIPVlan, e.info.Gateway, e.info.PrimaryIP
+		a.Routes = slices.Clone(m.cfg.HostBound)
 	}
 	return a
 }

@@ -12,6 +12,7 @@ import (
 
 	cloudnode "github.com/strata-net/strata/cloud-node"
 	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/cni/plugin"
 	"github.com/strata-net/strata/internal/ipamstore"
 	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/tests/ecsemu"
@@ -444,5 +445,70 @@ func TestConcurrentSameAttachmentGetsOneAddress(t *testing.T) {
 	}
 	if after := m.Idle(); after != before-1 {
 		t.Fatalf("idle went %d -> %d: picked addresses leaked", before, after)
+	}
+}
+
+// fakeDatapath names every ENI's link and table as the kernel side would.
+type fakeDatapath struct{}
+
+func (fakeDatapath) ENIUp(_ context.Context, e cloudnode.ENIInfo) (string, int, error) {
+	return "eth-" + e.ID[len(e.ID)-4:], 1007, nil
+}
+func (fakeDatapath) ENIDown(context.Context, cloudnode.ENIInfo) error { return nil }
+func (fakeDatapath) Prune(context.Context, map[netip.Addr]bool) error { return nil }
+
+// With ipvlan the pod is a slave of its ENI: the vSwitch gateway is its
+// default, the ENI's primary IP its way to the host for host-bound CIDRs;
+// the plugin's plan (cni/plugin) consumes exactly these fields.
+func TestIPVlanAllocationNamesENIGatewayAndHost(t *testing.T) {
+	e := newEnv(t, nil)
+	hostBound := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.0.1.0/24")}
+	for _, ipvlan := range []bool{false, true} {
+		cfg := managerConfig()
+		cfg.IPVlan, cfg.HostBound = ipvlan, hostBound
+		st, err := ipamstore.Open(e.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := cloudnode.NewManager(cfg, e.api, st, fakeDatapath{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a, err := m.Allocate(ctx, req(1))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var eni ecsemu.ENI
+		for _, x := range e.emu.ENIs() {
+			for _, ip := range x.Secondary {
+				if ip == a.Addr.Addr() {
+					eni = x
+				}
+			}
+		}
+		if a.ENILink == "" || a.Table != 1007 || a.ENIMAC != eni.MAC {
+			t.Fatalf("ipvlan=%v: allocation %+v lacks its ENI (%s, %s)", ipvlan, a, eni.ID, eni.MAC)
+		}
+		if ipvlan {
+			if a.Datapath != role.DatapathIPVlan || a.Gateway != netip.MustParseAddr("10.0.64.1") || a.HostVia != eni.PrimaryIP ||
+				fmt.Sprint(a.Routes) != fmt.Sprint(hostBound) {
+				t.Fatalf("ipvlan allocation %+v: want gateway 10.0.64.1, host via %s, routes %v", a, eni.PrimaryIP, hostBound)
+			}
+		} else if a.Datapath != role.DatapathVethRouted || a.Gateway != cloudnode.PodGateway || a.HostVia.IsValid() || a.Routes != nil {
+			t.Fatalf("veth allocation %+v", a)
+		}
+		_ = m.Stop(context.Background())
+	}
+}
+
+// The plugin's per-pod veth fallback must use the gateway veth pods get here.
+func TestPluginFallbackGatewayIsPodGateway(t *testing.T) {
+	if plugin.VethGateway != cloudnode.PodGateway {
+		t.Fatalf("cni/plugin.VethGateway %s != cloudnode.PodGateway %s", plugin.VethGateway, cloudnode.PodGateway)
 	}
 }

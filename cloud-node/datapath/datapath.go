@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	cloudnode "github.com/strata-net/strata/cloud-node"
+	"github.com/strata-net/strata/cni/plugin"
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
 	"github.com/strata-net/strata/internal/role"
@@ -282,6 +283,20 @@ func (n *Node) Prune(ctx context.Context, keep map[netip.Addr]bool) error {
 		}
 		for _, r := range routes {
 			if stale(r.Dst) {
+				_ = netlink.RouteDel(&r)
+			}
+		}
+		// host routes of ipvlan pods (on the node's own slaves of the ENIs)
+		// whose DEL never came: only the plugin's pod records name them
+		podRoutes, err := nlretry.Dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: rtproto.Pod},
+				netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range podRoutes {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && strings.HasPrefix(l.Attrs().Name, plugin.HostIPVlanPrefix) && stale(r.Dst) {
 				_ = netlink.RouteDel(&r)
 			}
 		}

@@ -109,8 +109,15 @@ func setup(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) (*current.Resu
 		return setupVeth(netns, args, a)
 	case role.DatapathExclusiveENI:
 		return setupENI(netns, args, a)
+	case role.DatapathIPVlan:
+		res, err := setupIPVlan(netns, args, a)
+		if errors.Is(err, errIPVlanUnsupported) {
+			// Nothing was made: wire the same address veth-routed instead.
+			return setupVeth(netns, args, vethFallback(a))
+		}
+		return res, err
 	default:
-		return nil, fmt.Errorf("agent asked for datapath %q, which this strata-cni does not implement (it does %s and %s)", a.Datapath, role.DatapathVethRouted, role.DatapathExclusiveENI)
+		return nil, fmt.Errorf("agent asked for datapath %q, which this strata-cni does not implement (it does %s, %s and %s)", a.Datapath, role.DatapathVethRouted, role.DatapathIPVlan, role.DatapathExclusiveENI)
 	}
 }
 
@@ -374,31 +381,35 @@ func removeHostVethLink(link netlink.Link) error {
 }
 
 // teardown undoes ADD's links. It is idempotent: a missing namespace,
-// link or rule is not an error.
-func teardown(netnsPath, containerID, ifName string) error {
+// link or rule is not an error. found is false when it found no trace of the
+// attachment on the node or in the pod (e.g. an ipvlan pod whose namespace is
+// gone): the caller asks the agent what the attachment was.
+func teardown(netnsPath, containerID, ifName string) (found bool, err error) {
 	hostName := hostVethName(containerID, ifName)
 	link, err := netlink.LinkByName(hostName)
 	if err == nil {
-		return removeHostVethLink(link)
+		return true, removeHostVethLink(link)
 	}
 	if !isNotFound(err) {
-		return fmt.Errorf("look up host veth %s: %w", hostName, err)
+		return false, fmt.Errorf("look up host veth %s: %w", hostName, err)
 	}
-	// No host veth: an exclusive ENI may sit in the pod.
+	// No host veth: an exclusive ENI or an ipvlan slave may sit in the pod.
 	if netnsPath == "" {
-		return nil
+		return false, nil
 	}
 	netns, err := ns.GetNS(netnsPath)
 	if err != nil {
-		return nil // the namespace is gone, and a moved ENI went back with it
+		return false, nil // the namespace is gone, and a moved ENI went back with it
 	}
 	defer func() { _ = netns.Close() }()
 	host, err := ns.GetCurrentNS()
 	if err != nil {
-		return fmt.Errorf("open the node's namespace: %w", err)
+		return false, fmt.Errorf("open the node's namespace: %w", err)
 	}
 	defer func() { _ = host.Close() }()
-	return netns.Do(func(ns.NetNS) error {
+	var ipvlanPod netip.Addr
+	var ipvlanTable int
+	err = netns.Do(func(ns.NetNS) error {
 		link, err := netlink.LinkByName(ifName)
 		if isNotFound(err) {
 			return nil
@@ -407,10 +418,42 @@ func teardown(netnsPath, containerID, ifName string) error {
 			return fmt.Errorf("look up %s in the pod: %w", ifName, err)
 		}
 		if strings.HasPrefix(link.Attrs().Alias, eniAliasPrefix) {
+			found = true
 			return returnENI(ifName, "", int(host.Fd()))
+		}
+		if pod, table, _, ok := parseIPVlanAlias(link.Attrs().Alias); ok {
+			found, ipvlanPod, ipvlanTable = true, pod, table
 		}
 		return nil
 	})
+	if err != nil || !ipvlanPod.IsValid() {
+		return found, err
+	}
+	return true, removeIPVlanPod(netns, ifName, ipvlanPod, ipvlanTable)
+}
+
+// teardownByAllocation removes what teardown could not find from the node
+// alone: the host route and rule of an ipvlan pod whose namespace is gone.
+func teardownByAllocation(a wire.Allocation) error {
+	if a.Datapath != role.DatapathIPVlan || !a.Addr.IsValid() {
+		return nil
+	}
+	return removeIPVlanHost(a.Addr.Addr(), a.Table)
+}
+
+// checkVethHost verifies a host veth is up with proxy ARP and the pod's route.
+func checkVethHost(hostName string, pod netip.Addr) error {
+	link, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("host veth %s: %w", hostName, err)
+	}
+	if link.Attrs().OperState == netlink.OperDown || link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("host veth %s is down", hostName)
+	}
+	if v, err := sysctl.Sysctl("net/ipv4/conf/" + hostName + "/proxy_arp"); err != nil || strings.TrimSpace(v) != "1" {
+		return fmt.Errorf("proxy_arp is off on %s", hostName)
+	}
+	return hasHostRoute(link, netip.PrefixFrom(pod, 32))
 }
 
 // check verifies the pod and host side against the allocation.
@@ -418,31 +461,20 @@ func check(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) error {
 	if a.MTU == 0 {
 		a.MTU = 1500
 	}
-	if a.Datapath == role.DatapathVethRouted {
-		hostName := hostVethName(args.ContainerID, args.IfName)
-		link, err := netlink.LinkByName(hostName)
-		if err != nil {
-			return fmt.Errorf("host veth %s: %w", hostName, err)
+	hostName := hostVethName(args.ContainerID, args.IfName)
+	switch a.Datapath {
+	case role.DatapathVethRouted:
+		if err := checkVethHost(hostName, a.Addr.Addr()); err != nil {
+			return err
 		}
-		if link.Attrs().OperState == netlink.OperDown || link.Attrs().Flags&net.FlagUp == 0 {
-			return fmt.Errorf("host veth %s is down", hostName)
-		}
-		dst := toIPNet(netip.PrefixFrom(a.Addr.Addr(), 32))
-		routes, err := nlretry.Dump(func() ([]netlink.Route, error) {
-			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst, Protocol: rtproto.Pod}, netlink.RT_FILTER_DST|netlink.RT_FILTER_PROTOCOL)
-		})
-		if err != nil {
-			return fmt.Errorf("list host routes: %w", err)
-		}
-		ok := false
-		for _, r := range routes {
-			ok = ok || r.LinkIndex == link.Attrs().Index
-		}
-		if !ok {
-			return fmt.Errorf("host route %s dev %s is missing", dst, hostName)
-		}
-		if v, err := sysctl.Sysctl("net/ipv4/conf/" + hostName + "/proxy_arp"); err != nil || strings.TrimSpace(v) != "1" {
-			return fmt.Errorf("proxy_arp is off on %s", hostName)
+	case role.DatapathIPVlan:
+		if _, err := netlink.LinkByName(hostName); err == nil {
+			a = vethFallback(a) // ADD fell back: the kernel has no ipvlan
+			if err := checkVethHost(hostName, a.Addr.Addr()); err != nil {
+				return err
+			}
+		} else if err := checkIPVlanHost(a, args.IfName); err != nil {
+			return err
 		}
 	}
 	return netns.Do(func(ns.NetNS) error {

@@ -159,7 +159,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if conf.PrevResult != nil {
 		res, err = merge(conf.PrevResult, res)
 		if err != nil {
-			_ = teardown(args.Netns, args.ContainerID, args.IfName)
+			_, _ = teardown(args.Netns, args.ContainerID, args.IfName)
 			_ = release(conf, args.ContainerID, args.IfName)
 			return types.NewError(types.ErrDecodingFailure, fmt.Sprintf(`field "prevResult": %v`, err), "")
 		}
@@ -202,11 +202,22 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// Link first, address second: an address is never free while a link
 	// still carries it.
-	if err := teardown(args.Netns, args.ContainerID, args.IfName); err != nil {
+	found, err := teardown(args.Netns, args.ContainerID, args.IfName)
+	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("remove pod interface %s: %v", args.IfName, err), "retry DEL")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
 	defer cancel()
+	if !found {
+		// Nothing on the node or in the pod names the attachment: an ipvlan
+		// pod whose namespace is gone still has a host route and rule, which
+		// only the agent's record locates. Unknown or unreachable: DEL below decides.
+		if a, err := client(conf).Check(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err == nil {
+			if err := teardownByAllocation(a); err != nil {
+				return types.NewError(types.ErrInternal, fmt.Sprintf("remove the host side of %s: %v", args.IfName, err), "retry DEL")
+			}
+		}
+	}
 	if _, err := client(conf).Del(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
 		return agentError("release the address", conf, err)
 	}
@@ -278,10 +289,14 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	var errs []error
 	for _, a := range live.Released {
-		if a.Datapath == role.DatapathVethRouted || a.Datapath == "" {
+		switch a.Datapath {
+		case role.DatapathVethRouted, "":
 			if err := removeHostVeth(hostVethName(a.ContainerID, a.IfName)); err != nil {
 				errs = append(errs, err)
 			}
+		case role.DatapathIPVlan:
+			// either wired as ipvlan, or veth-routed where the kernel had no ipvlan
+			errs = append(errs, removeHostVeth(hostVethName(a.ContainerID, a.IfName)), teardownByAllocation(a))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

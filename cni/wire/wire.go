@@ -72,6 +72,8 @@ type Allocation struct {
 	Table        int            `json:"table,omitempty"`
 	ENILink      string         `json:"eniLink,omitempty"`
 	ENIMAC       string         `json:"eniMAC,omitempty"`
+	// HostVia: see role.Allocation (ipvlan only).
+	HostVia netip.Addr `json:"hostVia,omitzero"`
 }
 
 // FromRole converts a role allocation.
@@ -79,7 +81,7 @@ func FromRole(a role.Allocation) Allocation {
 	return Allocation{
 		ContainerID: a.ContainerID, IfName: a.IfName, PodNamespace: a.PodNamespace, PodName: a.PodName,
 		Addr: a.Addr, Gateway: a.Gateway, Routes: a.Routes, MTU: a.MTU, Datapath: a.Datapath,
-		Table: a.Table, ENILink: a.ENILink, ENIMAC: a.ENIMAC,
+		Table: a.Table, ENILink: a.ENILink, ENIMAC: a.ENIMAC, HostVia: a.HostVia,
 	}
 }
 

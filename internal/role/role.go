@@ -60,6 +60,12 @@ type Allocation struct {
 	// into the pod (exclusive). Empty on edge nodes.
 	ENILink string
 	ENIMAC  string
+	// HostVia (ipvlan only) is the node's address on its own ipvlan slave of
+	// the ENI. Routes go via it, so host-bound destinations (services, node
+	// subnets, overlay and BGP-learned pod CIDRs) take the host stack while
+	// the default route goes to Gateway, the vSwitch gateway. Zero on other
+	// datapaths.
+	HostVia netip.Addr
 }
 
 // Role is one kind of node: it owns address management and the node's side of
