@@ -446,6 +446,16 @@ func fromSet(s ecs.NetworkInterfaceSet) ENI {
 // AssignIPs adds count secondary IPs (or the explicit ones) and/or prefixes
 // (/28) to an ENI. token makes it idempotent.
 func (c *Client) AssignIPs(ctx context.Context, eniID string, count int, explicit []netip.Addr, prefixCount int, token string) ([]netip.Addr, []netip.Prefix, error) {
+	return c.assign(ctx, eniID, count, explicit, prefixCount, nil, token)
+}
+
+// AssignPrefixes adds the given aligned /28 prefixes to an ENI.
+func (c *Client) AssignPrefixes(ctx context.Context, eniID string, prefixes []netip.Prefix, token string) error {
+	_, _, err := c.assign(ctx, eniID, 0, nil, 0, prefixes, token)
+	return err
+}
+
+func (c *Client) assign(ctx context.Context, eniID string, count int, explicit []netip.Addr, prefixCount int, prefixes []netip.Prefix, token string) ([]netip.Addr, []netip.Prefix, error) {
 	req := ecs.CreateAssignPrivateIpAddressesRequest()
 	c.prep(req.RpcRequest)
 	req.NetworkInterfaceId, req.ClientToken = eniID, token
@@ -461,6 +471,13 @@ func (c *Client) AssignIPs(ctx context.Context, eniID string, count int, explici
 	}
 	if prefixCount > 0 {
 		req.Ipv4PrefixCount = requests.NewInteger(prefixCount)
+	}
+	if len(prefixes) > 0 {
+		s := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			s[i] = p.String()
+		}
+		req.Ipv4Prefix = &s
 	}
 	var ips []netip.Addr
 	var pfx []netip.Prefix
@@ -518,6 +535,28 @@ type InstanceType struct {
 	ENIs      int // EniQuantity, primary included
 	IPsPerENI int // EniPrivateIpAddressQuantity, primary included
 	TotalENIs int
+}
+
+// UnassignPrefixes gives /28 prefixes back. Like UnassignIPs it has no
+// ClientToken: on a retry, InvalidIp.NotFound means the first attempt did it.
+func (c *Client) UnassignPrefixes(ctx context.Context, eniID string, prefixes []netip.Prefix) error {
+	req := ecs.CreateUnassignPrivateIpAddressesRequest()
+	c.prep(req.RpcRequest)
+	req.NetworkInterfaceId = eniID
+	s := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		s[i] = p.String()
+	}
+	req.Ipv4Prefix = &s
+	tries := 0
+	return c.do(ctx, "UnassignPrivateIpAddresses", func() error {
+		tries++
+		_, err := c.ecs.UnassignPrivateIpAddresses(req)
+		if err != nil && tries > 1 && Code(err) == "InvalidIp.NotFound" {
+			return nil
+		}
+		return err
+	})
 }
 
 // DescribeInstanceType reads one instance type's capacity.

@@ -15,6 +15,9 @@ import (
 // (ECS checks the instance type only on attach or assign to an attached ENI).
 const maxIPsUnattached = 50
 
+// maxPrefixesPerCall: AssignPrivateIpAddresses takes Ipv4PrefixCount 1..10 (and at most 10 Ipv4Prefix.N).
+const maxPrefixesPerCall = 10
+
 // dispatch runs one action and returns the HTTP status and body. ClientToken
 // makes Create and Assign idempotent: a repeated token returns the first
 // successful answer without doing the work again.
@@ -485,6 +488,20 @@ func (e *Emulator) assignIPs(p url.Values) (map[string]any, *APIError) {
 	if n > 0 && len(explicit) > 0 {
 		return nil, apiErr(400, CodeInvalidParameter, "SecondaryPrivateIpAddressCount and PrivateIpAddress are mutually exclusive.")
 	}
+	if np > 0 && len(explicitPfx) > 0 {
+		return nil, apiErr(400, CodeInvalidParameter, "Ipv4PrefixCount and Ipv4Prefix are mutually exclusive.")
+	}
+	if np > maxPrefixesPerCall || len(explicitPfx) > maxPrefixesPerCall {
+		return nil, apiErr(400, CodeInvalidParameter, "The specified parameter Ipv4PrefixCount/Ipv4Prefix.N is not valid: at most %d prefixes per call.", maxPrefixesPerCall)
+	}
+	var wantPfx []netip.Prefix
+	for _, s := range explicitPfx {
+		pf, perr := netip.ParsePrefix(s)
+		if perr != nil || !pf.Addr().Is4() || pf.Bits() != 28 || pf != pf.Masked() {
+			return nil, apiErr(400, CodeInvalidParameter, "Ipv4Prefix %q must be an aligned IPv4 /28.", s)
+		}
+		wantPfx = append(wantPfx, pf)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	x, err := e.eni(p.Get("NetworkInterfaceId"))
@@ -511,27 +528,26 @@ func (e *Emulator) assignIPs(p url.Values) (map[string]any, *APIError) {
 	}
 	got = append(got, vs.take(n)...)
 	var pfx []netip.Prefix
-	for _, s := range explicitPfx {
-		pf, perr := netip.ParsePrefix(s)
-		if perr != nil || pf.Bits() != 28 || !vs.prefix.Contains(pf.Addr()) {
-			return nil, apiErr(400, CodeInvalidParameter, "Ipv4Prefix %q must be a /28 inside %s.", s, vs.CIDR)
+	undo := func() {
+		for _, a := range got {
+			vs.free(a)
 		}
-		pfx = append(pfx, pf.Masked())
-		a := pf.Masked().Addr()
-		for range 16 {
-			vs.used[a] = true
-			a = a.Next()
+		for _, q := range pfx {
+			vs.freePrefix(q)
 		}
+	}
+	for _, pf := range wantPfx {
+		if !vs.prefixFree(pf) {
+			undo()
+			return nil, apiErr(403, CodeIPNotEnough, "The prefix %s is outside the VSwitch %q (%s) or some of its addresses are in use.", pf, vs.ID, vs.CIDR)
+		}
+		vs.takeThisPrefix(pf)
+		pfx = append(pfx, pf)
 	}
 	for range np {
 		pf, ok := vs.takePrefix()
 		if !ok {
-			for _, a := range got {
-				vs.free(a)
-			}
-			for _, q := range pfx {
-				vs.freePrefix(q)
-			}
+			undo()
 			return nil, apiErr(403, CodeIPNotEnough, "The specified VSwitch %q has no free /28 prefix.", vs.ID)
 		}
 		pfx = append(pfx, pf)

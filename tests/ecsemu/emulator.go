@@ -377,31 +377,38 @@ func (v *vswitch) take(n int) []netip.Addr {
 	return out
 }
 
+// prefixFree says whether every address of the /28 p is usable and unused.
+func (v *vswitch) prefixFree(p netip.Prefix) bool {
+	if p.Bits() != 28 || !v.prefix.Contains(p.Addr()) {
+		return false
+	}
+	a := p.Addr()
+	for range 16 {
+		if !v.usable(a) || v.used[a] {
+			return false
+		}
+		a = a.Next()
+	}
+	return true
+}
+
+func (v *vswitch) takeThisPrefix(p netip.Prefix) {
+	a := p.Addr()
+	for range 16 {
+		v.used[a] = true
+		a = a.Next()
+	}
+}
+
 // takePrefix hands out a free aligned /28, or false.
 func (v *vswitch) takePrefix() (netip.Prefix, bool) {
 	if v.prefix.Bits() > 28 {
 		return netip.Prefix{}, false
 	}
-	for p := netip.PrefixFrom(v.prefix.Addr(), 28); v.prefix.Contains(p.Addr()); {
-		free := true
-		a := p.Addr()
-		for range 16 {
-			if !v.usable(a) || v.used[a] {
-				free = false
-				break
-			}
-			a = a.Next()
-		}
-		if free {
-			a = p.Addr()
-			for range 16 {
-				v.used[a] = true
-				a = a.Next()
-			}
+	for p := netip.PrefixFrom(v.prefix.Addr(), 28); p.Addr().IsValid() && v.prefix.Contains(p.Addr()); {
+		if v.prefixFree(p) {
+			v.takeThisPrefix(p)
 			return p, true
-		}
-		if !a.IsValid() {
-			break
 		}
 		next := p.Addr()
 		for range 16 {

@@ -3,6 +3,7 @@ package ecsemu_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -456,4 +457,90 @@ func FuzzRPC(f *testing.F) {
 			t.Fatalf("no answer for %q", q)
 		}
 	})
+}
+
+// /28 prefixes as ECS handles them: each takes 16 vSwitch addresses and one
+// slot of the ENI's IP quota, Describe lists them, a ClientToken replay
+// returns the same prefix, bad requests change nothing.
+func TestPrefixesAreFaithful(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	avail := func() int {
+		vs, err := c.DescribeVSwitch(ctx, "vsw-pod")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vs.Available
+	}
+	eni, err := c.CreateENI(ctx, "vsw-pod", "", 0, nil, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AttachENI(ctx, eni.ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, eni.ID, "InUse")
+	before := avail()
+	tok := ecsapi.NewToken()
+	_, p1, err := c.AssignIPs(ctx, eni.ID, 0, nil, 2, tok)
+	if err != nil || len(p1) != 2 || p1[0] == p1[1] {
+		t.Fatalf("two prefixes: %v %v", p1, err)
+	}
+	_, again, err := c.AssignIPs(ctx, eni.ID, 0, nil, 2, tok)
+	if err != nil || fmt.Sprint(again) != fmt.Sprint(p1) {
+		t.Fatalf("ClientToken replay gave %v (%v), want %v", again, err, p1)
+	}
+	if got := before - avail(); got != 32 {
+		t.Fatalf("two prefixes took %d vSwitch addresses, want 32", got)
+	}
+	d := waitStatus(t, c, eni.ID, "InUse")
+	if fmt.Sprint(d.Prefixes) != fmt.Sprint(p1) {
+		t.Fatalf("Describe lists prefixes %v, want %v", d.Prefixes, p1)
+	}
+	// a prefix someone holds cannot be taken again, even explicitly
+	other, err := c.CreateENI(ctx, "vsw-pod", "", 0, nil, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := func(err error) string { return ecsapi.Code(err) }
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"taken prefix", func() error { return assignPrefix(ctx, c, other.ID, p1[0].String()) }, ecsemu.CodeIPNotEnough},
+		{"unaligned prefix", func() error { return assignPrefix(ctx, c, other.ID, "10.0.70.8/28") }, ecsemu.CodeInvalidParameter},
+		{"not a /28", func() error { return assignPrefix(ctx, c, other.ID, "10.0.70.0/27") }, ecsemu.CodeInvalidParameter},
+		{"outside the vSwitch", func() error { return assignPrefix(ctx, c, other.ID, "10.0.1.0/28") }, ecsemu.CodeIPNotEnough},
+		{"eleven at once", func() error { _, _, err := c.AssignIPs(ctx, other.ID, 0, nil, 11, ecsapi.NewToken()); return err }, ecsemu.CodeInvalidParameter},
+		// ecs.g7.large: 6 IPs per ENI = primary + 5 slots; 2 used by prefixes
+		{"over the ENI quota", func() error { _, _, err := c.AssignIPs(ctx, eni.ID, 2, nil, 2, ecsapi.NewToken()); return err }, ecsemu.CodeIPCountExceeded},
+		{"unassign a foreign prefix", func() error { return c.UnassignPrefixes(ctx, other.ID, p1[:1]) }, ecsemu.CodeIPNotFound},
+	} {
+		mid := avail()
+		if err := tc.call(); code(err) != tc.want {
+			t.Errorf("%s: got %v, want %s", tc.name, err, tc.want)
+		}
+		if avail() != mid {
+			t.Errorf("%s: a refused request changed the vSwitch's free count", tc.name)
+		}
+	}
+	if _, _, err := c.AssignIPs(ctx, eni.ID, 3, nil, 0, ecsapi.NewToken()); err != nil {
+		t.Fatalf("the quota's last 3 slots: %v", err)
+	}
+	if err := c.UnassignPrefixes(ctx, eni.ID, p1); err != nil {
+		t.Fatal(err)
+	}
+	if got := before - avail(); got != 4 { // 3 secondaries + the other ENI's primary
+		t.Fatalf("after unassigning the prefixes %d vSwitch addresses are held, want 4", got)
+	}
+	if d := waitStatus(t, c, eni.ID, "InUse"); len(d.Prefixes) != 0 || len(emu.ENIs()) != 3 {
+		t.Fatalf("prefixes left after unassign: %v", d.Prefixes)
+	}
+}
+
+// assignPrefix asks for one explicit prefix (Ipv4Prefix.1), through the SDK.
+func assignPrefix(ctx context.Context, c *ecsapi.Client, eniID, prefix string) error {
+	return c.AssignPrefixes(ctx, eniID, []netip.Prefix{netip.MustParsePrefix(prefix)}, ecsapi.NewToken())
 }
