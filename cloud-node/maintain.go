@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/strata-net/strata/cloud-node/ecsapi"
@@ -69,7 +70,7 @@ func (m *Manager) roomLocked() bool {
 		return true
 	}
 	for _, e := range m.enis {
-		if 1+len(e.ips) < m.limits.IPsPerENI {
+		if 1+e.slots() < m.limits.IPsPerENI {
 			return true
 		}
 	}
@@ -94,36 +95,51 @@ func (m *Manager) fill(ctx context.Context) error {
 	n := min(m.cfg.BatchSize, max(need, m.cfg.MaxIdle-len(m.free)))
 	var pick *eniState
 	for _, e := range m.enis {
-		room := m.limits.IPsPerENI - 1 - len(e.ips)
-		if room > 0 && (pick == nil || len(e.ips) < len(pick.ips)) {
+		room := m.limits.IPsPerENI - 1 - e.slots()
+		if room > 0 && (pick == nil || e.slots() < pick.slots()) {
 			pick = e
 		}
 	}
 	canCreate := len(m.enis) < m.maxENIs()
+	prefixes := m.cfg.IPv4Prefixes
 	m.mu.Unlock()
 
 	if pick == nil {
 		if !canCreate {
-			return fmt.Errorf("node is at its ENI capacity (%d ENIs x %d IPs): no more pod IPs", m.maxENIs(), m.limits.IPsPerENI-1)
+			return fmt.Errorf("node is at its ENI capacity (%d ENIs x %d IPs): no more pod IPs", m.maxENIs(), (m.limits.IPsPerENI-1)*m.perSlot())
 		}
-		return m.createENI(ctx, min(n, m.limits.IPsPerENI-1))
+		if prefixes {
+			return m.createENI(ctx, 0, 16) // prefixes follow on the next pass
+		}
+		return m.createENI(ctx, min(n, m.limits.IPsPerENI-1), 0)
 	}
 	m.mu.Lock()
-	n = min(n, m.limits.IPsPerENI-1-len(pick.ips))
+	room := m.limits.IPsPerENI - 1 - pick.slots()
 	m.mu.Unlock()
-	ips, _, err := m.api.AssignIPs(ctx, pick.info.ID, n, nil, 0, ecsapi.NewToken())
+	count, prefixCount, what := min(n, room), 0, "IPs"
+	if prefixes {
+		// ECS takes 1..10 prefixes per call
+		count, prefixCount, what = 0, min((n+15)/16, room, 10), "/28 prefixes"
+	}
+	ips, pfx, err := m.api.AssignIPs(ctx, pick.info.ID, count, nil, prefixCount, ecsapi.NewToken())
 	if err != nil {
 		// a time-out may have assigned them anyway: resync finds out
 		m.mu.Lock()
 		m.dirty = true
 		m.mu.Unlock()
-		return fmt.Errorf("assign %d IPs to %s: %w", n, pick.info.ID, err)
+		return fmt.Errorf("assign %d %s to %s: %w", count+prefixCount, what, pick.info.ID, err)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err() // "crashed" after the call: reconcile at restart adopts them
 	}
 	now := time.Now()
 	m.mu.Lock()
+	for _, p := range pfx {
+		if !pick.prefixes[p] {
+			pick.prefixes[p] = true
+			ips = append(ips, prefixAddrs(p)...)
+		}
+	}
 	for _, ip := range ips {
 		if !pick.ips[ip] {
 			pick.ips[ip] = true
@@ -135,15 +151,16 @@ func (m *Manager) fill(ctx context.Context) error {
 	return nil
 }
 
-// createENI makes, attaches and brings up a new ENI with count IPs.
-func (m *Manager) createENI(ctx context.Context, count int) error {
+// createENI makes, attaches and brings up a new ENI with count IPs, in a
+// vSwitch with more than count+reserve free addresses.
+func (m *Manager) createENI(ctx context.Context, count, reserve int) error {
 	var vswitch string
 	for _, id := range m.cfg.PodVSwitchIDs {
 		vs, err := m.api.DescribeVSwitch(ctx, id)
 		if err != nil {
 			return err
 		}
-		if vs.Available > count {
+		if vs.Available > count+reserve {
 			vswitch = id
 			break
 		}
@@ -242,7 +259,7 @@ func (m *Manager) adopt(ctx context.Context, e ecsapi.ENI) error {
 		return err
 	}
 	info := ENIInfo{ID: e.ID, MAC: e.MAC, PrimaryIP: e.PrimaryIP, CIDR: vs.CIDR, Gateway: vs.CIDR.Masked().Addr().Next()}
-	st := &eniState{info: info, ips: map[netip.Addr]bool{}}
+	st := &eniState{info: info, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
 	if m.dp != nil {
 		if st.link, st.table, err = m.dp.ENIUp(ctx, info); err != nil {
 			return fmt.Errorf("bring up ENI %s (MAC %s) on the node: %w", e.ID, e.MAC, err)
@@ -261,7 +278,11 @@ func (m *Manager) adopt(ctx context.Context, e ecsapi.ENI) error {
 		st.link, st.table = orStr(st.link, old.link), orInt(st.table, old.table)
 	}
 	m.enis[e.ID] = st
-	for _, ip := range e.Secondary {
+	addrs := slices.Clone(e.Secondary)
+	for _, p := range e.Prefixes {
+		addrs = append(addrs, st.addPrefix(p)...)
+	}
+	for _, ip := range addrs {
 		st.ips[ip] = true
 		if !used[ip] && !m.claiming[ip] {
 			if _, ok := m.free[ip]; !ok {
@@ -269,7 +290,7 @@ func (m *Manager) adopt(ctx context.Context, e ecsapi.ENI) error {
 			}
 		}
 	}
-	m.log.Info("ENI ready", "eni", e.ID, "link", st.link, "table", st.table, "ips", len(e.Secondary))
+	m.log.Info("ENI ready", "eni", e.ID, "link", st.link, "table", st.table, "ips", len(e.Secondary), "prefixes", len(e.Prefixes))
 	return nil
 }
 
@@ -300,6 +321,7 @@ func (m *Manager) usedIPs() (map[netip.Addr]bool, error) {
 }
 
 // trim gives back idle IPs above MaxIdle, a batch per call, oldest first.
+// Addresses of a prefix go back only as a whole prefix (trimPrefix).
 func (m *Manager) trim(ctx context.Context) error {
 	m.mu.Lock()
 	over := len(m.free) - m.cfg.MaxIdle
@@ -311,16 +333,21 @@ func (m *Manager) trim(ctx context.Context) error {
 	byENI := map[string][]netip.Addr{}
 	var pick string
 	for ip, f := range m.free {
-		if f.since.Before(cutoff) {
-			byENI[f.eni] = append(byENI[f.eni], ip)
-			if pick == "" || len(byENI[f.eni]) > len(byENI[pick]) {
-				pick = f.eni
-			}
+		e, ok := m.enis[f.eni]
+		if !ok || !f.since.Before(cutoff) {
+			continue
+		}
+		if _, in := e.inPrefix(ip); in {
+			continue
+		}
+		byENI[f.eni] = append(byENI[f.eni], ip)
+		if pick == "" || len(byENI[f.eni]) > len(byENI[pick]) {
+			pick = f.eni
 		}
 	}
 	if pick == "" {
 		m.mu.Unlock()
-		return nil
+		return m.trimPrefix(ctx, cutoff)
 	}
 	ips := byENI[pick]
 	ips = ips[:min(len(ips), over, m.cfg.BatchSize)]
@@ -338,6 +365,58 @@ func (m *Manager) trim(ctx context.Context) error {
 	if e, ok := m.enis[pick]; ok {
 		for _, ip := range ips {
 			delete(e.ips, ip)
+		}
+	}
+	return nil
+}
+
+// trimPrefix gives back one prefix whose 16 addresses have all been idle
+// since cutoff, if the pool stays at MinIdle or more without it.
+func (m *Manager) trimPrefix(ctx context.Context, cutoff time.Time) error {
+	m.mu.Lock()
+	if len(m.free)-16 < m.cfg.MinIdle {
+		m.mu.Unlock()
+		return nil
+	}
+	var eniID string
+	var pick netip.Prefix
+	for id, e := range m.enis {
+		for p := range e.prefixes {
+			idle := true
+			for _, a := range prefixAddrs(p) {
+				if f, ok := m.free[a]; !ok || !f.since.Before(cutoff) {
+					idle = false
+					break
+				}
+			}
+			if idle {
+				eniID, pick = id, p
+				break
+			}
+		}
+		if pick.IsValid() {
+			break
+		}
+	}
+	if !pick.IsValid() {
+		m.mu.Unlock()
+		return nil
+	}
+	for _, a := range prefixAddrs(pick) {
+		delete(m.free, a)
+	}
+	m.mu.Unlock()
+	err := m.api.UnassignPrefixes(ctx, eniID, []netip.Prefix{pick})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.dirty = true
+		return fmt.Errorf("unassign prefix %s from %s: %w", pick, eniID, err)
+	}
+	if e, ok := m.enis[eniID]; ok {
+		delete(e.prefixes, pick)
+		for _, a := range prefixAddrs(pick) {
+			delete(e.ips, a)
 		}
 	}
 	return nil
@@ -405,9 +484,14 @@ func (m *Manager) resync(ctx context.Context) error {
 			delete(m.enis, id)
 			continue
 		}
-		st.ips = map[netip.Addr]bool{}
+		st.ips, st.prefixes = map[netip.Addr]bool{}, map[netip.Prefix]bool{}
+		for _, p := range e.Prefixes {
+			st.addPrefix(p)
+		}
 		for _, ip := range e.Secondary {
 			st.ips[ip] = true
+		}
+		for ip := range st.ips {
 			cloud[ip] = id
 		}
 	}

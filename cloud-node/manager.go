@@ -41,6 +41,7 @@ type CloudAPI interface {
 	DescribeENIs(ctx context.Context, f ecsapi.Filter) ([]ecsapi.ENI, error)
 	AssignIPs(ctx context.Context, eniID string, count int, explicit []netip.Addr, prefixCount int, token string) ([]netip.Addr, []netip.Prefix, error)
 	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
+	UnassignPrefixes(ctx context.Context, eniID string, prefixes []netip.Prefix) error
 	DescribeInstanceType(ctx context.Context, id string) (ecsapi.InstanceType, error)
 	DescribeVSwitch(ctx context.Context, id string) (ecsapi.VSwitch, error)
 }
@@ -81,6 +82,12 @@ type Config struct {
 	BatchSize int
 	// MaxENIs caps secondary ENIs (0: the instance type's quota).
 	MaxENIs int
+	// IPv4Prefixes makes the pool ask for /28 prefixes (Ipv4PrefixCount)
+	// instead of single secondary IPs: each takes one slot of the ENI's IP
+	// quota and gives 16 pod addresses, so an ENI holds 16 times as many
+	// pods for the same calls. The vSwitch needs aligned free /28s. Off by
+	// default: it spends vSwitch addresses 16 at a time.
+	IPv4Prefixes bool
 
 	PollInterval   time.Duration // attach polling (default 200 ms)
 	AttachTimeout  time.Duration // default 60 s
@@ -148,10 +155,45 @@ func (c *Config) defaults() error {
 }
 
 type eniState struct {
-	info  ENIInfo
-	link  string
-	table int
-	ips   map[netip.Addr]bool // secondary IPs the cloud holds for this ENI
+	info     ENIInfo
+	link     string
+	table    int
+	ips      map[netip.Addr]bool   // pod addresses the cloud holds for this ENI: secondaries and every address of its prefixes
+	prefixes map[netip.Prefix]bool // its /28 prefixes
+}
+
+// slots is how much of the ENI's IP quota its secondaries and prefixes use
+// (the primary IP not counted): a prefix takes one slot for 16 addresses.
+func (e *eniState) slots() int { return len(e.ips) - 15*len(e.prefixes) }
+
+// inPrefix says whether ip belongs to one of the ENI's prefixes (it can only
+// be given back with its whole prefix).
+func (e *eniState) inPrefix(ip netip.Addr) (netip.Prefix, bool) {
+	for p := range e.prefixes {
+		if p.Contains(ip) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// addPrefix records a prefix and its 16 addresses; it returns the addresses.
+func (e *eniState) addPrefix(p netip.Prefix) []netip.Addr {
+	e.prefixes[p] = true
+	out := prefixAddrs(p)
+	for _, a := range out {
+		e.ips[a] = true
+	}
+	return out
+}
+
+// prefixAddrs lists every address of p (all 16 of a /28 are usable).
+func prefixAddrs(p netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	for a := p.Masked().Addr(); a.IsValid() && p.Contains(a); a = a.Next() {
+		out = append(out, a)
+	}
+	return out
 }
 
 type freeIP struct {
@@ -323,7 +365,15 @@ func (m *Manager) halt() {
 func (m *Manager) capacity() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.maxENIs() * (m.limits.IPsPerENI - 1)
+	return m.maxENIs() * (m.limits.IPsPerENI - 1) * m.perSlot()
+}
+
+// perSlot is the pod addresses one slot of an ENI's IP quota gives.
+func (m *Manager) perSlot() int {
+	if m.cfg.IPv4Prefixes {
+		return 16
+	}
+	return 1
 }
 
 func (m *Manager) maxENIs() int {

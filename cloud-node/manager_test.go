@@ -122,6 +122,11 @@ func account(t *testing.T, e *env, m *cloudnode.Manager) {
 		for _, ip := range x.Secondary {
 			cloud[ip] = x.ID
 		}
+		for _, p := range x.Prefixes {
+			for a := p.Addr(); p.Contains(a); a = a.Next() {
+				cloud[a] = x.ID
+			}
+		}
 	}
 	local := map[netip.Addr]int{}
 	for _, ip := range snap.Store {
@@ -260,7 +265,13 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-func TestFaultsNoLeaksNoDuplicates(t *testing.T) {
+func TestFaultsNoLeaksNoDuplicates(t *testing.T) { faultCycles(t, false) }
+
+// The same with /28 prefixes: whole prefixes are assigned and given back
+// under the same faults.
+func TestFaultsNoLeaksNoDuplicatesPrefixes(t *testing.T) { faultCycles(t, true) }
+
+func faultCycles(t *testing.T, prefixes bool) {
 	e := newEnv(t, func(c *ecsemu.Config) {
 		c.Faults = ecsemu.Faults{ThrottleRate: 0.3, TimeoutRate: 0.05, Timeout: 2 * time.Second}
 	})
@@ -270,6 +281,7 @@ func TestFaultsNoLeaksNoDuplicates(t *testing.T) {
 	// too: assigns and unassigns under throttling and time-outs
 	cfg.MinIdle, cfg.MaxIdle, cfg.WarmUp, cfg.BatchSize = 1, 2, 1, 2
 	cfg.IdleRelease = time.Millisecond
+	cfg.IPv4Prefixes = prefixes
 	m := e.manager(t, cfg, api)
 	defer m.Stop(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -324,7 +336,7 @@ func TestFaultsNoLeaksNoDuplicates(t *testing.T) {
 	}
 	e.emu.SetFaults(ecsemu.Faults{})
 	account(t, e, m)
-	t.Logf("cloud calls: %d (with retries)", e.emu.Calls(""))
+	t.Logf("cloud calls: %d (with retries), of which %d assign and %d unassign", e.emu.Calls(""), e.emu.Calls("AssignPrivateIpAddresses"), e.emu.Calls("UnassignPrivateIpAddresses"))
 }
 
 func TestKillMidOperationAndRestart(t *testing.T) {
@@ -511,4 +523,65 @@ func TestPluginFallbackGatewayIsPodGateway(t *testing.T) {
 	if plugin.VethGateway != cloudnode.PodGateway {
 		t.Fatalf("cni/plugin.VethGateway %s != cloudnode.PodGateway %s", plugin.VethGateway, cloudnode.PodGateway)
 	}
+}
+
+// The pool in prefix mode against the emulator and the real SDK: only /28s
+// are asked for, every pod address lies in one of this node's prefixes, and
+// idle prefixes go back whole.
+func TestPrefixPool(t *testing.T) {
+	e := newEnv(t, nil)
+	cfg := managerConfig()
+	cfg.IPv4Prefixes, cfg.IdleRelease, cfg.MaxIdle = true, 50*time.Millisecond, 16
+	m := e.manager(t, cfg, nil)
+	defer m.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	assigns := e.emu.Calls("AssignPrivateIpAddresses")
+	seen := map[netip.Prefix]bool{}
+	for i := range 40 {
+		a, err := m.Allocate(ctx, req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[a.Addr] {
+			t.Fatalf("duplicate address %s", a.Addr)
+		}
+		seen[a.Addr] = true
+	}
+	waitFor(t, func() bool { return m.Idle() >= cfg.MinIdle }, "pool refilled to MinIdle")
+	prefixes := func() (n int) {
+		for _, x := range e.emu.ENIs() {
+			if x.Type != "Primary" {
+				if len(x.Secondary) != 0 {
+					t.Fatalf("ENI %s holds single secondaries %v in prefix mode", x.ID, x.Secondary)
+				}
+				n += len(x.Prefixes)
+			}
+		}
+		return n
+	}
+	for a := range seen {
+		in := false
+		for _, x := range e.emu.ENIs() {
+			for _, p := range x.Prefixes {
+				in = in || p.Contains(a.Addr())
+			}
+		}
+		if !in {
+			t.Fatalf("pod address %s is in none of the node's prefixes", a)
+		}
+	}
+	// 41 addresses (40 pods, the node) + MinIdle: 3 prefixes, one call each
+	if n, calls := prefixes(), e.emu.Calls("AssignPrivateIpAddresses")-assigns; n < 3 || calls > n {
+		t.Fatalf("%d prefixes in %d assign calls: want >= 3 prefixes, one call each at most", n, calls)
+	}
+	for i := range 40 {
+		if err := m.Release(ctx, req(i).ContainerID, "eth0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 47 free: idle prefixes go back whole until one more would leave the
+	// pool under MinIdle (or at most MaxIdle are idle)
+	waitFor(t, func() bool { return prefixes() <= 1 || m.Idle() <= cfg.MaxIdle }, "idle prefixes given back")
+	account(t, e, m)
 }

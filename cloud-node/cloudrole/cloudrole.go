@@ -46,6 +46,8 @@ type Options struct {
 	WarmUp          int
 	IdleRelease     time.Duration
 	MTU             int
+	// IPv4Prefixes makes the pool use /28 prefixes (cloudnode.Config.IPv4Prefixes).
+	IPv4Prefixes bool
 	// HostBound are destinations pods reach via the host (service CIDR,
 	// overlay and BGP-learned pod CIDRs).
 	HostBound []netip.Prefix
@@ -93,7 +95,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 	m, err := cloudnode.NewManager(cloudnode.Config{
 		ClusterID: o.ClusterID, InstanceID: in.ID, InstanceType: in.Type,
 		PodVSwitchIDs: o.PodVSwitchIDs, SecurityGroupID: o.SecurityGroupID,
-		MinIdle: o.MinIdle, MaxIdle: o.MaxIdle, WarmUp: o.WarmUp, IdleRelease: o.IdleRelease, MTU: o.MTU,
+		MinIdle: o.MinIdle, MaxIdle: o.MaxIdle, WarmUp: o.WarmUp, IdleRelease: o.IdleRelease, MTU: o.MTU, IPv4Prefixes: o.IPv4Prefixes,
 		IPVlan: o.DetectIPVlan(), HostBound: slices.Clone(o.HostBound),
 		ReadyMAC: func(ctx context.Context, mac string) (bool, error) {
 			macs, err := md.MACs(ctx)
