@@ -564,16 +564,28 @@ func (m *Manager) Ready() error {
 	return nil
 }
 
-// OwnedPrefixes are the /32s of live pod IPs (peers route them to this node).
+// OwnedPrefixes are what peers route to this node: the /32s of live pod
+// IPs, and every /28 prefix its ENIs hold (all its addresses are this
+// node's, so one route covers 16 pods; DESIGN.md's per-prefix routes).
 func (m *Manager) OwnedPrefixes() []netip.Prefix {
 	recs, err := m.store.List(StorePool)
 	if err != nil {
 		m.log.Error("list allocations", "err", err)
 		return nil
 	}
-	out := make([]netip.Prefix, 0, len(recs))
+	m.mu.Lock()
+	var out []netip.Prefix
+	for _, e := range m.enis {
+		for p := range e.prefixes {
+			out = append(out, p)
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	for _, r := range recs {
-		out = append(out, netip.PrefixFrom(r.Addr, 32))
+		if !slices.ContainsFunc(out, func(p netip.Prefix) bool { return p.Contains(r.Addr) }) {
+			out = append(out, netip.PrefixFrom(r.Addr, 32))
+		}
 	}
 	return out
 }

@@ -575,6 +575,16 @@ func TestPrefixPool(t *testing.T) {
 	if n, calls := prefixes(), e.emu.Calls("AssignPrivateIpAddresses")-assigns; n < 3 || calls > n {
 		t.Fatalf("%d prefixes in %d assign calls: want >= 3 prefixes, one call each at most", n, calls)
 	}
+	// peers route the prefixes, not 40 /32s
+	owned := m.OwnedPrefixes()
+	if len(owned) != prefixes() {
+		t.Fatalf("owned prefixes %v: want exactly the node's %d /28s", owned, prefixes())
+	}
+	for _, p := range owned {
+		if p.Bits() != 28 {
+			t.Fatalf("owned prefixes %v: want /28s only", owned)
+		}
+	}
 	for i := range 40 {
 		if err := m.Release(ctx, req(i).ContainerID, "eth0"); err != nil {
 			t.Fatal(err)
