@@ -95,6 +95,9 @@ type Status struct {
 	// Supported is nil when the kernel can run the fast path.
 	Supported error
 	Active    bool
+	// Reason says why the fast path is or is not forwarding (the agent's
+	// decision, or the run-time switch).
+	Reason    string
 	Mode      AttachMode
 	Attached  []string
 	Endpoints int
@@ -127,7 +130,10 @@ func (s Status) WriteText(w io.Writer) {
 	if s.Supported != nil {
 		state = "unsupported: " + s.Supported.Error()
 	}
-	fmt.Fprintf(w, "bpf fast path: %s (attach %s, %d interfaces, %d endpoints)\n", state, orDash(string(s.Mode)), len(s.Attached), s.Endpoints)
+	if s.Reason != "" {
+		state += " (" + s.Reason + ")"
+	}
+	fmt.Fprintf(w, "bpf fast path: %s; attach %s, %d interfaces, %d endpoints\n", state, orDash(string(s.Mode)), len(s.Attached), s.Endpoints)
 	for _, name := range pathNames {
 		c := s.Counters.Paths[name]
 		if c.Packets == 0 {

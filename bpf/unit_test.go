@@ -114,13 +114,13 @@ func TestCollectorReportsReadFailure(t *testing.T) {
 }
 
 func TestStatusText(t *testing.T) {
-	s := Status{Active: true, Mode: AttachTCX, Attached: []string{"veth1", "veth2"}, Endpoints: 2, Counters: Counters{
+	s := Status{Active: true, Reason: "kernel supports it", Mode: AttachTCX, Attached: []string{"veth1", "veth2"}, Endpoints: 2, Counters: Counters{
 		Paths: map[string]Counter{"local": {Packets: 5, Bytes: 500}},
 		Pods:  map[netip.Addr]PodCounters{netip.MustParseAddr("10.244.1.10"): {Local: Counter{5, 500}}},
 	}}
 	var b bytes.Buffer
 	s.WriteText(&b)
-	for _, want := range []string{"bpf fast path: on (attach tcx, 2 interfaces, 2 endpoints)", "path local", "pod  10.244.1.10"} {
+	for _, want := range []string{"bpf fast path: on (kernel supports it); attach tcx, 2 interfaces, 2 endpoints", "path local", "pod  10.244.1.10"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status text lacks %q:\n%s", want, b.String())
 		}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/cni/server"
 	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/topology"
@@ -45,6 +46,7 @@ type Agent struct {
 	overlay *vxlan.Datapath
 	native  *nativeRoutes
 	prober  *probe.Prober
+	fast    *podFastpath
 
 	events chan func() // serialised updates to the decider
 
@@ -80,6 +82,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	// The fast-path decision comes first: --bpf-fastpath=on on a kernel
+	// that cannot run it stops the agent before it changes anything.
+	fast, err := newPodFastpath(a.cfg.BPF, bpf.Supported, nil, a.log.With("component", "bpf"))
+	if err != nil {
+		return err
+	}
+	a.fast = fast
+	defer a.fast.close() // programs detach: pod traffic falls back to routing
+	a.fast.register(a.reg)
 	if a.cfg.MetricsAddr != "" {
 		if err := a.serveHTTP(ctx); err != nil {
 			return err
@@ -187,6 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.drainEvents()
 	a.program(ctx, time.Now(), true)
+	go a.fast.run(ctx, a.role.Allocations)
 	if err := a.startProber(ctx); err != nil {
 		return err
 	}
@@ -200,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("CNI socket %s: %w", a.cfg.CNISocket, err)
 	}
-	srv := server.New(a.role, server.Options{Logger: a.log.With("component", "cni")})
+	srv := server.New(a.fast.wrap(a.role), server.Options{Logger: a.log.With("component", "cni")})
 	for _, c := range srv.Collectors() {
 		a.reg.MustRegister(c)
 	}
@@ -369,6 +381,8 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	a.mu.Lock()
 	a.programs = next
 	a.mu.Unlock()
+	a.fast.setPodPrefixes(plan)
+	a.fast.attachUplinks(a.native.underlay.link, a.overlay.Config().Name)
 	a.savePeers(plan)
 	a.m.topo.SetPlan(plan)
 	a.m.topo.Switched(changes, time.Since(since))
@@ -400,6 +414,8 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/status", a.serveStatus)
 	mux.HandleFunc("/plan.dot", a.servePlanDOT)
+	mux.HandleFunc("GET /bpf/fastpath", a.fast.serveStatus)
+	mux.HandleFunc("POST /bpf/fastpath/{state}", a.fast.serveSwitch)
 	l, err := net.Listen("tcp", a.cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s (change --metrics-addr): %w", a.cfg.MetricsAddr, err)

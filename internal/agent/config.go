@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/topology"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	ProbeMark   uint32
 	NativeTable int
 	ProbePeriod time.Duration
+
+	// BPF is the eBPF fast path's switch (--bpf-fastpath, --bpf-attach).
+	BPF bpf.Config
 
 	Topology topology.Config
 	// APITimeout bounds the wait for the API server at start; past it the
@@ -95,6 +99,9 @@ func (c *Config) Defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.BPF.Setting == "" {
+		c.BPF.Setting = bpf.SettingAuto
+	}
 }
 
 // Validate names the first bad field and the fix.
@@ -105,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipKeyFile == "" && !c.GossipInsecure {
 		errs = append(errs, errors.New("--gossip-key-file is required: gossip is encrypted; pass --gossip-insecure only in labs"))
+	}
+	if _, err := bpf.ParseSetting(string(c.BPF.Setting)); err != nil {
+		errs = append(errs, fmt.Errorf("--bpf-fastpath: %w", err))
 	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("topology settings: %w", err))

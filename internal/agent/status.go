@@ -18,9 +18,11 @@ type Status struct {
 	Role     string            `json:"role"`
 	Ready    string            `json:"ready"`
 	// Allocations is the number of live pod attachments in the role's IPAM.
-	Allocations int                    `json:"allocations"`
-	Nodes       []topology.NodePlan    `json:"nodes"`
-	Peers       []topology.PeerProgram `json:"peers"`
+	Allocations int `json:"allocations"`
+	// FastPath is the eBPF fast path: the decision, the switch, counters.
+	FastPath FastPathStatus         `json:"fastPath"`
+	Nodes    []topology.NodePlan    `json:"nodes"`
+	Peers    []topology.PeerProgram `json:"peers"`
 }
 
 func (a *Agent) status() Status {
@@ -28,6 +30,9 @@ func (a *Agent) status() Status {
 	plan := a.plan
 	a.mu.Unlock()
 	st := Status{Node: a.cfg.NodeName, Ready: "yes"}
+	if a.fast != nil {
+		st.FastPath = a.fast.status()
+	}
 	if a.role != nil {
 		st.Role = a.role.Name()
 		if err := a.role.Ready(); err != nil {

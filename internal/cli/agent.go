@@ -37,7 +37,11 @@ topology module for a plan, starts the role the plan names (cloud ENI pool,
 or edge pod CIDR + BGP), publishes its facts as Node annotations and over
 encrypted gossip, programs native and VXLAN peers, and serves the strata-cni
 plugin on a root-only unix socket. If the API server is unreachable it runs
-from its cached facts, and gossip keeps failover working.`,
+from its cached facts, and gossip keeps failover working.
+
+With --bpf-fastpath=auto (the default) or on, pod traffic on veth datapaths
+takes the eBPF fast path (docs/bpf.md); ` + "`strata fastpath off`" + ` turns it off
+at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 		Version:      version.Version,
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
@@ -87,6 +91,7 @@ from its cached facts, and gossip keeps failover working.`,
 	f.IntVar(&cfg.Topology.FailThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "consecutive failed native probes before a pair leaves native")
 	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cfg.BPF.AddFlags(f)
 	cloud.register(f)
 	bgpf.register(f)
 	return cmd

@@ -25,8 +25,9 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show this node's datapath, role and the path to every peer",
 		Long: `status asks the local strata-agent (its --metrics-addr) for its status:
 the datapath the plan gives this node and why, whether its role can hand out
-addresses, and every peer with its path (native, vxlan, unreachable) and the
-reason.`,
+addresses, whether the eBPF fast path forwards pod traffic (and why, with its
+per-path and per-pod counters), and every peer with its path (native, vxlan,
+unreachable) and the reason.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, raw, err := fetchStatus(cmd.Context(), addr)
@@ -63,9 +64,14 @@ func fetchStatus(ctx context.Context, addr string) (agent.Status, []byte, error)
 // getAgentJSON fetches one of the agent's JSON endpoints into v and returns
 // the raw body too (for --json). hint helps when the endpoint is missing.
 func getAgentJSON(ctx context.Context, addr, path string, v any, hint string) ([]byte, error) {
+	return agentJSON(ctx, http.MethodGet, addr, path, v, hint)
+}
+
+// agentJSON calls one of the agent's JSON endpoints with method.
+func agentJSON(ctx context.Context, method, addr, path string, v any, hint string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +95,9 @@ func getAgentJSON(ctx context.Context, addr, path string, v any, hint string) ([
 
 // PrintStatus writes an agent's status as tables.
 func PrintStatus(w io.Writer, st agent.Status) {
-	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
+	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
+	st.FastPath.BPFStatus().WriteText(w)
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tPATH\tPOD PREFIXES\tREASON")
 	for _, p := range st.Peers {
