@@ -167,6 +167,43 @@ type Emulator struct {
 	stsAK     string
 	stsSK     string
 	stsToken  string
+	gates     map[string]*gate
+}
+
+// gate holds one call of an action (see Gate).
+type gate struct {
+	afterWork bool
+	held      chan struct{}
+	release   chan bool
+	once      sync.Once
+}
+
+// Gate holds the next call of action that would be served normally: before
+// its work (afterWork false) or after the work is done but before the
+// answer (afterWork true). held is closed once the call is held, which lets a
+// test kill the client at that exact moment. release(true) lets the call go
+// on (if its client is still there); release(false) drops it, so a call held
+// before its work is never done and one held after it stays done, unanswered.
+func (e *Emulator) Gate(action string, afterWork bool) (held <-chan struct{}, release func(proceed bool)) {
+	g := &gate{afterWork: afterWork, held: make(chan struct{}), release: make(chan bool, 1)}
+	e.mu.Lock()
+	if e.gates == nil {
+		e.gates = map[string]*gate{}
+	}
+	e.gates[action] = g
+	e.mu.Unlock()
+	return g.held, func(proceed bool) { g.once.Do(func() { g.release <- proceed }) }
+}
+
+// hold blocks a gated call; false means drop it.
+func (g *gate) hold(ctx context.Context) bool {
+	close(g.held)
+	select {
+	case proceed := <-g.release:
+		return proceed && ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // New builds an emulator from cfg. It fails on a malformed config, naming the
@@ -535,6 +572,12 @@ func (e *Emulator) serveRPC(w http.ResponseWriter, r *http.Request) {
 	if af, ok := f.Actions[action]; ok && (af.Rate == 0 || e.rng.Float64() < af.Rate) {
 		injected = apiErr(faultStatus(af.Code), af.Code, "injected fault for %s", action)
 	}
+	g := e.gates[action]
+	if g != nil && !throttle && !timeout && injected == nil {
+		delete(e.gates, action)
+	} else {
+		g = nil
+	}
 	e.mu.Unlock()
 
 	if f.Latency > 0 {
@@ -557,7 +600,13 @@ func (e *Emulator) serveRPC(w http.ResponseWriter, r *http.Request) {
 		e.writeJSON(w, 503, e.errorBody(apiErr(503, CodeServiceUnavailable, "The request has failed due to a temporary failure of the server.")))
 		return
 	}
+	if g != nil && !g.afterWork && !g.hold(r.Context()) {
+		return
+	}
 	status, body := e.dispatch(action, params)
+	if g != nil && g.afterWork && !g.hold(r.Context()) {
+		return
+	}
 	e.writeJSON(w, status, body)
 }
 

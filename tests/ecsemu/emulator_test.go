@@ -544,3 +544,41 @@ func TestPrefixesAreFaithful(t *testing.T) {
 func assignPrefix(ctx context.Context, c *ecsapi.Client, eniID, prefix string) error {
 	return c.AssignPrefixes(ctx, eniID, []netip.Prefix{netip.MustParsePrefix(prefix)}, ecsapi.NewToken())
 }
+
+// Gate holds one call: dropped before its work it leaves the cloud
+// unchanged; after its work the change stays although no answer came.
+func TestGateHoldsOneCall(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	// the client gives up (its time-out closes the connection) while held
+	c := client(t, url, func(cfg *ecsapi.Config) { cfg.MaxAttempts, cfg.Timeout = 1, 300*time.Millisecond })
+	for _, after := range []bool{false, true} {
+		before := len(emu.ENIs())
+		held, release := emu.Gate("CreateNetworkInterface", after)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.CreateENI(context.Background(), "vsw-pod", "", 0, nil, ecsapi.NewToken())
+			done <- err
+		}()
+		<-held
+		if err := <-done; err == nil {
+			t.Fatalf("after=%v: the held call answered", after)
+		}
+		release(false)
+		emu.Wait()
+		want := before
+		if after {
+			want++
+		}
+		waitFor := time.Now().Add(5 * time.Second)
+		for len(emu.ENIs()) != want && time.Now().Before(waitFor) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := len(emu.ENIs()); got != want {
+			t.Fatalf("after=%v: %d ENIs, want %d", after, got, want)
+		}
+		// the gate is one-shot
+		if _, err := c.CreateENI(context.Background(), "vsw-pod", "", 0, nil, ecsapi.NewToken()); err != nil {
+			t.Fatalf("after=%v: the next call: %v", after, err)
+		}
+	}
+}
