@@ -34,14 +34,23 @@ func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
 		return nil, err
 	}
 	defer func() { _ = os.RemoveAll(mem) }()
-	lat, calls, churn, err := eniChurn(ctx, log, mem)
+	lat, calls, churn, err := eniChurn(ctx, log, mem, false)
 	if err != nil {
 		return nil, err
+	}
+	prefixDetail := "prefix-mode run unavailable"
+	if pdir, err := os.MkdirTemp("/run", "strata-bench-eni-pfx-"); err == nil {
+		defer func() { _ = os.RemoveAll(pdir) }()
+		if pl, pc, pn, err := eniChurn(ctx, log, pdir, true); err == nil {
+			prefixDetail = fmt.Sprintf("with /28 prefixes (Config.IPv4Prefixes) the same churn made %d calls (%.4f/pod), warm allocate p99 %d us", pc, float64(pc)/float64(pn), pct(pl, 0.99).Microseconds())
+		} else {
+			prefixDetail = "prefix-mode run failed: " + err.Error()
+		}
 	}
 	memDetail := "disk run unavailable"
 	if disk, err := os.MkdirTemp("/var/tmp", "strata-bench-eni-"); err == nil {
 		defer func() { _ = os.RemoveAll(disk) }()
-		if dl, _, _, err := eniChurn(ctx, log, disk); err == nil {
+		if dl, _, _, err := eniChurn(ctx, log, disk, false); err == nil {
 			memDetail = fmt.Sprintf("same churn with the store on disk (fsync per claim): p50 %d us, p99 %d us", pct(dl, 0.5).Microseconds(), pct(dl, 0.99).Microseconds())
 		}
 	}
@@ -50,15 +59,16 @@ func runENI(ctx context.Context, log io.Writer) ([]Result, error) {
 			fmt.Sprintf("p50 %d us, p99 %d us over %d of %d Allocate calls (the rest found the pool empty and waited for the cloud), bbolt store on tmpfs (the agent's default --ipam-dir), in-process, under the shared machine's load; %s",
 				pct(lat, 0.5).Microseconds(), pct(lat, 0.99).Microseconds(), len(lat), churn, memDetail)),
 		New("eni.api_calls_per_pod", float64(calls)/float64(churn), "calls/pod", "<= 0.1",
-			fmt.Sprintf("%d ECS calls (retries included) for %d pods churned as a random walk between 20 and 60 live, pool min 5 / max 20, batch 10", calls, churn)),
+			fmt.Sprintf("%d ECS calls (retries included) for %d pods churned as a random walk between 20 and 60 live, pool min 5 / max 20, batch 10; %s", calls, churn, prefixDetail)),
 	}, nil
 }
 
 func pct(lat []time.Duration, q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
 
-// eniChurn runs a manager against a fresh emulator with its store in dir and
-// returns the sorted Allocate latencies and the cloud calls made during churn.
-func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, int64, int, error) {
+// eniChurn runs a manager against a fresh emulator with its store in dir
+// (and /28 prefixes if asked) and returns the sorted Allocate latencies and
+// the cloud calls made during churn.
+func eniChurn(ctx context.Context, log io.Writer, dir string, prefixes bool) ([]time.Duration, int64, int, error) {
 	const ak, sk = "LTAI-bench", "bench-secret"
 	emu, err := ecsemu.New(ecsemu.Config{
 		AccessKeyID: ak, AccessKeySecret: sk, RegionID: "cn-hangzhou", VPCCIDR: "10.0.0.0/16",
@@ -83,7 +93,7 @@ func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, 
 	}
 	m, err := cloudnode.NewManager(cloudnode.Config{ClusterID: "bench", InstanceID: "i-bench", InstanceType: "ecs.g7.4xlarge",
 		PodVSwitchIDs: []string{"vsw-pod"}, MinIdle: 5, MaxIdle: 20, WarmUp: 20, IdleRelease: 10 * time.Minute,
-		PollInterval: 20 * time.Millisecond}, api, st, nil)
+		PollInterval: 20 * time.Millisecond, IPv4Prefixes: prefixes}, api, st, nil)
 	if err != nil {
 		return nil, 0, 0, err
 	}
@@ -145,7 +155,7 @@ func eniChurn(ctx context.Context, log io.Writer, dir string) ([]time.Duration, 
 	}
 	calls := api.Calls() - calls0
 	slices.Sort(lat)
-	fmt.Fprintf(log, "    store in %s: warm allocate p50 %v p99 %v max %v over %d (%d waited for the cloud); %d cloud calls for %d pods\n",
-		dir, pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1], len(lat), cold, calls, churn)
+	fmt.Fprintf(log, "    store in %s, prefixes %v: warm allocate p50 %v p99 %v max %v over %d (%d waited for the cloud); %d cloud calls for %d pods\n",
+		dir, prefixes, pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1], len(lat), cold, calls, churn)
 	return lat, calls, pods, nil
 }
