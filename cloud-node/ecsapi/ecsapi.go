@@ -510,23 +510,11 @@ func (c *Client) assign(ctx context.Context, eniID string, count int, explicit [
 // after a time-out that did the work answers InvalidIp.NotFound: on a retry
 // that is success.
 func (c *Client) UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error {
-	req := ecs.CreateUnassignPrivateIpAddressesRequest()
-	c.prep(req.RpcRequest)
-	req.NetworkInterfaceId = eniID
 	s := make([]string, len(ips))
 	for i, a := range ips {
 		s[i] = a.String()
 	}
-	req.PrivateIpAddress = &s
-	tries := 0
-	return c.do(ctx, "UnassignPrivateIpAddresses", func() error {
-		tries++
-		_, err := c.ecs.UnassignPrivateIpAddresses(req)
-		if err != nil && tries > 1 && Code(err) == "InvalidIp.NotFound" {
-			return nil
-		}
-		return err
-	})
+	return c.unassign(ctx, eniID, &s, nil)
 }
 
 // InstanceType is an instance type's ENI capacity.
@@ -540,14 +528,18 @@ type InstanceType struct {
 // UnassignPrefixes gives /28 prefixes back. Like UnassignIPs it has no
 // ClientToken: on a retry, InvalidIp.NotFound means the first attempt did it.
 func (c *Client) UnassignPrefixes(ctx context.Context, eniID string, prefixes []netip.Prefix) error {
-	req := ecs.CreateUnassignPrivateIpAddressesRequest()
-	c.prep(req.RpcRequest)
-	req.NetworkInterfaceId = eniID
 	s := make([]string, len(prefixes))
 	for i, p := range prefixes {
 		s[i] = p.String()
 	}
-	req.Ipv4Prefix = &s
+	return c.unassign(ctx, eniID, nil, &s)
+}
+
+func (c *Client) unassign(ctx context.Context, eniID string, ips, prefixes *[]string) error {
+	req := ecs.CreateUnassignPrivateIpAddressesRequest()
+	c.prep(req.RpcRequest)
+	req.NetworkInterfaceId = eniID
+	req.PrivateIpAddress, req.Ipv4Prefix = ips, prefixes
 	tries := 0
 	return c.do(ctx, "UnassignPrivateIpAddresses", func() error {
 		tries++
