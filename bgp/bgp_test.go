@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
@@ -180,6 +182,65 @@ func TestBuildPath(t *testing.T) {
 	}
 	if _, err := buildPath(Advertisement{Prefix: pfx("10.0.0.0/8"), NextHop: addr("2001:db8::1")}, false); err == nil {
 		t.Error("IPv4 prefix with IPv6 next hop accepted")
+	}
+}
+
+// TestPathEncoderMatchesPlainAPI checks that the binary paths gobgp decodes
+// from wire bytes carry the same NLRI and attributes as the plain API form,
+// also when IPv4 prefixes share one encoded attribute list.
+func TestPathEncoderMatchesPlainAPI(t *testing.T) {
+	enc := newPathEncoder()
+	for _, a := range []Advertisement{
+		{Prefix: pfx("10.244.1.0/24")},
+		{Prefix: pfx("10.244.2.0/24")},
+		{Prefix: pfx("10.244.3.7/30")},
+		{Prefix: pfx("0.0.0.0/0")},
+		{Prefix: pfx("10.244.1.0/24"), NextHop: addr("10.0.0.1"), Communities: []uint32{65011<<16 | 1}, LocalPref: 200},
+		{Prefix: pfx("10.244.9.0/25"), NextHop: addr("10.0.0.1"), Communities: []uint32{65011<<16 | 1}, LocalPref: 200},
+		{Prefix: pfx("2001:db8:1::/64")},
+		{Prefix: pfx("2001:db8:2::/48"), NextHop: addr("2001:db8::1")},
+	} {
+		for _, withdraw := range []bool{false, true} {
+			plain, err := buildPath(a, withdraw)
+			if err != nil {
+				t.Fatalf("%+v: %v", a, err)
+			}
+			bin, err := enc.path(a, withdraw)
+			if err != nil {
+				t.Fatalf("%+v: %v", a, err)
+			}
+			if bin.IsWithdraw != withdraw || bin.Family.Afi != plain.Family.Afi || bin.Family.Safi != plain.Family.Safi {
+				t.Errorf("%+v: family %v withdraw %v, want %v %v", a, bin.Family, bin.IsWithdraw, plain.Family, withdraw)
+			}
+			wantNLRI, err := apiutil.GetNativeNlri(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotNLRI, err := apiutil.GetNativeNlri(bin)
+			if err != nil {
+				t.Fatalf("%+v: decode binary nlri: %v", a, err)
+			}
+			if gotNLRI.String() != wantNLRI.String() {
+				t.Errorf("%+v: nlri %s, want %s", a, gotNLRI, wantNLRI)
+			}
+			wantAttrs, err := apiutil.GetNativePathAttributes(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotAttrs, err := apiutil.GetNativePathAttributes(bin)
+			if err != nil {
+				t.Fatalf("%+v: decode binary attributes: %v", a, err)
+			}
+			if fmt.Sprint(gotAttrs) != fmt.Sprint(wantAttrs) {
+				t.Errorf("%+v: attributes %v, want %v", a, gotAttrs, wantAttrs)
+			}
+		}
+	}
+	if _, err := enc.path(Advertisement{Prefix: pfx("10.0.0.0/8"), NextHop: addr("2001:db8::1")}, false); err == nil {
+		t.Error("IPv4 prefix with IPv6 next hop accepted")
+	}
+	if _, err := enc.path(Advertisement{}, false); err == nil {
+		t.Error("empty prefix accepted")
 	}
 }
 

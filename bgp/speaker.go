@@ -25,15 +25,12 @@ import (
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
 )
 
-// streamChunk is how many paths go into one AddPathStream message: gobgp
-// propagates each message as one list, so peers get UPDATEs carrying many
-// NLRIs that share attributes instead of one UPDATE per prefix.
+// streamChunk is how many paths go into one AddPathStream message.
 const streamChunk = 2000
 
 // Speaker is an embedded BGP speaker. No gobgp or protobuf type crosses its
@@ -487,9 +484,10 @@ func (s *Speaker) PeerConfigs() []PeerConfig {
 	return out
 }
 
-func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
+// nativePath returns an advertisement's NLRI and BGP path attributes.
+func nativePath(a Advertisement) (bgp.AddrPrefixInterface, []bgp.PathAttributeInterface, error) {
 	if !a.Prefix.IsValid() {
-		return nil, fmt.Errorf("prefix %q is not valid (use e.g. 10.244.1.0/24)", a.Prefix)
+		return nil, nil, fmt.Errorf("prefix %q is not valid (use e.g. 10.244.1.0/24)", a.Prefix)
 	}
 	p := a.Prefix.Masked()
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
@@ -499,7 +497,7 @@ func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
 		nh := "0.0.0.0"
 		if a.NextHop.IsValid() {
 			if !a.NextHop.Is4() {
-				return nil, fmt.Errorf("prefix %s: next hop %s must be IPv4", p, a.NextHop)
+				return nil, nil, fmt.Errorf("prefix %s: next hop %s must be IPv4", p, a.NextHop)
 			}
 			nh = a.NextHop.String()
 		}
@@ -509,7 +507,7 @@ func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
 		nh := "::"
 		if a.NextHop.IsValid() {
 			if !a.NextHop.Is6() || a.NextHop.Is4In6() {
-				return nil, fmt.Errorf("prefix %s: next hop %s must be IPv6", p, a.NextHop)
+				return nil, nil, fmt.Errorf("prefix %s: next hop %s must be IPv6", p, a.NextHop)
 			}
 			nh = a.NextHop.String()
 		}
@@ -521,8 +519,23 @@ func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
 	if a.LocalPref > 0 {
 		attrs = append(attrs, bgp.NewPathAttributeLocalPref(a.LocalPref))
 	}
+	return nlri, attrs, nil
+}
+
+// buildPath is the plain gobgp API form of a path (protobuf Any messages),
+// used by the one-call-per-prefix baseline.
+func buildPath(a Advertisement, withdraw bool) (*api.Path, error) {
+	nlri, attrs, err := nativePath(a)
+	if err != nil {
+		return nil, err
+	}
 	return apiutil.NewPath(nlri, withdraw, attrs, time.Now())
 }
+
+var (
+	familyIPv4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	familyIPv6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
 
 // attrKey identifies IPv4 advertisements whose path attributes are equal.
 type attrKey struct {
@@ -531,34 +544,73 @@ type attrKey struct {
 	localPref   uint32
 }
 
-// buildPathShared is buildPath for bulk IPv4 work: prefixes with equal
-// attributes share one encoded attribute list, so only the NLRI is encoded
-// per prefix. IPv6 carries its NLRI inside MP_REACH and takes the slow path.
-func buildPathShared(a Advertisement, withdraw bool, cache map[attrKey][]*anypb.Any) (*api.Path, error) {
+// pathEncoder builds paths in gobgp's binary form (NlriBinary and
+// PattrsBinary): gobgp decodes those straight from BGP wire bytes, where the
+// protobuf form costs an Any message per NLRI and per attribute on both
+// sides of the API. IPv4 prefixes with equal attributes share one encoded
+// attribute list, so only the NLRI is encoded per prefix. IPv6 carries its
+// NLRI inside MP_REACH and is encoded whole.
+type pathEncoder struct {
+	shared map[attrKey][][]byte
+}
+
+func newPathEncoder() *pathEncoder { return &pathEncoder{shared: map[attrKey][][]byte{}} }
+
+func (e *pathEncoder) path(a Advertisement, withdraw bool) (*api.Path, error) {
 	p := a.Prefix.Masked()
-	if !p.IsValid() || !p.Addr().Is4() || (a.NextHop.IsValid() && !a.NextHop.Is4()) {
-		return buildPath(a, withdraw)
-	}
-	k := attrKey{nextHop: a.NextHop, communities: fmt.Sprint(a.Communities), localPref: a.LocalPref}
-	attrs, ok := cache[k]
-	if !ok {
-		full, err := buildPath(a, withdraw)
-		if err != nil {
-			return nil, err
+	if p.IsValid() && p.Addr().Is4() && (!a.NextHop.IsValid() || a.NextHop.Is4()) {
+		k := attrKey{nextHop: a.NextHop, localPref: a.LocalPref}
+		if len(a.Communities) > 0 {
+			k.communities = fmt.Sprint(a.Communities)
 		}
-		cache[k] = full.Pattrs
-		return full, nil
+		attrs, ok := e.shared[k]
+		if !ok {
+			_, native, err := nativePath(a)
+			if err != nil {
+				return nil, err
+			}
+			if attrs, err = serializeAttrs(native); err != nil {
+				return nil, err
+			}
+			e.shared[k] = attrs
+		}
+		// An IPv4 NLRI on the wire: the length in bits, then only the
+		// bytes the length covers.
+		addr := p.Addr().As4()
+		nlri := make([]byte, 1+(p.Bits()+7)/8)
+		nlri[0] = byte(p.Bits())
+		copy(nlri[1:], addr[:])
+		return &api.Path{NlriBinary: nlri, PattrsBinary: attrs, Family: familyIPv4, IsWithdraw: withdraw}, nil
 	}
-	nlri, err := anypb.New(&api.IPAddressPrefix{PrefixLen: uint32(p.Bits()), Prefix: p.Addr().String()})
+	nlri, native, err := nativePath(a)
 	if err != nil {
 		return nil, err
 	}
-	return &api.Path{
-		Nlri:       nlri,
-		Pattrs:     attrs,
-		Family:     &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
-		IsWithdraw: withdraw,
-	}, nil
+	nb, err := nlri.Serialize()
+	if err != nil {
+		return nil, fmt.Errorf("prefix %s: encode nlri: %w", p, err)
+	}
+	attrs, err := serializeAttrs(native)
+	if err != nil {
+		return nil, err
+	}
+	fam := familyIPv4
+	if p.Addr().Is6() {
+		fam = familyIPv6
+	}
+	return &api.Path{NlriBinary: nb, PattrsBinary: attrs, Family: fam, IsWithdraw: withdraw}, nil
+}
+
+func serializeAttrs(attrs []bgp.PathAttributeInterface) ([][]byte, error) {
+	out := make([][]byte, len(attrs))
+	for i, a := range attrs {
+		b, err := a.Serialize()
+		if err != nil {
+			return nil, fmt.Errorf("encode path attribute %s: %w", a.GetType(), err)
+		}
+		out[i] = b
+	}
+	return out, nil
 }
 
 // Advertise originates prefixes. Many prefixes are sent in batches that
@@ -606,37 +658,19 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 			}()
 		}
 	}
-	paths := make([]*api.Path, 0, min(len(ads), streamChunk))
-	st, err := s.client.AddPathStream(ctx)
-	if err != nil {
-		return fmt.Errorf("bgp: open path stream: %w", err)
-	}
-	flush := func() error {
-		if len(paths) == 0 {
-			return nil
-		}
-		err := st.Send(&api.AddPathStreamRequest{TableType: api.TableType_GLOBAL, Paths: paths})
-		paths = paths[:0:0]
-		return err
-	}
-	shared := map[attrKey][]*anypb.Any{}
-	for _, a := range ads {
-		p, err := buildPathShared(a, withdraw, shared)
+	// Encode everything first: a bad prefix fails the call before any path
+	// reaches the RIB.
+	enc := newPathEncoder()
+	paths := make([]*api.Path, len(ads))
+	for i, a := range ads {
+		p, err := enc.path(a, withdraw)
 		if err != nil {
-			_, _ = st.CloseAndRecv()
 			return fmt.Errorf("bgp: %w", err)
 		}
-		paths = append(paths, p)
-		if len(paths) == streamChunk {
-			if err := flush(); err != nil {
-				return fmt.Errorf("bgp: send paths: %w", err)
-			}
-		}
+		paths[i] = p
 	}
-	if err := flush(); err != nil {
-		return fmt.Errorf("bgp: send paths: %w", err)
-	}
-	if _, err := st.CloseAndRecv(); err != nil {
+	err = s.sendPaths(ctx, paths)
+	if err != nil {
 		verb := "advertise"
 		if withdraw {
 			verb = "withdraw"
@@ -653,6 +687,28 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// sendPaths streams paths to gobgp in chunks over one AddPathStream call.
+func (s *Speaker) sendPaths(ctx context.Context, paths []*api.Path) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	st, err := s.client.AddPathStream(ctx)
+	if err != nil {
+		return fmt.Errorf("open path stream: %w", err)
+	}
+	for len(paths) > 0 {
+		n := min(len(paths), streamChunk)
+		if err := st.Send(&api.AddPathStreamRequest{TableType: api.TableType_GLOBAL, Paths: paths[:n]}); err != nil {
+			// The server's reason, if it gave one, comes with the close.
+			_, cerr := st.CloseAndRecv()
+			return errors.Join(fmt.Errorf("send paths: %w", err), cerr)
+		}
+		paths = paths[n:]
+	}
+	_, err = st.CloseAndRecv()
+	return err
 }
 
 func (s *Speaker) noneAdvertised(ads []Advertisement) bool {
