@@ -4,9 +4,11 @@
 //   - each secondary ENI gets its own table (TableBase + ifindex) holding
 //     the vSwitch subnet on the ENI and a default route to the vSwitch
 //     gateway, with proto rtproto.ENI;
-//   - each pod gets a /32 route to its host veth in main, a rule
-//     "to <pod> lookup main" (ingress) and "from <pod> lookup <ENI table>"
-//     (egress leaves by the ENI that owns the address);
+//   - each pod's own pieces (its /32 route in main and "from <pod> lookup
+//     <ENI table>", so egress leaves by the ENI that owns the address; or
+//     its ipvlan wiring) are the CNI plugin's (cni/plugin), made at ADD;
+//     Prune removes those of addresses no longer allocated, and the
+//     "to <pod> lookup main" rules older versions added;
 //   - host-bound destinations (service CIDR, overlay and BGP-learned pod
 //     CIDRs, node subnets) get "to <cidr> lookup main" rules placed before
 //     the per-pod rules, so they go through the host, not the VPC gateway.
@@ -35,12 +37,12 @@ import (
 	"github.com/strata-net/strata/cni/plugin"
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
-	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/internal/rtproto"
 )
 
-// Rule priorities: host-bound destinations first, then ingress to pods,
-// then per-pod egress tables; all before the main table's 32766.
+// Rule priorities: host-bound destinations first, then ingress to pods
+// (PrioToPod: only pruned now; the agent's rule 100 makes local pod routes
+// win), then per-pod egress tables; all before the main table's 32766.
 const (
 	PrioHostBound = 1000
 	PrioToPod     = 1100
@@ -302,68 +304,6 @@ func (n *Node) Prune(ctx context.Context, keep map[netip.Addr]bool) error {
 		}
 		return nil
 	})
-}
-
-// SetupPodHostSide wires the host end of a veth-routed ENIIP pod, in the
-// current namespace: /32 route to the veth, proxy ARP for the pod's gateway,
-// the ingress rule and the egress rule to the ENI's table. Idempotent.
-func SetupPodHostSide(alloc role.Allocation, hostVeth string) error {
-	if alloc.Datapath != role.DatapathVethRouted {
-		return fmt.Errorf("SetupPodHostSide: datapath %q has no host veth (want %q)", alloc.Datapath, role.DatapathVethRouted)
-	}
-	pod := alloc.Addr.Addr()
-	if !pod.Is4() {
-		return fmt.Errorf("SetupPodHostSide: pod address %s is not IPv4", alloc.Addr)
-	}
-	l, err := netlink.LinkByName(hostVeth)
-	if err != nil {
-		return fmt.Errorf("host veth %s: %w", hostVeth, err)
-	}
-	for _, s := range [][2]string{
-		{"net/ipv4/conf/" + hostVeth + "/proxy_arp", "1"},
-		{"net/ipv4/conf/" + hostVeth + "/rp_filter", "0"},
-	} {
-		if err := sysctl(s[0], s[1]); err != nil {
-			return err
-		}
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", hostVeth, err)
-	}
-	if alloc.Gateway.IsValid() {
-		// the pod's link-local gateway is a local address of every host veth
-		gw := &netlink.Addr{IPNet: &net.IPNet{IP: alloc.Gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}, Scope: unix.RT_SCOPE_LINK}
-		if err := netlink.AddrReplace(l, gw); err != nil {
-			return fmt.Errorf("gateway %s on %s: %w", alloc.Gateway, hostVeth, err)
-		}
-	}
-	host := netip.PrefixFrom(pod, 32)
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(host), Scope: netlink.SCOPE_LINK,
-		Protocol: rtproto.ENI}); err != nil {
-		return fmt.Errorf("route %s dev %s: %w", host, hostVeth, err)
-	}
-	if err := ensureRule(PrioToPod, netip.Prefix{}, host, unix.RT_TABLE_MAIN); err != nil {
-		return err
-	}
-	if alloc.Table != 0 {
-		if err := ensureRule(PrioFromPod, host, netip.Prefix{}, alloc.Table); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// TeardownPodHostSide undoes SetupPodHostSide; missing pieces are fine.
-func TeardownPodHostSide(alloc role.Allocation, hostVeth string) error {
-	host := netip.PrefixFrom(alloc.Addr.Addr(), 32)
-	err := deleteRules(func(r netlink.Rule) bool {
-		return ruleMatches(r, PrioFromPod, host, netip.Prefix{}, r.Table) || ruleMatches(r, PrioToPod, netip.Prefix{}, host, unix.RT_TABLE_MAIN)
-	})
-	rerr := netlink.RouteDel(&netlink.Route{Dst: prefixNet(host), Protocol: rtproto.ENI, Table: unix.RT_TABLE_MAIN})
-	if rerr != nil && !errors.Is(rerr, syscall.ESRCH) && !errors.Is(rerr, syscall.ENOENT) {
-		err = errors.Join(err, fmt.Errorf("delete route %s: %w", host, rerr))
-	}
-	return err
 }
 
 // SetupExclusiveENI moves the ENI with mac from the current namespace into

@@ -5,10 +5,8 @@ package datapath_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -21,6 +19,8 @@ import (
 	"github.com/strata-net/strata/cloud-node/datapath"
 	"github.com/strata-net/strata/cloud-node/ecsapi"
 	"github.com/strata-net/strata/cloud-node/metadata"
+	"github.com/strata-net/strata/cni/plugin"
+	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/ipamstore"
 	"github.com/strata-net/strata/internal/nsutil"
 	"github.com/strata-net/strata/internal/role"
@@ -136,51 +136,31 @@ func run(t *testing.T, argv ...string) string {
 	return string(out)
 }
 
-// pod makes a pod namespace wired to node like the CNI plugin would: a veth
-// with the pod's /32 and a default route via the link-local gateway, and
-// the host side from datapath.SetupPodHostSide.
-func pod(t *testing.T, node nsutil.NS, name string, a role.Allocation) nsutil.NS {
+// pod makes a pod namespace wired to node by the CNI plugin's own code
+// (plugin.Wire: veth, /32, link-local gateway, host route, proxy ARP, the
+// rule to the ENI's table). It returns the namespace and the host veth.
+func pod(t *testing.T, node nsutil.NS, name string, a role.Allocation) (nsutil.NS, string) {
 	t.Helper()
 	p, err := nsutil.Create(nsutil.OwnedName(name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nsutil.Delete(p.Name) })
-	f, err := os.Open(p.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	hostVeth := "v" + name
+	var hostVeth string
 	if err := node.Do(func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth}, PeerName: "eth0",
-			PeerNamespace: netlink.NsFd(int(f.Fd()))}); err != nil {
-			return err
-		}
-		return datapath.SetupPodHostSide(a, hostVeth)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Do(func() error {
-		l, err := netlink.LinkByName("eth0")
+		res, err := plugin.Wire(p.Path, a.ContainerID, a.IfName, wire.FromRole(a))
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			return err
-		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: a.Gateway.AsSlice(), Mask: net.CIDRMask(32, 32)},
-			Scope: netlink.SCOPE_LINK}); err != nil {
-			return err
-		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: a.Gateway.AsSlice()})
+		hostVeth = res.Interfaces[0].Name
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	t.Cleanup(func() {
+		_ = node.Do(func() error { return plugin.Unwire(p.Path, a.ContainerID, a.IfName, wire.FromRole(a)) })
+	})
+	return p, hostVeth
 }
 
 func txPackets(t *testing.T, ns nsutil.NS, link string) uint64 {
@@ -278,7 +258,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p1 := pod(t, node1, "p1", a1)
+	p1, vp1 := pod(t, node1, "p1", a1)
 	pod(t, node2, "p2", a2)
 
 	// egress policy: from pod1 lookup its ENI's table, default via the vSwitch gateway on that ENI
@@ -298,11 +278,11 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	}
 	// overlay/BGP-learned destinations go via the host's main table, not the ENI
 	run(t, node1.Exec("ip", "route", "add", "10.244.7.0/24", "via", "10.0.1.12", "dev", "eth0")...)
-	got := run(t, node1.Exec("ip", "route", "get", "10.244.7.9", "from", a1.Addr.Addr().String(), "iif", "vp1")...)
+	got := run(t, node1.Exec("ip", "route", "get", "10.244.7.9", "from", a1.Addr.Addr().String(), "iif", vp1)...)
 	if !strings.Contains(got, "dev eth0") {
 		t.Fatalf("edge pod destination does not go via the host: %s", got)
 	}
-	got = run(t, node1.Exec("ip", "route", "get", "8.8.8.8", "from", a1.Addr.Addr().String(), "iif", "vp1")...)
+	got = run(t, node1.Exec("ip", "route", "get", "8.8.8.8", "from", a1.Addr.Addr().String(), "iif", vp1)...)
 	if !strings.Contains(got, "dev "+a1.ENILink) {
 		t.Fatalf("internet egress does not leave by the pod's ENI %s: %s", a1.ENILink, got)
 	}
@@ -336,7 +316,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	for _, id := range spare[:len(spare)-1] {
 		_ = m1.Release(ctx, id, "eth0")
 	}
-	p3 := pod(t, node1, "p3", a3)
+	p3, vp3 := pod(t, node1, "p3", a3)
 	b1, b3 := txPackets(t, node1, a1.ENILink), txPackets(t, node1, a3.ENILink)
 	cmd = exec.Command("ip", append([]string{"netns", "exec", p3.Name, ping, "-c", "5", "-i", "0.2", "-W", "5"}, a2.Addr.Addr().String())...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -345,7 +325,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	// The kernel's decision is the proof; the counters confirm the pings
 	// left there. (pod1's ENI may still send a few ARP replies meanwhile:
 	// both ENIs sit on the same vSwitch, so only "more on pod3's" holds.)
-	got = run(t, node1.Exec("ip", "route", "get", a2.Addr.Addr().String(), "from", a3.Addr.Addr().String(), "iif", "vp3")...)
+	got = run(t, node1.Exec("ip", "route", "get", a2.Addr.Addr().String(), "from", a3.Addr.Addr().String(), "iif", vp3)...)
 	if !strings.Contains(got, "dev "+a3.ENILink) {
 		t.Fatalf("pod3's egress is not routed by its ENI %s: %s", a3.ENILink, got)
 	}
@@ -354,8 +334,8 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 		t.Fatalf("pod3's 5 pings: its ENI %s sent %d packets, pod1's ENI %s sent %d: egress not pinned to the owning ENI", a3.ENILink, d3, a1.ENILink, d1)
 	}
 
-	// teardown removes the pod's rules; prune removes leftovers
-	if err := node1.Do(func() error { return datapath.TeardownPodHostSide(a1, "vp1") }); err != nil {
+	// the plugin's DEL removes the pod's rule and route
+	if err := node1.Do(func() error { return plugin.Unwire(p1.Path, a1.ContainerID, a1.IfName, wire.FromRole(a1)) }); err != nil {
 		t.Fatal(err)
 	}
 	if rules := run(t, node1.Exec("ip", "-4", "rule", "show")...); strings.Contains(rules, a1.Addr.Addr().String()) {

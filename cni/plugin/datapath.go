@@ -513,3 +513,26 @@ func check(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) error {
 		return fmt.Errorf("pod has no default route via %s on %s", a.Gateway, args.IfName)
 	})
 }
+
+// Wire does ADD's work after the agent answered: it wires the pod at
+// netnsPath for the allocation, from the node's namespace (the calling
+// thread's). On error nothing is left. Tests and tools that already hold an
+// allocation use it to wire pods exactly as strata-cni does.
+func Wire(netnsPath, containerID, ifName string, a wire.Allocation) (*current.Result, error) {
+	netns, err := ns.GetNS(netnsPath)
+	if err != nil {
+		return nil, fmt.Errorf("open pod netns %s: %w", netnsPath, err)
+	}
+	defer func() { _ = netns.Close() }()
+	return setup(netns, &skel.CmdArgs{ContainerID: containerID, IfName: ifName, Netns: netnsPath}, a)
+}
+
+// Unwire undoes Wire as DEL does, the agent's record given instead of asked
+// for. A missing namespace, link or rule is not an error.
+func Unwire(netnsPath, containerID, ifName string, a wire.Allocation) error {
+	found, err := teardown(netnsPath, containerID, ifName)
+	if err == nil && !found {
+		err = teardownByAllocation(a)
+	}
+	return err
+}
