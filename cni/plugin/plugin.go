@@ -212,10 +212,14 @@ func cmdDel(args *skel.CmdArgs) error {
 		// Nothing on the node or in the pod names the attachment: an ipvlan
 		// pod whose namespace is gone still has a host route and rule, which
 		// only the agent's record locates. Unknown or unreachable: DEL below decides.
-		if a, err := client(conf).Check(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err == nil {
+		a, err := client(conf).Check(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+		switch {
+		case err == nil:
 			if err := teardownByAllocation(a); err != nil {
 				return types.NewError(types.ErrInternal, fmt.Sprintf("remove the host side of %s: %v", args.IfName, err), "retry DEL")
 			}
+		case errors.Is(err, wire.ErrAgentUnreachable) || errors.Is(err, context.DeadlineExceeded):
+			return agentError("look up the allocation", conf, err) // the release below could not reach it either
 		}
 	}
 	if _, err := client(conf).Del(ctx, wire.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
