@@ -26,6 +26,7 @@ type cloudFlags struct {
 	minIdle        int
 	maxIdle        int
 	idleRelease    time.Duration
+	ipv4Prefixes   bool
 	hostBoundFlags []string
 	hostBound      []netip.Prefix
 }
@@ -39,6 +40,7 @@ func (c *cloudFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&c.minIdle, "eni-min-idle", 0, "warm pool: idle IPs kept ready (0: role default)")
 	f.IntVar(&c.maxIdle, "eni-max-idle", 0, "warm pool: idle IPs above which extras are released (0: role default)")
 	f.DurationVar(&c.idleRelease, "eni-idle-release", 0, "how long an idle IP above max stays before release (0: role default)")
+	f.BoolVar(&c.ipv4Prefixes, "eni-ipv4-prefixes", false, "warm pool: assign /28 IPv4 prefixes to ENIs instead of single secondary IPs (16 addresses per prefix, up to 10 prefixes per call, one route per /28; the vSwitch needs free aligned /28s)")
 	f.StringSliceVar(&c.hostBoundFlags, "host-bound-cidrs", []string{"10.96.0.0/12"}, "destinations cloud pods reach through the host, not the ENI gateway (service CIDR)")
 }
 
@@ -78,7 +80,7 @@ func (c *cloudFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, er
 		ClusterID: c.clusterID, MetadataURL: c.metadataURL, Endpoint: c.endpoint,
 		AccessKeyID: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		PodVSwitchIDs: c.podVSwitches, SecurityGroupID: c.securityGroup,
-		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, MTU: env.PodMTU,
+		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, IPv4Prefixes: c.ipv4Prefixes, MTU: env.PodMTU,
 		HostBound: c.hostBound, StateDir: env.IPAMDir, Registry: env.Registry, Logger: env.Logger,
 	})
 }
