@@ -278,6 +278,10 @@ func bgpAnnounce(ctx context.Context, log io.Writer, n int, oneByOne bool) (floa
 	if oneByOne {
 		mode = "AddPath each"
 	}
-	fmt.Fprintf(log, "    announce %d (%s): sent %.3f s, in BIRD's RIB and kernel %.3f s\n", n, mode, sent.Seconds(), total.Seconds())
+	how := ""
+	if lost := counter.Lost(); lost != nil {
+		how = fmt.Sprintf(" (counted by dumps: %v)", lost)
+	}
+	fmt.Fprintf(log, "    announce %d (%s): sent %.3f s, in BIRD's RIB and kernel %.3f s%s\n", n, mode, sent.Seconds(), total.Seconds(), how)
 	return total.Seconds(), nil
 }

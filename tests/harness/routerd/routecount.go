@@ -29,6 +29,7 @@ type RouteCounter struct {
 	fd     int
 	buf    []byte
 	routes map[string]struct{} // destination bytes + prefix length
+	lost   error               // notifications were dropped: count by dump
 }
 
 // counterRcvBuf holds the notifications that arrive between two drains.
@@ -37,6 +38,10 @@ const counterRcvBuf = 32 << 20
 // CountRoutes starts counting proto's main-table IPv4 and IPv6 routes in
 // ns from now on. Close it when done.
 func CountRoutes(ns nsutil.NS, proto netlink.RouteProtocol) (*RouteCounter, error) {
+	return countRoutes(ns, proto, counterRcvBuf)
+}
+
+func countRoutes(ns nsutil.NS, proto netlink.RouteProtocol, rcvBuf int) (*RouteCounter, error) {
 	c := &RouteCounter{ns: ns, proto: proto, fd: -1, buf: make([]byte, 1<<20), routes: map[string]struct{}{}}
 	// A netlink socket belongs to the namespace of the thread that opens it.
 	err := ns.Do(func() error {
@@ -45,7 +50,7 @@ func CountRoutes(ns nsutil.NS, proto netlink.RouteProtocol) (*RouteCounter, erro
 			return fmt.Errorf("open netlink socket: %w", err)
 		}
 		c.fd = fd
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, counterRcvBuf); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf); err != nil {
 			return fmt.Errorf("size netlink receive buffer: %w", err)
 		}
 		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE})
@@ -116,21 +121,20 @@ func (c *RouteCounter) apply(m syscall.NetlinkMessage) {
 
 // Wait drains the notifications every interval until at least n routes
 // were counted, and returns the time of the drain that counted the n-th.
-// If notifications were lost it falls back to dumping the table at the
-// same interval.
+// Once notifications were lost it counts by dumping the table at the same
+// interval instead.
 func (c *RouteCounter) Wait(ctx context.Context, n int, interval, timeout time.Duration) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var lost error
 	for {
-		if lost == nil {
-			lost = c.drain()
+		if c.lost == nil {
+			c.lost = c.drain()
 		}
 		count := len(c.routes)
-		if lost != nil {
+		if c.lost != nil {
 			rs, err := KernelRoutes(c.ns, c.proto)
 			if err != nil {
-				return time.Time{}, fmt.Errorf("count proto-%d routes by dump after %v: %w", c.proto, lost, err)
+				return time.Time{}, fmt.Errorf("count proto-%d routes by dump after %v: %w", c.proto, c.lost, err)
 			}
 			count = len(rs)
 		}
@@ -144,6 +148,10 @@ func (c *RouteCounter) Wait(ctx context.Context, n int, interval, timeout time.D
 		}
 	}
 }
+
+// Lost says why the counter fell back to dumps, or nil while it counts
+// notifications.
+func (c *RouteCounter) Lost() error { return c.lost }
 
 // Close releases the socket.
 func (c *RouteCounter) Close() {
