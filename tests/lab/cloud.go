@@ -87,7 +87,11 @@ func (l *Lab) cloudArgs(n Node) []string {
 	if n.Location != "cloud" || l.spec.Cloud == nil {
 		return []string{"--cloud-metadata-url", "off"}
 	}
-	return []string{"--cloud-metadata-url", "http://" + l.ecsAddr() + "/i/" + instanceID(n.Name),
+	args := []string{"--cloud-metadata-url", "http://" + l.ecsAddr() + "/i/" + instanceID(n.Name),
 		"--cloud-endpoint", "http://" + l.ecsAddr(), "--pod-vswitches", strings.Join(l.spec.Cloud.PodVSwitches, ","),
 		"--cluster-id", "strata-lab"}
+	if n.ENIPrefixes {
+		args = append(args, "--eni-ipv4-prefixes")
+	}
+	return args
 }

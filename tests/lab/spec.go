@@ -112,6 +112,9 @@ type Node struct {
 	ASN          uint32       `json:"asn,omitempty"`
 	BGPPeers     []BGPPeer    `json:"bgpPeers,omitempty"`
 	Pods         int          `json:"pods"`
+	// ENIPrefixes runs a cloud node's pool in /28 prefix mode
+	// (--eni-ipv4-prefixes), so the lab covers both ENIIP pool kinds.
+	ENIPrefixes bool `json:"eniPrefixes,omitempty"`
 }
 
 // Load reads and validates a lab description.
@@ -188,6 +191,9 @@ func (s *Spec) Validate() error {
 		case "cloud", "idc", "ens":
 		default:
 			errs = append(errs, fmt.Errorf("node %s: location %q: want cloud, idc or ens", n.Name, n.Location))
+		}
+		if n.ENIPrefixes && n.Location != "cloud" {
+			errs = append(errs, fmt.Errorf("node %s: eniPrefixes applies to cloud nodes only; remove it", n.Name))
 		}
 		if n.Location != "cloud" && !n.PodCIDR.IsValid() {
 			errs = append(errs, fmt.Errorf("node %s: podCIDR is required on %s nodes", n.Name, n.Location))
