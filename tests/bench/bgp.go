@@ -241,7 +241,7 @@ func bgpAnnounce(ctx context.Context, log io.Writer, n int, oneByOne bool) (floa
 	// Count BIRD's kernel routes from the kernel's notifications, drained
 	// without waiting on the socket: dumping the table while BIRD writes it,
 	// or a listener woken by every route, would slow the load measured.
-	counter, err := routerd.CountRoutes(bird.NS, routerd.BIRDKernelProto)
+	counter, err := routerd.CountRoutes(bird.NS, routerd.BIRDKernelProto, 5*time.Millisecond)
 	if err != nil {
 		return 0, err
 	}
@@ -260,7 +260,7 @@ func bgpAnnounce(ctx context.Context, log io.Writer, n int, oneByOne bool) (floa
 		return 0, err
 	}
 	sent := time.Since(start)
-	done, err := counter.Wait(ctx, n, 5*time.Millisecond, 120*time.Second)
+	done, err := counter.Wait(ctx, n, 120*time.Second)
 	if err != nil {
 		return 0, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,28 +22,48 @@ import (
 // Both obvious ways to wait disturb the load they measure. Dumping 100k
 // routes every few milliseconds competes with the daemon writing them, and
 // a listener blocked in recv is woken by every route the daemon writes.
-// RouteCounter subscribes but does not wait on the socket: the kernel queues
-// the notifications without a wakeup, and Wait drains them between sleeps.
+// RouteCounter subscribes but never waits on the socket: the kernel queues
+// the notifications without a wakeup, and a goroutine drains them between
+// sleeps.
 type RouteCounter struct {
-	ns     nsutil.NS
-	proto  netlink.RouteProtocol
-	fd     int
-	buf    []byte
-	routes map[string]struct{} // destination bytes + prefix length
-	lost   error               // notifications were dropped: count by dump
+	ns       nsutil.NS
+	proto    netlink.RouteProtocol
+	fd       int
+	interval time.Duration
+	buf      []byte
+	stop     chan struct{}
+	stopped  chan struct{}
+
+	mu      sync.Mutex
+	routes  map[string]struct{} // family + prefix length + destination bytes
+	count   int
+	lost    error // notifications were dropped: count by dump from then on
+	waiters []countWaiter
+}
+
+type countWaiter struct {
+	n  int
+	at chan time.Time
 }
 
 // counterRcvBuf holds the notifications that arrive between two drains.
 const counterRcvBuf = 32 << 20
 
+// dumpInterval paces the fallback: a dump of a large table is expensive.
+const dumpInterval = 50 * time.Millisecond
+
 // CountRoutes starts counting proto's main-table IPv4 and IPv6 routes in
-// ns from now on. Close it when done.
-func CountRoutes(ns nsutil.NS, proto netlink.RouteProtocol) (*RouteCounter, error) {
-	return countRoutes(ns, proto, counterRcvBuf)
+// ns from now on, draining the notifications every interval. Close it when
+// done.
+func CountRoutes(ns nsutil.NS, proto netlink.RouteProtocol, interval time.Duration) (*RouteCounter, error) {
+	return countRoutes(ns, proto, interval, counterRcvBuf)
 }
 
-func countRoutes(ns nsutil.NS, proto netlink.RouteProtocol, rcvBuf int) (*RouteCounter, error) {
-	c := &RouteCounter{ns: ns, proto: proto, fd: -1, buf: make([]byte, 1<<20), routes: map[string]struct{}{}}
+func countRoutes(ns nsutil.NS, proto netlink.RouteProtocol, interval time.Duration, rcvBuf int) (*RouteCounter, error) {
+	c := &RouteCounter{
+		ns: ns, proto: proto, fd: -1, interval: interval, buf: make([]byte, 1<<20),
+		stop: make(chan struct{}), stopped: make(chan struct{}), routes: map[string]struct{}{},
+	}
 	// A netlink socket belongs to the namespace of the thread that opens it.
 	err := ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
@@ -56,10 +77,53 @@ func countRoutes(ns nsutil.NS, proto netlink.RouteProtocol, rcvBuf int) (*RouteC
 		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE})
 	})
 	if err != nil {
-		c.Close()
+		if c.fd >= 0 {
+			_ = unix.Close(c.fd)
+		}
 		return nil, fmt.Errorf("count routes in %s: %w", ns.Name, err)
 	}
+	go c.run()
 	return c, nil
+}
+
+func (c *RouteCounter) run() {
+	defer close(c.stopped)
+	for {
+		c.mu.Lock()
+		if c.lost == nil {
+			c.lost = c.drain()
+			c.count = len(c.routes)
+		}
+		lost := c.lost
+		c.mu.Unlock()
+		wait := c.interval
+		if lost != nil {
+			wait = max(wait, dumpInterval)
+			rs, err := KernelRoutes(c.ns, c.proto)
+			if err == nil {
+				c.mu.Lock()
+				c.count = len(rs)
+				c.mu.Unlock()
+			}
+		}
+		c.mu.Lock()
+		now := time.Now()
+		kept := c.waiters[:0]
+		for _, w := range c.waiters {
+			if c.count >= w.n {
+				w.at <- now
+				continue
+			}
+			kept = append(kept, w)
+		}
+		c.waiters = kept
+		c.mu.Unlock()
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // drain reads every queued notification without blocking.
@@ -119,44 +183,42 @@ func (c *RouteCounter) apply(m syscall.NetlinkMessage) {
 	}
 }
 
-// Wait drains the notifications every interval until at least n routes
-// were counted, and returns the time of the drain that counted the n-th.
-// Once notifications were lost it counts by dumping the table at the same
-// interval instead.
-func (c *RouteCounter) Wait(ctx context.Context, n int, interval, timeout time.Duration) (time.Time, error) {
+// Wait returns the time of the first drain that counted at least n routes,
+// waiting for it if needed.
+func (c *RouteCounter) Wait(ctx context.Context, n int, timeout time.Duration) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for {
-		if c.lost == nil {
-			c.lost = c.drain()
-		}
-		count := len(c.routes)
-		if c.lost != nil {
-			rs, err := KernelRoutes(c.ns, c.proto)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("count proto-%d routes by dump after %v: %w", c.proto, c.lost, err)
-			}
-			count = len(rs)
-		}
-		if count >= n {
-			return time.Now(), nil
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("%s: %d of %d proto-%d routes in the kernel after %s: %w", c.ns.Name, count, n, c.proto, timeout, ctx.Err())
-		case <-time.After(interval):
-		}
+	at := make(chan time.Time, 1)
+	c.mu.Lock()
+	c.waiters = append(c.waiters, countWaiter{n: n, at: at})
+	c.mu.Unlock()
+	select {
+	case t := <-at:
+		return t, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		count := c.count
+		c.mu.Unlock()
+		return time.Time{}, fmt.Errorf("%s: %d of %d proto-%d routes in the kernel after %s: %w", c.ns.Name, count, n, c.proto, timeout, ctx.Err())
 	}
 }
 
 // Lost says why the counter fell back to dumps, or nil while it counts
 // notifications.
-func (c *RouteCounter) Lost() error { return c.lost }
+func (c *RouteCounter) Lost() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
+}
 
-// Close releases the socket.
+// Close stops the counter and releases its socket.
 func (c *RouteCounter) Close() {
-	if c.fd >= 0 {
-		_ = unix.Close(c.fd)
-		c.fd = -1
+	select {
+	case <-c.stop:
+		return
+	default:
 	}
+	close(c.stop)
+	<-c.stopped
+	_ = unix.Close(c.fd)
 }

@@ -27,7 +27,7 @@ func TestPrivilegedRouteCounterSurvivesLostNotifications(t *testing.T) {
 func testRouteCounter(t *testing.T, rcvBuf int) {
 	lab := netlab.New(t, netlab.Spec{Hosts: []netlab.Host{{Name: "rc"}}})
 	ns := lab.NS("rc")
-	c, err := countRoutes(ns, BIRDKernelProto, rcvBuf)
+	c, err := countRoutes(ns, BIRDKernelProto, time.Millisecond, rcvBuf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,22 +56,22 @@ func testRouteCounter(t *testing.T, rcvBuf int) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := c.Wait(ctx, n, time.Millisecond, 30*time.Second); err != nil {
+	if _, err := c.Wait(ctx, n, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if lost := c.Lost(); (lost != nil) != (rcvBuf < counterRcvBuf) {
 		t.Fatalf("receive buffer %d bytes for %d notifications: lost = %v", rcvBuf, n, lost)
 	}
-	if _, err := c.Wait(ctx, n+1, time.Millisecond, 100*time.Millisecond); err == nil {
+	if _, err := c.Wait(ctx, n+1, 100*time.Millisecond); err == nil {
 		t.Fatal("counted a route of another protocol or table")
 	}
 	if err := ns.Do(func() error { return netlink.RouteDel(route(0, BIRDKernelProto, unix.RT_TABLE_MAIN)) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Wait(ctx, n, time.Millisecond, 100*time.Millisecond); err == nil {
+	if _, err := c.Wait(ctx, n, 100*time.Millisecond); err == nil {
 		t.Fatal("a deleted route is still counted")
 	}
-	if _, err := c.Wait(ctx, n-1, time.Millisecond, 30*time.Second); err != nil {
+	if _, err := c.Wait(ctx, n-1, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
