@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -485,9 +486,10 @@ func TestPrivilegedFastpathKeepsServiceNAT(t *testing.T) {
 	l := newDPLab(t, AttachAuto)
 	p2, p3 := pod("p2"), pod("p3")
 	for _, tc := range []struct {
-		backend dpPod
-		vip     string
-	}{{p2, "10.96.0.10"}, {p3, "10.96.0.11"}} {
+		backend    dpPod
+		vip        string
+		clientPort int // fixed, so the test knows the reply tuple
+	}{{p2, "10.96.0.10", 40123}, {p3, "10.96.0.11", 40124}} {
 		t.Run(tc.backend.name, func(t *testing.T) {
 			ln, port := l.listen(t, tc.backend)
 			defer ln.Close()
@@ -496,9 +498,20 @@ func TestPrivilegedFastpathKeepsServiceNAT(t *testing.T) {
 			l.run(t, "node1", "nft", "add chain ip svc pre { type nat hook prerouting priority -100 ; }")
 			l.run(t, "node1", "nft", rule)
 			defer l.run(t, "node1", "nft", "delete table ip svc")
+			// A stale "not NATed" verdict for the reply tuple, as a
+			// finished direct connection on the same ports would leave in
+			// nat_cache: the backend's SYN-ACK must replace it.
+			reply := flowKey(tc.backend.ip4, dpPods[0].ip4, uint16(port), uint16(tc.clientPort))
+			if err := l.fp.objs.NatCache.Put(reply, uint8(0)); err != nil {
+				t.Fatal(err)
+			}
 			before := l.counters(t)
-			l.echoVia(t, "p1", ln, netip.MustParseAddr(tc.vip), 80, 1<<20)
+			l.echoVia(t, "p1", tc.clientPort, netip.MustParseAddr(tc.vip), 80, 1<<20)
 			after := l.counters(t)
+			var verdict uint8
+			if err := l.fp.objs.NatCache.Lookup(reply, &verdict); err != nil || verdict != 1 {
+				t.Errorf("nat_cache verdict for the reply tuple: %d (%v), want 1 (NATed)", verdict, err)
+			}
 			if after.Paths["stack_not_pod"].Packets == before.Paths["stack_not_pod"].Packets {
 				t.Error("requests to the service IP were not handed to the stack")
 			}
@@ -538,11 +551,15 @@ func (l *dpLab) listen(t *testing.T, p dpPod) (net.Listener, int) {
 }
 
 // echoVia connects from pod from to addr:port and checks n bytes echo back.
-func (l *dpLab) echoVia(t *testing.T, from string, _ net.Listener, addr netip.Addr, port, n int) {
+// A non-zero localPort fixes the client's source port.
+func (l *dpLab) echoVia(t *testing.T, from string, localPort int, addr netip.Addr, port, n int) {
 	t.Helper()
 	var conn net.Conn
 	if err := l.ns(from).Do(func() error {
 		d := net.Dialer{Timeout: 30 * time.Second}
+		if localPort != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: localPort}
+		}
 		var err error
 		conn, err = d.DialContext(context.Background(), "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
 		return err
@@ -687,4 +704,16 @@ func TestPrivilegedAddPodRejectsBadInput(t *testing.T) {
 	if len(eps) != 0 || len(fp.Attached()) != 0 {
 		t.Fatalf("failed AddPod left state: %d endpoints, attached %v", len(eps), fp.Attached())
 	}
+}
+
+// flowKey is nat_cache's key for a TCP flow, laid out as struct flow_key.
+func flowKey(src, dst netip.Addr, sport, dport uint16) []byte {
+	k := make([]byte, 40)
+	s16, d16 := src.As16(), dst.As16() // IPv4-mapped, as the programs store them
+	copy(k[0:16], s16[:])
+	copy(k[16:32], d16[:])
+	binary.BigEndian.PutUint16(k[32:], sport)
+	binary.BigEndian.PutUint16(k[34:], dport)
+	k[36] = 6 // IPPROTO_TCP
+	return k
 }

@@ -37,6 +37,16 @@ type fastpathEndpointKey struct {
 	Addr [4]uint32
 }
 
+type fastpathFlowKey struct {
+	_     structs.HostLayout
+	Saddr [4]uint32
+	Daddr [4]uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type fastpathPodPrefix struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -53,6 +63,7 @@ type fastpathPodStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	fastpathMapEndpoints    = "endpoints"
+	fastpathMapNatCache     = "nat_cache"
 	fastpathMapPathCounters = "path_counters"
 	fastpathMapPodCounters  = "pod_counters"
 	fastpathMapPodPrefixes  = "pod_prefixes"
@@ -112,6 +123,7 @@ type fastpathProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathMapSpecs struct {
 	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	NatCache     *ebpf.MapSpec `ebpf:"nat_cache"`
 	PathCounters *ebpf.MapSpec `ebpf:"path_counters"`
 	PodCounters  *ebpf.MapSpec `ebpf:"pod_counters"`
 	PodPrefixes  *ebpf.MapSpec `ebpf:"pod_prefixes"`
@@ -145,6 +157,7 @@ func (o *fastpathObjects) Close() error {
 // It can be passed to loadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathMaps struct {
 	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	NatCache     *ebpf.Map `ebpf:"nat_cache"`
 	PathCounters *ebpf.Map `ebpf:"path_counters"`
 	PodCounters  *ebpf.Map `ebpf:"pod_counters"`
 	PodPrefixes  *ebpf.Map `ebpf:"pod_prefixes"`
@@ -154,6 +167,7 @@ type fastpathMaps struct {
 func (m *fastpathMaps) Close() error {
 	return _FastpathClose(
 		m.Endpoints,
+		m.NatCache,
 		m.PathCounters,
 		m.PodCounters,
 		m.PodPrefixes,

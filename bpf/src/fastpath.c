@@ -41,6 +41,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 #define NEXTHDR_FRAGMENT 44
+#define TCP_FLAGS_OFF 13 // the flags byte of the TCP header
+#define TCP_FLAG_SYN 0x02
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -80,6 +82,31 @@ struct {
 	__type(key, struct pod_prefix);
 	__type(value, __u8);
 } pod_prefixes SEC(".maps");
+
+// nat_cache remembers conntrack's NAT verdict for TCP flows, so a packet in
+// the middle of a connection costs one hash lookup instead of a conntrack
+// lookup. A flow's NAT state is fixed when conntrack creates its entry, at
+// the connection's first packet, so the verdict is re-read from conntrack
+// on every SYN (and SYN-ACK): each new connection on a reused tuple starts
+// with one in both directions, and a stale verdict can never outlive the
+// handshake that replaced it. A miss (eviction, a restarted agent) asks
+// conntrack too. UDP has no handshake and always asks conntrack. Shared,
+// not per-CPU: a verdict refreshed on one CPU holds on all.
+struct flow_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, __u8);
+} nat_cache SEC(".maps");
 
 // Conntrack kfuncs (nf_conntrack's BPF interface, Linux 6.0+). A flow with
 // NAT state must go through the stack so replies are un-NATed: that is how
@@ -157,23 +184,17 @@ static __always_inline int pass(__u32 path, __u64 bytes, struct endpoint_key *sr
 	return TC_ACT_OK;
 }
 
-// set_macs rewrites the Ethernet header for delivery to a local pod.
-static __always_inline int set_macs(struct __sk_buff *skb, const struct endpoint *dst)
+// dec_ttl4 does what IP forwarding does to the header (the kernel's
+// ip_decrease_ttl): the checksum is patched incrementally in place. Direct
+// writes instead of bpf_l3_csum_replace and bpf_skb_store_bytes spare three
+// helper calls per packet; the verifier's prologue has already made the
+// header private (unshared with TCP's retransmit clone) for direct writes.
+static __always_inline void dec_ttl4(struct iphdr *ip)
 {
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), dst->pod_mac, ETH_ALEN, 0) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), dst->host_mac, ETH_ALEN, 0) < 0)
-		return -1;
-	return 0;
-}
-
-// dec_ttl4 does what IP forwarding does to the header, checksum included.
-static __always_inline int dec_ttl4(struct __sk_buff *skb, struct iphdr *ip)
-{
-	__u16 old = *(__u16 *)&ip->ttl; // ttl and protocol share a 16-bit word
+	__u32 check = (__u32)ip->check;
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xFFFF));
 	ip->ttl--;
-	__u16 new = *(__u16 *)&ip->ttl;
-	return bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, new, 2);
 }
 
 // has_nat looks the TCP/UDP flow up in conntrack; true if it is NATed.
@@ -185,6 +206,29 @@ static __always_inline int has_nat(struct __sk_buff *skb, struct bpf_sock_tuple 
 		return 0;
 	int nat = (ct->status & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
 	bpf_ct_release(ct);
+	return nat;
+}
+
+// flow_natted answers has_nat, through nat_cache for TCP (see there).
+static __always_inline int flow_natted(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u8 proto,
+				       __u8 tcp_flags, struct endpoint_key *src, struct endpoint_key *dst)
+{
+	if (proto != IPPROTO_TCP)
+		return has_nat(skb, t, tlen, proto);
+	struct flow_key k = {.sport = t->ipv4.sport, .dport = t->ipv4.dport, .proto = proto};
+	if (tlen == sizeof(t->ipv6)) {
+		k.sport = t->ipv6.sport;
+		k.dport = t->ipv6.dport;
+	}
+	__builtin_memcpy(k.saddr, src->addr, 16);
+	__builtin_memcpy(k.daddr, dst->addr, 16);
+	if (!(tcp_flags & TCP_FLAG_SYN)) {
+		__u8 *v = bpf_map_lookup_elem(&nat_cache, &k);
+		if (v)
+			return *v;
+	}
+	__u8 nat = has_nat(skb, t, tlen, proto);
+	bpf_map_update_elem(&nat_cache, &k, &nat, BPF_ANY);
 	return nat;
 }
 
@@ -261,13 +305,18 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 	// going through netfilter in both directions.
 	struct bpf_sock_tuple tup = {};
 	__u32 tlen = 0;
-	__u8 l4;
+	__u8 l4, tcp_flags = 0;
 	if (!ipv6) {
 		l4 = ip->protocol;
 		if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {
 			__be16 *ports = (void *)ip + ip->ihl * 4;
 			if ((void *)(ports + 2) > end)
 				return pass(PATH_STACK_MALFORMED, bytes, srck);
+			if (l4 == IPPROTO_TCP) {
+				if ((void *)ports + TCP_FLAGS_OFF + 1 > end)
+					return pass(PATH_STACK_MALFORMED, bytes, srck);
+				tcp_flags = *((__u8 *)ports + TCP_FLAGS_OFF);
+			}
 			tup.ipv4.saddr = ip->saddr;
 			tup.ipv4.daddr = ip->daddr;
 			tup.ipv4.sport = ports[0];
@@ -280,6 +329,11 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 			__be16 *ports = (void *)(ip6 + 1);
 			if ((void *)(ports + 2) > end)
 				return pass(PATH_STACK_MALFORMED, bytes, srck);
+			if (l4 == IPPROTO_TCP) {
+				if ((void *)ports + TCP_FLAGS_OFF + 1 > end)
+					return pass(PATH_STACK_MALFORMED, bytes, srck);
+				tcp_flags = *((__u8 *)ports + TCP_FLAGS_OFF);
+			}
 			__builtin_memcpy(tup.ipv6.saddr, src.addr, 16);
 			__builtin_memcpy(tup.ipv6.daddr, dst.addr, 16);
 			tup.ipv6.sport = ports[0];
@@ -289,26 +343,24 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 			return pass(PATH_STACK_IPV6_EXT, bytes, srck);
 		}
 	}
-	if (tlen && has_nat(skb, &tup, tlen, l4))
+	if (tlen && flow_natted(skb, &tup, tlen, l4, tcp_flags, &src, &dst))
 		return pass(PATH_STACK_NAT, bytes, srck);
 
 	dep = bpf_map_lookup_elem(&endpoints, &dst);
 	if (dep) {
 		if (dep->ifindex == skb->ifindex)
 			return pass(PATH_STACK_HAIRPIN, bytes, srck);
-		struct endpoint d = *dep;
-		if (!ipv6) {
-			if (dec_ttl4(skb, ip) < 0)
-				return pass(PATH_STACK_MALFORMED, bytes, srck);
-		} else {
+		__u32 ifindex = dep->ifindex;
+		if (!ipv6)
+			dec_ttl4(ip);
+		else
 			ip6->hop_limit--;
-		}
-		if (set_macs(skb, &d) < 0)
-			return pass(PATH_STACK_MALFORMED, bytes, srck);
+		__builtin_memcpy(eth->h_dest, dep->pod_mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, dep->host_mac, ETH_ALEN);
 		count_path(PATH_LOCAL, bytes);
 		if (srck)
 			count_pod(srck, POD_SLOT_LOCAL, bytes);
-		return bpf_redirect_peer(d.ifindex, 0);
+		return bpf_redirect_peer(ifindex, 0);
 	}
 
 	// Not a local pod. Traffic arriving on the uplink for somewhere else is
@@ -347,8 +399,7 @@ static __always_inline int handle(struct __sk_buff *skb, int from_pod)
 
 	struct bpf_redir_neigh nh = {};
 	if (!ipv6) {
-		if (dec_ttl4(skb, ip) < 0)
-			return pass(PATH_STACK_MALFORMED, bytes, srck);
+		dec_ttl4(ip);
 		nh.nh_family = AF_INET;
 		nh.ipv4_nh = fib.ipv4_dst;
 	} else {
