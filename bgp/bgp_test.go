@@ -290,3 +290,20 @@ func TestSpeakerWithoutPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func BenchmarkPathEncoder100k(b *testing.B) {
+	ads := make([]Advertisement, 100000)
+	for i := range ads {
+		v := uint32(172)<<24 | uint32(16)<<16 + uint32(i)*4
+		ads[i] = Advertisement{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 30)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		enc := newPathEncoder()
+		for _, a := range ads {
+			if _, err := enc.path(a, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
