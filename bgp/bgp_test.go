@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -305,5 +306,45 @@ func BenchmarkPathEncoder100k(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestAdvertiseBadPrefixChangesNothing: one bad prefix in a batch fails the
+// call before any path of it reaches gobgp's RIB.
+func TestAdvertiseBadPrefixChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	sp, err := New(Config{RouterID: addr("10.0.0.1"), ASN: 65011}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Stop(ctx, StopCease)
+	ads := make([]Advertisement, 3*streamChunk)
+	for i := range ads {
+		ads[i] = Advertisement{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 32)}
+	}
+	ads[len(ads)-1] = Advertisement{Prefix: pfx("10.97.0.0/24"), NextHop: addr("2001:db8::1")}
+	err = sp.Advertise(ctx, ads...)
+	if err == nil || !strings.Contains(err.Error(), "must be IPv4") {
+		t.Fatalf("bad next hop: %v", err)
+	}
+	countPaths := func() int {
+		var n int
+		if err := sp.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: familyIPv4}, func(*api.Destination) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := countPaths(); n != 0 || len(sp.adv) != 0 {
+		t.Fatalf("after a failed Advertise: %d paths in gobgp's RIB, %d recorded as advertised", n, len(sp.adv))
+	}
+	good := ads[:len(ads)-1]
+	if err := sp.Advertise(ctx, good...); err != nil {
+		t.Fatal(err)
+	}
+	if n := countPaths(); n != len(good) {
+		t.Fatalf("%d paths in gobgp's RIB, want %d", n, len(good))
 	}
 }

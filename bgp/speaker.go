@@ -643,6 +643,17 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 	}
 	s.advMu.Lock()
 	defer s.advMu.Unlock()
+	// Encode everything first: a bad prefix fails the call before any path
+	// reaches the RIB.
+	enc := newPathEncoder()
+	paths := make([]*api.Path, len(ads))
+	for i, a := range ads {
+		p, err := enc.path(a, withdraw)
+		if err != nil {
+			return fmt.Errorf("bgp: %w", err)
+		}
+		paths[i] = p
+	}
 	// Only for prefixes not yet advertised: holding exports back while an
 	// already advertised prefix is re-sent would withdraw it for a moment.
 	if !withdraw && len(ads) >= bulkThreshold && s.noneAdvertised(ads) {
@@ -657,17 +668,6 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 				}
 			}()
 		}
-	}
-	// Encode everything first: a bad prefix fails the call before any path
-	// reaches the RIB.
-	enc := newPathEncoder()
-	paths := make([]*api.Path, len(ads))
-	for i, a := range ads {
-		p, err := enc.path(a, withdraw)
-		if err != nil {
-			return fmt.Errorf("bgp: %w", err)
-		}
-		paths[i] = p
 	}
 	err = s.sendPaths(ctx, paths)
 	if err != nil {
