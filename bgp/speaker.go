@@ -484,10 +484,28 @@ func (s *Speaker) PeerConfigs() []PeerConfig {
 	return out
 }
 
+// checkAdvertisement refuses what cannot be encoded, without encoding it.
+func checkAdvertisement(a Advertisement) error {
+	if !a.Prefix.IsValid() {
+		return fmt.Errorf("prefix %q is not valid (use e.g. 10.244.1.0/24)", a.Prefix)
+	}
+	p := a.Prefix.Masked()
+	if !a.NextHop.IsValid() {
+		return nil
+	}
+	if p.Addr().Is4() && !a.NextHop.Is4() {
+		return fmt.Errorf("prefix %s: next hop %s must be IPv4", p, a.NextHop)
+	}
+	if !p.Addr().Is4() && (!a.NextHop.Is6() || a.NextHop.Is4In6()) {
+		return fmt.Errorf("prefix %s: next hop %s must be IPv6", p, a.NextHop)
+	}
+	return nil
+}
+
 // nativePath returns an advertisement's NLRI and BGP path attributes.
 func nativePath(a Advertisement) (bgp.AddrPrefixInterface, []bgp.PathAttributeInterface, error) {
-	if !a.Prefix.IsValid() {
-		return nil, nil, fmt.Errorf("prefix %q is not valid (use e.g. 10.244.1.0/24)", a.Prefix)
+	if err := checkAdvertisement(a); err != nil {
+		return nil, nil, err
 	}
 	p := a.Prefix.Masked()
 	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
@@ -496,9 +514,6 @@ func nativePath(a Advertisement) (bgp.AddrPrefixInterface, []bgp.PathAttributeIn
 		nlri = bgp.NewIPAddrPrefix(uint8(p.Bits()), p.Addr().String())
 		nh := "0.0.0.0"
 		if a.NextHop.IsValid() {
-			if !a.NextHop.Is4() {
-				return nil, nil, fmt.Errorf("prefix %s: next hop %s must be IPv4", p, a.NextHop)
-			}
 			nh = a.NextHop.String()
 		}
 		attrs = append(attrs, bgp.NewPathAttributeNextHop(nh))
@@ -506,9 +521,6 @@ func nativePath(a Advertisement) (bgp.AddrPrefixInterface, []bgp.PathAttributeIn
 		nlri = bgp.NewIPv6AddrPrefix(uint8(p.Bits()), p.Addr().String())
 		nh := "::"
 		if a.NextHop.IsValid() {
-			if !a.NextHop.Is6() || a.NextHop.Is4In6() {
-				return nil, nil, fmt.Errorf("prefix %s: next hop %s must be IPv6", p, a.NextHop)
-			}
 			nh = a.NextHop.String()
 		}
 		attrs = append(attrs, bgp.NewPathAttributeMpReachNLRI(nh, []bgp.AddrPrefixInterface{nlri}))
@@ -643,16 +655,12 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 	}
 	s.advMu.Lock()
 	defer s.advMu.Unlock()
-	// Encode everything first: a bad prefix fails the call before any path
+	// Check everything first: a bad prefix fails the call before any path
 	// reaches the RIB.
-	enc := newPathEncoder()
-	paths := make([]*api.Path, len(ads))
-	for i, a := range ads {
-		p, err := enc.path(a, withdraw)
-		if err != nil {
+	for _, a := range ads {
+		if err := checkAdvertisement(a); err != nil {
 			return fmt.Errorf("bgp: %w", err)
 		}
-		paths[i] = p
 	}
 	// Only for prefixes not yet advertised: holding exports back while an
 	// already advertised prefix is re-sent would withdraw it for a moment.
@@ -669,7 +677,7 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 			}()
 		}
 	}
-	err = s.sendPaths(ctx, paths)
+	err = s.sendPaths(ctx, ads, withdraw)
 	if err != nil {
 		verb := "advertise"
 		if withdraw {
@@ -689,23 +697,30 @@ func (s *Speaker) stream(ctx context.Context, ads []Advertisement, withdraw bool
 	return nil
 }
 
-// sendPaths streams paths to gobgp in chunks over one AddPathStream call.
-func (s *Speaker) sendPaths(ctx context.Context, paths []*api.Path) error {
-	if len(paths) == 0 {
-		return nil
-	}
+// sendPaths encodes and streams paths to gobgp chunk by chunk over one
+// AddPathStream call, so only one chunk's encoding is alive at a time.
+func (s *Speaker) sendPaths(ctx context.Context, ads []Advertisement, withdraw bool) error {
 	st, err := s.client.AddPathStream(ctx)
 	if err != nil {
 		return fmt.Errorf("open path stream: %w", err)
 	}
-	for len(paths) > 0 {
-		n := min(len(paths), streamChunk)
-		if err := st.Send(&api.AddPathStreamRequest{TableType: api.TableType_GLOBAL, Paths: paths[:n]}); err != nil {
+	enc := newPathEncoder()
+	for len(ads) > 0 {
+		n := min(len(ads), streamChunk)
+		// A fresh slice per chunk: gRPC may still read a sent message.
+		paths := make([]*api.Path, n)
+		for i, a := range ads[:n] {
+			if paths[i], err = enc.path(a, withdraw); err != nil {
+				_, _ = st.CloseAndRecv()
+				return err
+			}
+		}
+		if err := st.Send(&api.AddPathStreamRequest{TableType: api.TableType_GLOBAL, Paths: paths}); err != nil {
 			// The server's reason, if it gave one, comes with the close.
 			_, cerr := st.CloseAndRecv()
 			return errors.Join(fmt.Errorf("send paths: %w", err), cerr)
 		}
-		paths = paths[n:]
+		ads = ads[n:]
 	}
 	_, err = st.CloseAndRecv()
 	return err
