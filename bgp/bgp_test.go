@@ -245,18 +245,26 @@ func TestPathEncoderMatchesPlainAPI(t *testing.T) {
 	}
 }
 
-// TestSpeakerWithoutPeers runs the embedded server with no listener (no
-// root, no sockets in any namespace) through the facade's verbs.
-func TestSpeakerWithoutPeers(t *testing.T) {
-	ctx := context.Background()
+// startListenerless starts a speaker that neither listens nor has peers
+// (no root, no sockets in any namespace), stopped when the test ends.
+func startListenerless(t *testing.T) *Speaker {
+	t.Helper()
 	sp, err := New(Config{RouterID: addr("10.0.0.1"), ASN: 65011}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sp.Start(ctx); err != nil {
+	if err := sp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer sp.Stop(ctx, StopCease)
+	t.Cleanup(func() { _ = sp.Stop(context.Background(), StopCease) })
+	return sp
+}
+
+// TestSpeakerWithoutPeers runs the embedded server with no listener (no
+// root, no sockets in any namespace) through the facade's verbs.
+func TestSpeakerWithoutPeers(t *testing.T) {
+	ctx := context.Background()
+	sp := startListenerless(t)
 	if err := sp.Advertise(ctx, Advertisement{Prefix: pfx("10.244.1.0/24")}, Advertisement{Prefix: pfx("2001:db8:1::/64")}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,20 +321,13 @@ func BenchmarkPathEncoder100k(b *testing.B) {
 // call before any path of it reaches gobgp's RIB.
 func TestAdvertiseBadPrefixChangesNothing(t *testing.T) {
 	ctx := context.Background()
-	sp, err := New(Config{RouterID: addr("10.0.0.1"), ASN: 65011}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sp.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Stop(ctx, StopCease)
+	sp := startListenerless(t)
 	ads := make([]Advertisement, 3*streamChunk)
 	for i := range ads {
 		ads[i] = Advertisement{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 32)}
 	}
 	ads[len(ads)-1] = Advertisement{Prefix: pfx("10.97.0.0/24"), NextHop: addr("2001:db8::1")}
-	err = sp.Advertise(ctx, ads...)
+	err := sp.Advertise(ctx, ads...)
 	if err == nil || !strings.Contains(err.Error(), "must be IPv4") {
 		t.Fatalf("bad next hop: %v", err)
 	}
