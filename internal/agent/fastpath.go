@@ -580,11 +580,10 @@ func (f *podFastpath) serveStatus(w http.ResponseWriter, _ *http.Request) {
 
 // serveSwitch answers POST /bpf/fastpath/{state} (on or off), the run-time
 // switch behind `strata fastpath on|off`. The status server may listen on
-// every address, so the switch answers only callers on loopback: root on
-// the node, like the CNI socket.
+// every address, so the switch answers only callers on this node.
 func (f *podFastpath) serveSwitch(w http.ResponseWriter, r *http.Request) {
-	if !fromLoopback(r) {
-		http.Error(w, "the fast-path switch only answers on loopback: run `strata fastpath on|off` on the node", http.StatusForbidden)
+	if !fromThisNode(r) {
+		http.Error(w, "the fast-path switch only answers callers on the node itself: run `strata fastpath on|off` on the node", http.StatusForbidden)
 		return
 	}
 	var on bool
@@ -603,11 +602,22 @@ func (f *podFastpath) serveSwitch(w http.ResponseWriter, r *http.Request) {
 	f.serveStatus(w, r)
 }
 
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// fromThisNode is true for a caller on loopback, or one whose address is
+// the very address it connected to (a connection the node made to itself,
+// e.g. to a --metrics-addr bound to one address). A pod or another host has
+// an address of its own.
+func fromThisNode(r *http.Request) bool {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return false
 	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
+	if remote.Addr().Unmap().IsLoopback() {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	l, err := netip.ParseAddrPort(local.String())
+	return err == nil && l.Addr().Unmap() == remote.Addr().Unmap()
 }

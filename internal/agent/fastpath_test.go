@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
@@ -47,12 +50,15 @@ func TestFastpathOnWithoutSupportRefusesToStart(t *testing.T) {
 	}
 }
 
-func TestFastpathSwitchOnlyFromLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "[::1]:5000": true, "192.0.2.1:5000": false, "[::ffff:127.0.0.1]:1": true} {
+func TestFastpathSwitchOnlyFromThisNode(t *testing.T) {
+	local := &net.TCPAddr{IP: net.ParseIP("10.255.0.2"), Port: 9253}
+	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "[::1]:5000": true, "[::ffff:127.0.0.1]:1": true,
+		"10.255.0.2:41000": true, "10.255.0.3:41000": false, "192.0.2.1:5000": false, "garbage": false} {
 		r := httptest.NewRequest("POST", "/bpf/fastpath/off", nil)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
 		r.RemoteAddr = addr
-		if got := fromLoopback(r); got != want {
-			t.Errorf("%s: loopback %v, want %v", addr, got, want)
+		if got := fromThisNode(r); got != want {
+			t.Errorf("%s to %s: this node %v, want %v", addr, local, got, want)
 		}
 	}
 }

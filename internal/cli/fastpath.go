@@ -25,7 +25,8 @@ fastpath off switches it off at once without a restart: the programs stay
 attached but hand every packet to the kernel, so pod traffic takes plain
 routing and no connection is lost. fastpath on switches it back. The switch
 lasts until the agent restarts; --bpf-fastpath is the lasting setting. The
-agent accepts the switch only from loopback, so run it on the node.`,
+agent accepts the switch only from the node itself (loopback, or the address
+it listens on), so run it on the node.`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {
