@@ -198,7 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.drainEvents()
 	a.program(ctx, time.Now(), true)
-	go a.fast.run(ctx, a.role.Allocations)
+	a.fast.start(ctx, a.role.Allocations)
 	if err := a.startProber(ctx); err != nil {
 		return err
 	}

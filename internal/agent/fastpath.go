@@ -49,6 +49,8 @@ type podFastpath struct {
 	ns       *nsutil.NS    // the node namespace; nil means the agent's own
 	log      *slog.Logger
 	kick     chan struct{} // something changed: sync the pods soon
+	stopRun  context.CancelFunc
+	runDone  chan struct{}
 
 	// opMu orders pod writes: a sync that found a pod never writes its
 	// entry after DEL removed it.
@@ -135,7 +137,26 @@ func (f *podFastpath) setEnabled(on bool) error {
 	return nil
 }
 
+// start runs the pod sync loop in the background until close.
+func (f *podFastpath) start(ctx context.Context, allocations func(context.Context) ([]role.Allocation, error)) {
+	if !f.active() {
+		return
+	}
+	ctx, f.stopRun = context.WithCancel(ctx)
+	f.runDone = make(chan struct{})
+	go func() {
+		defer close(f.runDone)
+		f.run(ctx, allocations)
+	}()
+}
+
+// close stops the sync loop, then detaches every program: pod traffic
+// falls back to kernel routing.
 func (f *podFastpath) close() {
+	if f.stopRun != nil {
+		f.stopRun()
+		<-f.runDone
+	}
 	if f.active() {
 		if err := f.fp.Close(); err != nil {
 			f.log.Warn("bpf fast path close", "err", err)
@@ -344,6 +365,17 @@ func (f *podFastpath) run(ctx context.Context, allocations func(context.Context)
 			if u.Protocol != rtproto.Pod {
 				continue
 			}
+			drain(events) // one sync serves a burst of pod routes
+		}
+	}
+}
+
+func drain(ch chan netlink.RouteUpdate) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
 		}
 	}
 }
@@ -390,7 +422,7 @@ func (f *podFastpath) reload(ctx context.Context, allocations func(context.Conte
 func (f *podFastpath) syncPods(full bool) {
 	f.opMu.Lock()
 	defer f.opMu.Unlock()
-	found, err := f.findPods()
+	found, err := f.findPods(!full)
 	if err != nil {
 		f.noteErr(err)
 		return
@@ -434,12 +466,16 @@ type foundPod struct {
 }
 
 // findPods matches tracked pods with the plugin's host routes and reads
-// each pod interface's MAC from the peer end of its veth.
-func (f *podFastpath) findPods() ([]foundPod, error) {
+// each pod interface's MAC from the peer end of its veth. onlyNew skips
+// pods whose entry is already written for the same veth.
+func (f *podFastpath) findPods(onlyNew bool) ([]foundPod, error) {
 	f.mu.Lock()
-	want := make(map[netip.Addr]bool, len(f.pods))
+	want := make(map[netip.Addr]int, len(f.pods)) // pod -> ifindex already written
 	for ip := range f.pods {
-		want[ip] = true
+		want[ip] = -1
+		if hv, ok := f.attached[ip]; ok && onlyNew {
+			want[ip] = hv.ifindex
+		}
 	}
 	f.mu.Unlock()
 	var out []foundPod
@@ -456,10 +492,11 @@ func (f *podFastpath) findPods() ([]foundPod, error) {
 				continue
 			}
 			ip, ok := netip.AddrFromSlice(r.Dst.IP)
-			if ones, bits := r.Dst.Mask.Size(); !ok || ones != bits || !want[ip.Unmap()] {
+			ip = ip.Unmap()
+			written, tracked := want[ip]
+			if ones, bits := r.Dst.Mask.Size(); !ok || ones != bits || !tracked || written == r.LinkIndex {
 				continue
 			}
-			ip = ip.Unmap()
 			l, err := netlink.LinkByIndex(r.LinkIndex)
 			if err != nil {
 				continue // the veth went with its pod

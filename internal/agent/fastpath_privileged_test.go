@@ -39,8 +39,6 @@ type fastpathNode struct {
 	node   nsutil.NS
 	role   role.Role
 	fast   *podFastpath
-	stop   context.CancelFunc
-	done   chan struct{}
 	plugin string
 	socket string
 }
@@ -104,8 +102,8 @@ func (l *lateRole) current() role.Role {
 	return l.n.fast.wrap(l.n.role)
 }
 
-func (l *lateRole) Name() string  { return l.n.role.Name() }
-func (l *lateRole) Ready() error  { return l.n.role.Ready() }
+func (l *lateRole) Name() string { return l.n.role.Name() }
+func (l *lateRole) Ready() error { return l.n.role.Ready() }
 func (l *lateRole) Allocate(ctx context.Context, req role.PodRequest) (role.Allocation, error) {
 	return l.current().Allocate(ctx, req)
 }
@@ -131,20 +129,15 @@ func (n *fastpathNode) startFastpath() {
 	if err := f.fp.SetPodPrefixes([]netip.Prefix{netip.MustParsePrefix("10.246.0.0/16")}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.fast, n.stop, n.done = f, cancel, make(chan struct{})
-	go func() { defer close(n.done); f.run(ctx, n.role.Allocations) }()
+	n.fast = f
+	f.start(context.Background(), n.role.Allocations)
 	t.Cleanup(n.stopFastpath)
 }
 
 func (n *fastpathNode) stopFastpath() {
-	if n.stop == nil {
-		return
+	if n.fast != nil {
+		n.fast.close()
 	}
-	n.stop()
-	<-n.done
-	n.fast.close()
-	n.stop = nil
 }
 
 // cni runs strata-cni in the node namespace, as the container runtime would.
