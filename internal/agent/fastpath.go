@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -608,12 +607,7 @@ func (s FastPathStatus) BPFStatus() bpf.Status {
 }
 
 // serveStatus answers GET /bpf/fastpath.
-func (f *podFastpath) serveStatus(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(f.status())
-}
+func (f *podFastpath) serveStatus(w http.ResponseWriter, _ *http.Request) { writeJSON(w, f.status()) }
 
 // serveSwitch answers POST /bpf/fastpath/{state} (on or off), the run-time
 // switch behind `strata fastpath on|off`. The status server may listen on

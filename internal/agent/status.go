@@ -54,11 +54,14 @@ func (a *Agent) status() Status {
 	return st
 }
 
-func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
+func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.status()) }
+
+// writeJSON answers with v as indented JSON (what `strata ... --json` prints).
+func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(a.status())
+	_ = enc.Encode(v)
 }
 
 // servePlanDOT serves this agent's view of the whole plan as Graphviz DOT.
