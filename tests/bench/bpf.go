@@ -293,7 +293,7 @@ func bpfRR(ctx context.Context, from, to nsutil.NS, addr netip.Addr, n int) (flo
 		return fd, nil
 	}
 	sa := &unix.SockaddrInet4{Addr: addr.As4()}
-	var lfd, cfd, sfd int = -1, -1, -1
+	lfd, cfd, sfd := -1, -1, -1
 	defer func() {
 		for _, fd := range []int{lfd, cfd, sfd} {
 			if fd >= 0 {
