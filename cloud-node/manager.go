@@ -101,6 +101,11 @@ type Config struct {
 	// them via its ENI's primary IP on the node's own ipvlan slave. Veth pods
 	// send everything to the host, where datapath rules do the same.
 	HostBound []netip.Prefix
+	// VPCCIDR (metadata vpc-cidr-block) is what ipvlan pods reach straight
+	// through the vSwitch gateway; everything else goes via the host (see
+	// role.Allocation.Direct). Unset: default via the gateway, HostBound via
+	// the host.
+	VPCCIDR netip.Prefix
 	// ReadyMAC, if set, reports whether the guest sees an ENI's MAC (the
 	// metadata service); attach waits for it after InUse.
 	ReadyMAC func(ctx context.Context, mac string) (bool, error)
@@ -501,10 +506,13 @@ func (m *Manager) allocation(rec ipamstore.Record) role.Allocation {
 		a.Table, a.ENILink, a.ENIMAC = e.table, e.link, e.info.MAC
 	}
 	if m.cfg.IPVlan && ok && e.link != "" {
-		// a slave of the ENI: default via the vSwitch gateway, host-bound
-		// destinations via the ENI's primary IP on the node's own slave
+		// a slave of the ENI: the VPC straight via the vSwitch gateway,
+		// the rest via the ENI's primary IP on the node's own slave
 		a.Datapath, a.Gateway, a.HostVia = role.DatapathIPVlan, e.info.Gateway, e.info.PrimaryIP
 		a.Routes = slices.Clone(m.cfg.HostBound)
+		if m.cfg.VPCCIDR.IsValid() {
+			a.Direct = []netip.Prefix{m.cfg.VPCCIDR}
+		}
 	}
 	return a
 }

@@ -477,7 +477,7 @@ func TestIPVlanAllocationNamesENIGatewayAndHost(t *testing.T) {
 	hostBound := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.0.1.0/24")}
 	for _, ipvlan := range []bool{false, true} {
 		cfg := managerConfig()
-		cfg.IPVlan, cfg.HostBound = ipvlan, hostBound
+		cfg.IPVlan, cfg.HostBound, cfg.VPCCIDR = ipvlan, hostBound, netip.MustParsePrefix("10.0.0.0/16")
 		st, err := ipamstore.Open(e.state)
 		if err != nil {
 			t.Fatal(err)
@@ -508,10 +508,10 @@ func TestIPVlanAllocationNamesENIGatewayAndHost(t *testing.T) {
 		}
 		if ipvlan {
 			if a.Datapath != role.DatapathIPVlan || a.Gateway != netip.MustParseAddr("10.0.64.1") || a.HostVia != eni.PrimaryIP ||
-				fmt.Sprint(a.Routes) != fmt.Sprint(hostBound) {
-				t.Fatalf("ipvlan allocation %+v: want gateway 10.0.64.1, host via %s, routes %v", a, eni.PrimaryIP, hostBound)
+				fmt.Sprint(a.Routes) != fmt.Sprint(hostBound) || fmt.Sprint(a.Direct) != "[10.0.0.0/16]" {
+				t.Fatalf("ipvlan allocation %+v: want gateway 10.0.64.1, host via %s, routes %v, the VPC direct", a, eni.PrimaryIP, hostBound)
 			}
-		} else if a.Datapath != role.DatapathVethRouted || a.Gateway != cloudnode.PodGateway || a.HostVia.IsValid() || a.Routes != nil {
+		} else if a.Datapath != role.DatapathVethRouted || a.Gateway != cloudnode.PodGateway || a.HostVia.IsValid() || a.Routes != nil || a.Direct != nil {
 			t.Fatalf("veth allocation %+v", a)
 		}
 		_ = m.Stop(context.Background())

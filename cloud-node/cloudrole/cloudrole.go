@@ -96,7 +96,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 		ClusterID: o.ClusterID, InstanceID: in.ID, InstanceType: in.Type,
 		PodVSwitchIDs: o.PodVSwitchIDs, SecurityGroupID: o.SecurityGroupID,
 		MinIdle: o.MinIdle, MaxIdle: o.MaxIdle, WarmUp: o.WarmUp, IdleRelease: o.IdleRelease, MTU: o.MTU, IPv4Prefixes: o.IPv4Prefixes,
-		IPVlan: o.DetectIPVlan(), HostBound: slices.Clone(o.HostBound),
+		IPVlan: o.DetectIPVlan(), HostBound: slices.Clone(o.HostBound), VPCCIDR: in.VPCCIDR,
 		ReadyMAC: func(ctx context.Context, mac string) (bool, error) {
 			macs, err := md.MACs(ctx)
 			return slices.Contains(macs, mac), err

@@ -32,9 +32,13 @@ import (
 // more slave of each ENI, HostIPVlanPrefix + 12 hex digits derived from the
 // ENI's link name, carrying HostVia (the ENI's primary IP) as a /32, and a
 // main-table route `<pod>/32 dev <that slave>` per pod. In the pod, HostVia is
-// on-link and every host-bound destination (Allocation.Routes: service CIDR,
-// node subnets, overlay and BGP-learned pod CIDRs) goes via it; the default
-// route goes to the vSwitch gateway. A frame the pod sends to HostVia's MAC
+// on-link. Allocation.Direct (the VPC CIDR) goes to the vSwitch gateway and
+// the default route via HostVia, so destinations the node learns after ADD
+// (overlay and BGP pod CIDRs, unknown to the VPC) reach the host without a
+// change in the pod; host-bound CIDRs (Allocation.Routes: the service CIDR)
+// go via HostVia even inside the VPC. Without Direct (an agent that does not
+// know its VPC) the default goes to the gateway and only Routes take the
+// host. A frame the pod sends to HostVia's MAC
 // (the ENI's, shared by all slaves) is switched inside ipvlan: to the slave
 // owning the destination IP, else up the ENI's own stack, so the host
 // routes it. The rule `from <pod> lookup <ENI table>` is still added: what
@@ -83,7 +87,7 @@ type ipvlanPlan struct {
 	PodLink   string       // CNI_IFNAME, created directly in the pod
 	PodAddr   netip.Prefix
 	MTU       int
-	PodRoutes []plannedRoute // HostVia on-link first, then default, then host-bound
+	PodRoutes []plannedRoute // HostVia on-link first, then default, then direct, then host-bound
 	HostRoute netip.Prefix   // <pod>/32 dev HostLink src HostVia, main table, proto rtproto.Pod
 	RuleTable int            // `from <pod> lookup RuleTable` at rulePriority; 0: none
 	Alias     string         // on the pod link, for DEL
@@ -119,6 +123,17 @@ func planIPVlan(ifName string, a wire.Allocation) (ipvlanPlan, error) {
 		HostRoute: netip.PrefixFrom(pod, 32), RuleTable: a.Table,
 		Alias: fmt.Sprintf("%s%s/%d/%s", ipvlanAliasPrefix, pod, a.Table, hostIPVlanName(a.ENILink)),
 	}
+	if len(a.Direct) > 0 {
+		// Only the VPC goes straight to the vSwitch gateway; everything else
+		// takes the host, which knows the overlay and BGP routes of the day.
+		p.PodRoutes[1].Via = a.HostVia
+		for _, d := range a.Direct {
+			if !d.IsValid() || !d.Addr().Is4() || d.Bits() == 0 {
+				return ipvlanPlan{}, fmt.Errorf(`agent returned direct destination %v (field "direct"): want the VPC's IPv4 CIDR, not the default`, d)
+			}
+			p.PodRoutes = append(p.PodRoutes, plannedRoute{Dst: d.Masked(), Via: a.Gateway})
+		}
+	}
 	for _, r := range a.Routes {
 		if !r.IsValid() || !r.Addr().Is4() || r.Bits() == 0 {
 			return ipvlanPlan{}, fmt.Errorf(`agent returned route %v (field "routes"): want an IPv4 prefix other than the default`, r)
@@ -150,7 +165,7 @@ func parseIPVlanAlias(alias string) (netip.Addr, int, string, bool) {
 // and ENI table, the link-local gateway, and no host-bound routes (a veth pod
 // sends everything to the host anyway).
 func vethFallback(a wire.Allocation) wire.Allocation {
-	a.Datapath, a.Gateway, a.Routes, a.HostVia = role.DatapathVethRouted, VethGateway, nil, netip.Addr{}
+	a.Datapath, a.Gateway, a.Routes, a.HostVia, a.Direct = role.DatapathVethRouted, VethGateway, nil, netip.Addr{}, nil
 	return a
 }
 

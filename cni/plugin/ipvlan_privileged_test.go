@@ -73,6 +73,7 @@ func (l *ipvlanLab) args(ifName string) *skel.CmdArgs {
 func (l *ipvlanLab) alloc() wire.Allocation {
 	a := ipvlanAlloc()
 	a.ENILink, a.ENIMAC = "eni0", "02:00:00:00:00:01"
+	a.Direct = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")} // as the cloud role sends it
 	return a
 }
 

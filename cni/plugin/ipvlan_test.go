@@ -82,6 +82,39 @@ func TestPlanIPVlan(t *testing.T) {
 	}
 }
 
+// With the VPC CIDR as Direct, only the VPC goes to the vSwitch gateway: the
+// default (overlay and BGP pod CIDRs learned later, the internet) takes the
+// host, and host-bound CIDRs inside the VPC still win by being longer.
+func TestPlanIPVlanVPCDirect(t *testing.T) {
+	a := ipvlanAlloc()
+	a.Direct = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
+	p, err := planIPVlan("eth0", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, host := netip.MustParseAddr("10.0.64.1"), netip.MustParseAddr("10.0.64.5")
+	want := []plannedRoute{
+		{Dst: netip.MustParsePrefix("10.0.64.5/32")},
+		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Via: host},
+		{Dst: netip.MustParsePrefix("10.0.0.0/16"), Via: gw},
+		{Dst: netip.MustParsePrefix("10.96.0.0/12"), Via: host},
+		{Dst: netip.MustParsePrefix("10.0.1.0/24"), Via: host},
+	}
+	if !reflect.DeepEqual(p.PodRoutes, want) {
+		t.Fatalf("pod routes:\n got %+v\nwant %+v", p.PodRoutes, want)
+	}
+	for _, bad := range []string{"0.0.0.0/0", "fd00::/8"} {
+		a.Direct = []netip.Prefix{netip.MustParsePrefix(bad)}
+		if _, err := planIPVlan("eth0", a); err == nil || !strings.Contains(err.Error(), `"direct"`) {
+			t.Errorf("direct %s: got %v, want an error naming the field", bad, err)
+		}
+	}
+	a.Direct = []netip.Prefix{{}}
+	if _, err := planIPVlan("eth0", a); err == nil || !strings.Contains(err.Error(), `"direct"`) {
+		t.Errorf("invalid direct prefix: got %v, want an error naming the field", err)
+	}
+}
+
 func TestIPVlanAliasRoundTrip(t *testing.T) {
 	p, err := planIPVlan("eth0", ipvlanAlloc())
 	if err != nil {
@@ -111,8 +144,9 @@ func TestHostIPVlanName(t *testing.T) {
 
 func TestVethFallbackKeepsAddressAndTable(t *testing.T) {
 	a := ipvlanAlloc()
+	a.Direct = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
 	f := vethFallback(a)
-	if f.Datapath != role.DatapathVethRouted || f.Gateway != VethGateway || f.Routes != nil || f.HostVia.IsValid() {
+	if f.Datapath != role.DatapathVethRouted || f.Gateway != VethGateway || f.Routes != nil || f.HostVia.IsValid() || f.Direct != nil {
 		t.Fatalf("fallback %+v: want veth-routed via %s with no host-bound routes", f, VethGateway)
 	}
 	if f.Addr != a.Addr || f.Table != a.Table || f.MTU != a.MTU || f.ENILink != a.ENILink {

@@ -74,6 +74,8 @@ type Allocation struct {
 	ENIMAC       string         `json:"eniMAC,omitempty"`
 	// HostVia: see role.Allocation (ipvlan only).
 	HostVia netip.Addr `json:"hostVia,omitzero"`
+	// Direct: see role.Allocation (ipvlan only).
+	Direct []netip.Prefix `json:"direct,omitempty"`
 }
 
 // FromRole converts a role allocation.
@@ -82,6 +84,7 @@ func FromRole(a role.Allocation) Allocation {
 		ContainerID: a.ContainerID, IfName: a.IfName, PodNamespace: a.PodNamespace, PodName: a.PodName,
 		Addr: a.Addr, Gateway: a.Gateway, Routes: a.Routes, MTU: a.MTU, Datapath: a.Datapath,
 		Table: a.Table, ENILink: a.ENILink, ENIMAC: a.ENIMAC, HostVia: a.HostVia,
+		Direct: a.Direct,
 	}
 }
 

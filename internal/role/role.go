@@ -66,6 +66,13 @@ type Allocation struct {
 	// the default route goes to Gateway, the vSwitch gateway. Zero on other
 	// datapaths.
 	HostVia netip.Addr
+	// Direct (ipvlan only) lists the destinations the pod reaches straight
+	// through Gateway: the VPC CIDR. When it is set, the pod's default route
+	// goes via HostVia instead, so whatever the node learns later (overlay
+	// and BGP pod CIDRs, which the VPC does not route) is reached through
+	// the host without touching the pod. Routes still go via HostVia and win
+	// inside Direct by being more specific. Empty: default via Gateway.
+	Direct []netip.Prefix
 }
 
 // Role is one kind of node: it owns address management and the node's side of
