@@ -150,7 +150,10 @@ func (n *Node) programENI(l netlink.Link, eni cloudnode.ENIInfo, table int) erro
 	name := l.Attrs().Name
 	for _, s := range [][2]string{
 		{"net/ipv4/conf/" + name + "/proxy_arp", "1"}, // answer the vSwitch for our pods
-		{"net/ipv4/conf/" + name + "/rp_filter", "0"},
+		// loose, not 0: the kernel uses max(all, dev), so 0 would still be
+		// strict on hosts with conf/all/rp_filter=1, and strict drops what
+		// ipvlan pods send up the ENI (their /32 routes point at the stv slave)
+		{"net/ipv4/conf/" + name + "/rp_filter", "2"},
 		{"net/ipv4/ip_forward", "1"},
 	} {
 		if err := sysctl(s[0], s[1]); err != nil {
