@@ -441,6 +441,10 @@ func (l *Lab) StartAPIServer(ctx context.Context) error { return l.cp.start(ctx)
 // PodNS is the network namespace of a lab pod.
 func (l *Lab) PodNS(p PodInfo) nsutil.NS { return l.podNS(p) }
 
+// NodeNS is the network namespace of a lab node (or router) by its name in
+// the description.
+func (l *Lab) NodeNS(name string) nsutil.NS { return l.ns(name) }
+
 // settle waits until no agent's per-peer paths have changed for longer than
 // the hold-down (3 s in the lab), so `matrix` right after `up` shows the
 // steady state, not the moment before BGP converged.
