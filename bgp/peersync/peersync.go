@@ -209,13 +209,34 @@ func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
 }
 
 // judge turns a BGPPeer into a PeerConfig or the reason it cannot be used.
-func (s *Syncer) judge(ctx context.Context, obj *v1alpha1.BGPPeer) verdict {
-	v := verdict{obj: obj}
-	sp := obj.Spec
+// PeerFromSpec turns a BGPPeer spec into the speaker's peer settings,
+// without the password (a Secret) and without I/O. Every out-of-range field
+// is refused by its spec name, never wrapped or ignored: the API server's
+// schema may be older than the agent, or bypassed.
+func PeerFromSpec(sp v1alpha1.BGPPeerSpec) (bgp.PeerConfig, error) {
 	addr, err := netip.ParseAddr(sp.PeerAddress)
 	if err != nil {
-		v.reason, v.msg = v1alpha1.ReasonInvalidSpec, fmt.Sprintf("spec.peerAddress %q is not an IP address", sp.PeerAddress)
-		return v
+		return bgp.PeerConfig{}, fmt.Errorf("spec.peerAddress %q is not an IP address: set the router's address, e.g. 192.168.10.1", sp.PeerAddress)
+	}
+	var errs []error
+	inRange := func(field string, v, lo, hi int32, hint string) {
+		if v < lo || v > hi {
+			errs = append(errs, fmt.Errorf("spec.%s %d: want %d..%d%s", field, v, lo, hi, hint))
+		}
+	}
+	inRange("peerPort", sp.PeerPort, 0, 65535, " (0 means 179)")
+	inRange("holdTimeSeconds", sp.HoldTimeSeconds, 0, 65535, " (0 means 90; otherwise at least 3)")
+	inRange("keepaliveTimeSeconds", sp.KeepaliveTimeSeconds, 0, 65535, " (0 means a third of the hold time)")
+	if sp.HoldTimeSeconds == 0 && sp.KeepaliveTimeSeconds >= 90 {
+		errs = append(errs, fmt.Errorf("spec.keepaliveTimeSeconds %d: must be shorter than the default hold time of 90 s; lower it or set holdTimeSeconds", sp.KeepaliveTimeSeconds))
+	}
+	inRange("connectRetrySeconds", sp.ConnectRetrySeconds, 0, 3600, " (0 means the default)")
+	inRange("ebgpMultihop", sp.EBGPMultihop, 0, 255, " (0 or 1 means directly connected)")
+	if gr := sp.GracefulRestart; gr != nil {
+		inRange("gracefulRestart.restartTimeSeconds", gr.RestartTimeSeconds, 0, 4095, " (0 means the default)")
+	}
+	if len(errs) > 0 {
+		return bgp.PeerConfig{}, errors.Join(errs...)
 	}
 	p := bgp.PeerConfig{
 		Address:       addr.Unmap(),
@@ -227,7 +248,7 @@ func (s *Syncer) judge(ctx context.Context, obj *v1alpha1.BGPPeer) verdict {
 		Passive:       sp.Passive,
 		RemotePort:    uint16(sp.PeerPort),
 	}
-	if sp.EBGPMultihop > 1 && sp.EBGPMultihop <= 255 {
+	if sp.EBGPMultihop > 1 {
 		p.MultihopTTL = uint8(sp.EBGPMultihop)
 	}
 	if gr := sp.GracefulRestart; gr != nil && gr.Enabled {
@@ -235,7 +256,17 @@ func (s *Syncer) judge(ctx context.Context, obj *v1alpha1.BGPPeer) verdict {
 		p.RestartTime = time.Duration(gr.RestartTimeSeconds) * time.Second
 	}
 	if err := p.Validate(); err != nil {
-		v.reason, v.msg = v1alpha1.ReasonInvalidSpec, "spec: "+strings.ReplaceAll(err.Error(), "\n", "; ")
+		return bgp.PeerConfig{}, fmt.Errorf("spec: %w", err)
+	}
+	return p, nil
+}
+
+func (s *Syncer) judge(ctx context.Context, obj *v1alpha1.BGPPeer) verdict {
+	v := verdict{obj: obj}
+	sp := obj.Spec
+	p, err := PeerFromSpec(sp)
+	if err != nil {
+		v.reason, v.msg = v1alpha1.ReasonInvalidSpec, strings.ReplaceAll(err.Error(), "\n", "; ")
 		return v
 	}
 	if ref := sp.PasswordSecretRef; ref != nil {

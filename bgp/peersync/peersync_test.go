@@ -2,6 +2,7 @@ package peersync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"strings"
@@ -65,4 +66,69 @@ func TestSelector(t *testing.T) {
 	if !all.Empty() {
 		t.Fatal("nil selector must select every node")
 	}
+}
+
+// Out-of-range fields are refused by their spec names, never wrapped into
+// another value (a port of 70000 is not port 4464).
+func TestPeerFromSpecRefusesOutOfRange(t *testing.T) {
+	base := v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 65010}
+	for _, c := range []struct {
+		field string
+		mut   func(*v1alpha1.BGPPeerSpec)
+	}{
+		{"spec.peerPort", func(s *v1alpha1.BGPPeerSpec) { s.PeerPort = 70000 }},
+		{"spec.peerPort", func(s *v1alpha1.BGPPeerSpec) { s.PeerPort = -1 }},
+		{"spec.holdTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.HoldTimeSeconds = -3 }},
+		{"spec.keepaliveTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = -1 }},
+		{"spec.keepaliveTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = 120 }},
+		{"spec.connectRetrySeconds", func(s *v1alpha1.BGPPeerSpec) { s.ConnectRetrySeconds = -5 }},
+		{"spec.ebgpMultihop", func(s *v1alpha1.BGPPeerSpec) { s.EBGPMultihop = 300 }},
+		{"spec.gracefulRestart.restartTimeSeconds", func(s *v1alpha1.BGPPeerSpec) {
+			s.GracefulRestart = &v1alpha1.GracefulRestart{Enabled: true, RestartTimeSeconds: 5000}
+		}},
+		{"spec.peerAddress", func(s *v1alpha1.BGPPeerSpec) { s.PeerAddress = "router-1" }},
+	} {
+		sp := base
+		c.mut(&sp)
+		if _, err := PeerFromSpec(sp); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%+v: got %v, want an error naming %s", sp, err, c.field)
+		}
+	}
+	p, err := PeerFromSpec(v1alpha1.BGPPeerSpec{PeerAddress: "::ffff:192.168.10.1", PeerASN: 65010, PeerPort: 1179, EBGPMultihop: 255, HoldTimeSeconds: 9, KeepaliveTimeSeconds: 3})
+	if err != nil || p.RemotePort != 1179 || p.MultihopTTL != 255 || p.Address != netip.MustParseAddr("192.168.10.1") || p.HoldTime != 9*time.Second {
+		t.Fatalf("valid spec: got %+v, %v", p, err)
+	}
+}
+
+// Any spec a user can write either converts to settings the speaker accepts
+// or is refused with an error; nothing panics or wraps.
+func FuzzPeerFromSpec(f *testing.F) {
+	for _, seed := range []string{
+		`{"peerAddress":"192.168.10.1","peerASN":65010}`,
+		`{"peerAddress":"fd00::1","peerASN":4200000000,"peerPort":179,"holdTimeSeconds":3,"keepaliveTimeSeconds":1,"ebgpMultihop":2}`,
+		`{"peerAddress":"10.0.0.1","peerASN":0}`,
+		`{"peerAddress":"10.0.0.1","peerASN":1,"peerPort":70000,"ebgpMultihop":-1}`,
+		`{"peerAddress":"10.0.0.1","peerASN":1,"gracefulRestart":{"enabled":true,"restartTimeSeconds":4095}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var sp v1alpha1.BGPPeerSpec
+		if json.Unmarshal(b, &sp) != nil {
+			return
+		}
+		p, err := PeerFromSpec(sp)
+		if err != nil {
+			if !strings.Contains(err.Error(), "spec") {
+				t.Fatalf("error %q does not name the spec field", err)
+			}
+			return
+		}
+		if verr := p.Validate(); verr != nil {
+			t.Fatalf("accepted settings the speaker refuses: %v", verr)
+		}
+		if int32(p.RemotePort) != sp.PeerPort || (sp.EBGPMultihop > 1 && int32(p.MultihopTTL) != sp.EBGPMultihop) {
+			t.Fatalf("spec %+v became %+v: a value was wrapped", sp, p)
+		}
+	})
 }
