@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"encoding/json"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -155,4 +156,32 @@ func TestVethFallbackKeepsAddressAndTable(t *testing.T) {
 	if a.Datapath != role.DatapathIPVlan || a.Routes == nil {
 		t.Fatal("vethFallback modified its argument")
 	}
+}
+
+// Whatever the agent answers, planIPVlan either refuses it or lays out a
+// plan the kernel can take: IPv4 routes only, and an alias DEL reads back.
+func FuzzPlanIPVlan(f *testing.F) {
+	seed, _ := json.Marshal(ipvlanAlloc())
+	f.Add(seed)
+	f.Add([]byte(`{"addr":"10.0.64.20/32","gateway":"10.0.64.1","hostVia":"10.0.64.5","eniLink":"eth1","direct":["10.0.0.0/16"],"routes":["10.96.0.0/12"],"datapath":"ipvlan"}`))
+	f.Add([]byte(`{"addr":"10.0.64.20/32","gateway":"10.0.64.1","hostVia":"fd00::1","eniLink":"eth1","direct":["0.0.0.0/0"],"table":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var a wire.Allocation
+		if json.Unmarshal(b, &a) != nil {
+			return
+		}
+		p, err := planIPVlan("eth0", a)
+		if err != nil {
+			return
+		}
+		for _, r := range p.PodRoutes {
+			if !r.Dst.Addr().Is4() || (r.Via.IsValid() && !r.Via.Is4()) {
+				t.Fatalf("plan %+v has a non-IPv4 route %+v", p, r)
+			}
+		}
+		ip, table, host, ok := parseIPVlanAlias(p.Alias)
+		if !ok || ip != p.HostRoute.Addr() || table != p.RuleTable || host != p.HostLink {
+			t.Fatalf("alias %q does not read back (%v %d %q %v)", p.Alias, ip, table, host, ok)
+		}
+	})
 }
