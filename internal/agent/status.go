@@ -19,11 +19,18 @@ type Status struct {
 	Ready    string            `json:"ready"`
 	// Allocations is the number of live pod attachments in the role's IPAM.
 	Allocations int `json:"allocations"`
+	// PoolIdle is the warm pool's free addresses, on roles that keep one
+	// (cloud ENI): with Allocations it accounts for the addresses the
+	// cloud has given the node.
+	PoolIdle *int `json:"poolIdle,omitempty"`
 	// FastPath is the eBPF fast path: the decision, the switch, counters.
 	FastPath FastPathStatus         `json:"fastPath"`
 	Nodes    []topology.NodePlan    `json:"nodes"`
 	Peers    []topology.PeerProgram `json:"peers"`
 }
+
+// idlePool is a role with a warm address pool (cloud-node's Manager).
+type idlePool interface{ Idle() int }
 
 func (a *Agent) status() Status {
 	a.mu.Lock()
@@ -43,6 +50,10 @@ func (a *Agent) status() Status {
 			st.Allocations = len(allocs)
 		}
 		cancel()
+		if p, ok := a.role.(idlePool); ok {
+			idle := p.Idle()
+			st.PoolIdle = &idle
+		}
 	}
 	if plan != nil {
 		if np, ok := plan.Node(a.cfg.NodeName); ok {

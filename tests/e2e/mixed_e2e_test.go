@@ -34,6 +34,17 @@ func wantPath(from, to string) string {
 	return "vxlan"
 }
 
+// cloudBalanced: on every cloud node, each address ECS gave the node is a
+// pod's, the warm pool's, or the node's own (its overlay/probe address).
+func cloudBalanced(acc []lab.Accounting) bool {
+	for _, a := range acc {
+		if a.Cloud && a.CloudIPs != a.Allocations+a.PoolIdle+1 {
+			return false
+		}
+	}
+	return true
+}
+
 func podOn(t *testing.T, pods []lab.PodInfo, node string) lab.PodInfo {
 	t.Helper()
 	for _, p := range pods {
@@ -171,13 +182,30 @@ func TestE2EMixedLab(t *testing.T) {
 		if err := l.Churn(ctx, 100); err != nil {
 			t.Fatal(err)
 		}
-		acc, err := l.Account(ctx)
-		if err != nil {
-			t.Fatal(err)
+		// The pool's maintenance may assign or release a batch between
+		// reading the agent and reading the cloud: read again until both
+		// agree (a leak never does).
+		var acc []lab.Accounting
+		for range 20 {
+			var err error
+			if acc, err = l.Account(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cloudBalanced(acc) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 		for _, a := range acc {
 			if a.Allocations != a.Pods || a.HostRoutes != a.Pods {
 				t.Errorf("%s after 100 pods of churn: %d pods, %d IPAM allocations, %d kernel host routes: leaked", a.Node, a.Pods, a.Allocations, a.HostRoutes)
+			}
+			if a.Cloud && !cloudBalanced([]lab.Accounting{a}) {
+				t.Errorf("%s after 100 pods of churn: the cloud assigned %d addresses, the node accounts for %d (%d pods + %d idle in the pool + 1 node address): leaked or lost",
+					a.Node, a.CloudIPs, a.Allocations+a.PoolIdle+1, a.Allocations, a.PoolIdle)
+			}
+			if a.Cloud {
+				t.Logf("%s: cloud %d = %d pods + %d idle + 1 node address", a.Node, a.CloudIPs, a.Allocations, a.PoolIdle)
 			}
 		}
 		matrixOK(t, l)

@@ -468,8 +468,13 @@ func (v *vswitch) freePrefix(p netip.Prefix) {
 
 // ---- HTTP ----
 
+// DebugENIsPath serves every ENI as JSON ([]ENI), unsigned: it is the
+// emulator's own window for tests and the lab, not an ECS API.
+const DebugENIsPath = "/_emulator/enis"
+
 // Handler serves the ECS RPC API at "/", the metadata service of the first
-// instance at "/latest/" and of any instance at "/i/<instance-id>/latest/".
+// instance at "/latest/" and of any instance at "/i/<instance-id>/latest/",
+// and the test view of all ENIs at DebugENIsPath.
 func (e *Emulator) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -479,6 +484,10 @@ func (e *Emulator) Handler() http.Handler {
 				id = e.cfg.Instances[0].ID
 			}
 			e.serveMetadata(w, r, id, strings.TrimPrefix(r.URL.Path, "/latest/"))
+		case r.URL.Path == DebugENIsPath:
+			// the test-side view of the cloud, for accounting checks
+			b, _ := json.Marshal(e.ENIs())
+			e.writeJSON(w, http.StatusOK, b)
 		case strings.HasPrefix(r.URL.Path, "/i/"):
 			rest := strings.TrimPrefix(r.URL.Path, "/i/")
 			id, p, ok := strings.Cut(rest, "/latest/")

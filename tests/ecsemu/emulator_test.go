@@ -2,6 +2,7 @@ package ecsemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -579,6 +580,34 @@ func TestGateHoldsOneCall(t *testing.T) {
 		// the gate is one-shot
 		if _, err := c.CreateENI(context.Background(), "vsw-pod", "", 0, nil, ecsapi.NewToken()); err != nil {
 			t.Fatalf("after=%v: the next call: %v", after, err)
+		}
+	}
+}
+
+// The lab's cloud accounting reads every ENI, unsigned, from DebugENIsPath.
+func TestDebugENIsView(t *testing.T) {
+	emu, base := start(t, baseConfig())
+	c := client(t, base, nil)
+	eni, err := c.CreateENI(context.Background(), "vsw-pod", "sg-1", 2, map[string]string{"k": "v"}, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(base + ecsemu.DebugENIsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []ecsemu.ENI
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d, %v", ecsemu.DebugENIsPath, resp.StatusCode, err)
+	}
+	want := emu.ENIs()
+	if len(got) != len(want) {
+		t.Fatalf("debug view lists %d ENIs, the emulator holds %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].ID == eni.ID && len(got[i].Secondary) != 2 {
+			t.Fatalf("ENI %s in the debug view has %v, want 2 secondary IPs", eni.ID, got[i].Secondary)
 		}
 	}
 }

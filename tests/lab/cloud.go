@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/strata-net/strata/tests/ecsemu"
 )
 
 const ecsPort = "18080"
@@ -94,4 +96,24 @@ func (l *Lab) cloudArgs(n Node) []string {
 		args = append(args, "--eni-ipv4-prefixes")
 	}
 	return args
+}
+
+// cloudIPs counts the pod addresses the emulated cloud has assigned to an
+// instance's secondary ENIs: secondary IPs, and 16 per /28 prefix.
+func (l *Lab) cloudIPs(ctx context.Context, instance string) (int, error) {
+	b, err := l.httpGet(ctx, "http://"+l.ecsAddr()+ecsemu.DebugENIsPath)
+	if err != nil {
+		return 0, fmt.Errorf("ask the ECS emulator for its ENIs: %w", err)
+	}
+	var enis []ecsemu.ENI
+	if err := json.Unmarshal(b, &enis); err != nil {
+		return 0, fmt.Errorf("decode the ECS emulator's ENIs: %w", err)
+	}
+	n := 0
+	for _, e := range enis {
+		if e.InstanceID == instance && e.Type != "Primary" {
+			n += len(e.Secondary) + 16*len(e.Prefixes)
+		}
+	}
+	return n, nil
 }

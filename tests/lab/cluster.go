@@ -160,6 +160,7 @@ type agentStatus struct {
 	Datapath    string `json:"datapath"`
 	Ready       string `json:"ready"`
 	Allocations int    `json:"allocations"`
+	PoolIdle    *int   `json:"poolIdle"`
 	Peers       []struct {
 		Peer   string `json:"peer"`
 		Path   string `json:"path"`
@@ -390,15 +391,23 @@ func (l *Lab) delPod(p PodInfo, confDir string) error {
 	return nsutil.Delete(podNS.Name)
 }
 
-// Accounting is what a node holds for its pods, from three places.
+// Accounting is what a node holds for its pods, from three places, and on
+// cloud nodes from a fourth: the cloud.
 type Accounting struct {
 	Node        string
 	Pods        int // pods the lab created on the node
 	Allocations int // the agent's IPAM
 	HostRoutes  int // host routes to pods in the kernel
+	// Cloud nodes only (Cloud true): the warm pool's free addresses as the
+	// agent reports them, and the addresses the ECS emulator has assigned
+	// to the instance's secondary ENIs (secondary IPs, 16 per /28 prefix).
+	Cloud    bool
+	PoolIdle int
+	CloudIPs int
 }
 
-// Account compares each node's live pods with its IPAM and its kernel.
+// Account compares each node's live pods with its IPAM and its kernel, and
+// on cloud nodes with the cloud's view.
 func (l *Lab) Account(ctx context.Context) ([]Accounting, error) {
 	pods, err := l.pods()
 	if err != nil {
@@ -417,6 +426,15 @@ func (l *Lab) Account(ctx context.Context) ([]Accounting, error) {
 			return nil, err
 		}
 		a.Allocations = st.Allocations
+		if n.Location == "cloud" && l.spec.Cloud != nil {
+			if st.PoolIdle == nil {
+				return nil, fmt.Errorf("%s: the agent reports no warm pool (poolIdle) in /status", n.Name)
+			}
+			a.Cloud, a.PoolIdle = true, *st.PoolIdle
+			if a.CloudIPs, err = l.cloudIPs(ctx, instanceID(n.Name)); err != nil {
+				return nil, err
+			}
+		}
 		if err := l.ns(n.Name).Do(func() error {
 			rs, err := nlretry.Dump(func() ([]netlink.Route, error) {
 				return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: rtproto.Pod}, netlink.RT_FILTER_PROTOCOL)
