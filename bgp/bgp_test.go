@@ -80,6 +80,12 @@ func TestConfigValidation(t *testing.T) {
 		"address":       {ASN: 1},
 		"KeepaliveTime": {Address: addr("10.0.0.1"), ASN: 1, HoldTime: 3 * time.Second, KeepaliveTime: 3 * time.Second},
 		"password":      {Address: addr("10.0.0.1"), ASN: 1, Password: strings.Repeat("x", 81)},
+		// negative timers, and a keepalive past the default hold time
+		"KeepaliveTime ":     {Address: addr("10.0.0.1"), ASN: 1, KeepaliveTime: -time.Second},
+		"KeepaliveTime 2m0s": {Address: addr("10.0.0.1"), ASN: 1, KeepaliveTime: 2 * time.Minute},
+		"ConnectRetry":       {Address: addr("10.0.0.1"), ASN: 1, ConnectRetry: -time.Second},
+		"RestartTime":        {Address: addr("10.0.0.1"), ASN: 1, GracefulRestart: true, RestartTime: -time.Second},
+		"HoldTime -3s":       {Address: addr("10.0.0.1"), ASN: 1, HoldTime: -3 * time.Second},
 	} {
 		err := p.Validate()
 		if err == nil || !strings.Contains(err.Error(), name) {

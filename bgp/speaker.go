@@ -348,7 +348,7 @@ func secs(d time.Duration) uint64 { return uint64(d / time.Second) }
 func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
 	hold := p.HoldTime
 	if hold == 0 {
-		hold = 90 * time.Second
+		hold = defaultHoldTime
 	}
 	keep := p.KeepaliveTime
 	if keep == 0 {

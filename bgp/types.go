@@ -48,6 +48,10 @@ func ValidateASN(asn uint32) error {
 	return nil
 }
 
+// defaultHoldTime is the hold time of a peer that sets none (RFC 4271's
+// suggested 90 s).
+const defaultHoldTime = 90 * time.Second
+
 // PeerConfig describes one BGP neighbour.
 type PeerConfig struct {
 	Address netip.Addr
@@ -95,14 +99,21 @@ func (p PeerConfig) Validate() error {
 	if p.HoldTime > 65535*time.Second {
 		errs = append(errs, fmt.Errorf("HoldTime %s: must be at most 65535s", p.HoldTime))
 	}
-	if p.KeepaliveTime != 0 && p.HoldTime != 0 && p.KeepaliveTime >= p.HoldTime {
-		errs = append(errs, fmt.Errorf("KeepaliveTime %s: must be shorter than HoldTime %s (a third is usual)", p.KeepaliveTime, p.HoldTime))
+	hold := p.HoldTime
+	if hold == 0 {
+		hold = defaultHoldTime
+	}
+	if p.KeepaliveTime < 0 || p.KeepaliveTime != 0 && hold > 0 && p.KeepaliveTime >= hold {
+		errs = append(errs, fmt.Errorf("KeepaliveTime %s: must be 0 (a third of the hold time) or positive and shorter than the hold time %s (a third is usual)", p.KeepaliveTime, hold))
+	}
+	if p.ConnectRetry < 0 {
+		errs = append(errs, fmt.Errorf("ConnectRetry %s: must be 0 (default 5s) or positive", p.ConnectRetry))
 	}
 	if len(p.Password) > 80 {
 		errs = append(errs, fmt.Errorf("password: TCP MD5 keys are at most 80 bytes, got %d", len(p.Password)))
 	}
-	if p.RestartTime > 4095*time.Second {
-		errs = append(errs, fmt.Errorf("RestartTime %s: the GR capability holds at most 4095s", p.RestartTime))
+	if p.RestartTime < 0 || p.RestartTime > 4095*time.Second {
+		errs = append(errs, fmt.Errorf("RestartTime %s: must be 0 (default 120s) up to 4095s, what the GR capability holds", p.RestartTime))
 	}
 	return errors.Join(errs...)
 }

@@ -68,8 +68,8 @@ func TestSelector(t *testing.T) {
 	}
 }
 
-// Out-of-range fields are refused by their spec names, never wrapped into
-// another value (a port of 70000 is not port 4464).
+// Out-of-range fields are refused and named, never wrapped into another
+// value (a port of 70000 is not port 4464).
 func TestPeerFromSpecRefusesOutOfRange(t *testing.T) {
 	base := v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 65010}
 	for _, c := range []struct {
@@ -78,12 +78,13 @@ func TestPeerFromSpecRefusesOutOfRange(t *testing.T) {
 	}{
 		{"spec.peerPort", func(s *v1alpha1.BGPPeerSpec) { s.PeerPort = 70000 }},
 		{"spec.peerPort", func(s *v1alpha1.BGPPeerSpec) { s.PeerPort = -1 }},
-		{"spec.holdTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.HoldTimeSeconds = -3 }},
-		{"spec.keepaliveTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = -1 }},
-		{"spec.keepaliveTimeSeconds", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = 120 }},
-		{"spec.connectRetrySeconds", func(s *v1alpha1.BGPPeerSpec) { s.ConnectRetrySeconds = -5 }},
+		{"HoldTime", func(s *v1alpha1.BGPPeerSpec) { s.HoldTimeSeconds = -3 }},
+		{"KeepaliveTime", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = -1 }},
+		{"KeepaliveTime", func(s *v1alpha1.BGPPeerSpec) { s.KeepaliveTimeSeconds = 120 }},
+		{"ConnectRetry", func(s *v1alpha1.BGPPeerSpec) { s.ConnectRetrySeconds = -5 }},
 		{"spec.ebgpMultihop", func(s *v1alpha1.BGPPeerSpec) { s.EBGPMultihop = 300 }},
-		{"spec.gracefulRestart.restartTimeSeconds", func(s *v1alpha1.BGPPeerSpec) {
+		{"spec.ebgpMultihop", func(s *v1alpha1.BGPPeerSpec) { s.EBGPMultihop = -1 }},
+		{"RestartTime", func(s *v1alpha1.BGPPeerSpec) {
 			s.GracefulRestart = &v1alpha1.GracefulRestart{Enabled: true, RestartTimeSeconds: 5000}
 		}},
 		{"spec.peerAddress", func(s *v1alpha1.BGPPeerSpec) { s.PeerAddress = "router-1" }},
