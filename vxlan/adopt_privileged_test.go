@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,10 +146,7 @@ func TestPrivilegedRefusesForeignState(t *testing.T) {
 	}))
 	// A foreign nexthop object holding a peer's id is reported, not taken.
 	gw := netip.MustParseAddr("10.244.2.0")
-	argv := lab.NS("a").Exec("ip", "nexthop", "add", "id", strconv.FormatUint(uint64(nhID(gw)), 10), "via", "10.20.0.2", "dev", "eth0")
-	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("ip nexthop add: %v: %s", err, out)
-	}
+	testutil.Run(t, lab.NS("a").Exec("ip", "nexthop", "add", "id", strconv.FormatUint(uint64(nhID(gw)), 10), "via", "10.20.0.2", "dev", "eth0")...)
 	peers := []Peer{{Name: "b", UnderlayIP: netip.MustParseAddr("10.20.0.2"), OverlayIP: gw, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}}}
 	if err := dp.Reconcile(context.Background(), peers); !errors.Is(err, errNexthopTaken) {
 		t.Fatalf("err %v, want errNexthopTaken", err)

@@ -127,15 +127,6 @@ func (cl *cloudLab) start(t *testing.T, host, instance string) *cloudnode.Manage
 	return m
 }
 
-func run(t *testing.T, argv ...string) string {
-	t.Helper()
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
-}
-
 // pod makes a pod namespace wired to node by the CNI plugin's own code
 // (plugin.Wire: veth, /32, link-local gateway, host route, proxy ARP, the
 // rule to the ENI's table). It returns the namespace and the host veth.
@@ -262,7 +253,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	pod(t, node2, "p2", a2)
 
 	// egress policy: from pod1 lookup its ENI's table, default via the vSwitch gateway on that ENI
-	rules := run(t, node1.Exec("ip", "-4", "rule", "show")...)
+	rules := testutil.Run(t, node1.Exec("ip", "-4", "rule", "show")...)
 	wantRule := fmt.Sprintf("from %s lookup %d", a1.Addr.Addr(), a1.Table)
 	if !strings.Contains(rules, wantRule) {
 		t.Fatalf("ip rule has no %q:\n%s", wantRule, rules)
@@ -272,17 +263,17 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 			t.Fatalf("ip rule has no host-bound rule for %s before the pod rules:\n%s", hb, rules)
 		}
 	}
-	tbl := run(t, node1.Exec("ip", "route", "show", "table", fmt.Sprint(a1.Table))...)
+	tbl := testutil.Run(t, node1.Exec("ip", "route", "show", "table", fmt.Sprint(a1.Table))...)
 	if !strings.Contains(tbl, "default via 10.0.64.1 dev "+a1.ENILink) {
 		t.Fatalf("table %d:\n%s", a1.Table, tbl)
 	}
 	// overlay/BGP-learned destinations go via the host's main table, not the ENI
-	run(t, node1.Exec("ip", "route", "add", "10.244.7.0/24", "via", "10.0.1.12", "dev", "eth0")...)
-	got := run(t, node1.Exec("ip", "route", "get", "10.244.7.9", "from", a1.Addr.Addr().String(), "iif", vp1)...)
+	testutil.Run(t, node1.Exec("ip", "route", "add", "10.244.7.0/24", "via", "10.0.1.12", "dev", "eth0")...)
+	got := testutil.Run(t, node1.Exec("ip", "route", "get", "10.244.7.9", "from", a1.Addr.Addr().String(), "iif", vp1)...)
 	if !strings.Contains(got, "dev eth0") {
 		t.Fatalf("edge pod destination does not go via the host: %s", got)
 	}
-	got = run(t, node1.Exec("ip", "route", "get", "8.8.8.8", "from", a1.Addr.Addr().String(), "iif", vp1)...)
+	got = testutil.Run(t, node1.Exec("ip", "route", "get", "8.8.8.8", "from", a1.Addr.Addr().String(), "iif", vp1)...)
 	if !strings.Contains(got, "dev "+a1.ENILink) {
 		t.Fatalf("internet egress does not leave by the pod's ENI %s: %s", a1.ENILink, got)
 	}
@@ -325,7 +316,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	// The kernel's decision is the proof; the counters confirm the pings
 	// left there. (pod1's ENI may still send a few ARP replies meanwhile:
 	// both ENIs sit on the same vSwitch, so only "more on pod3's" holds.)
-	got = run(t, node1.Exec("ip", "route", "get", a2.Addr.Addr().String(), "from", a3.Addr.Addr().String(), "iif", vp3)...)
+	got = testutil.Run(t, node1.Exec("ip", "route", "get", a2.Addr.Addr().String(), "from", a3.Addr.Addr().String(), "iif", vp3)...)
 	if !strings.Contains(got, "dev "+a3.ENILink) {
 		t.Fatalf("pod3's egress is not routed by its ENI %s: %s", a3.ENILink, got)
 	}
@@ -338,7 +329,7 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 	if err := node1.Do(func() error { return plugin.Unwire(p1.Path, a1.ContainerID, a1.IfName, wire.FromRole(a1)) }); err != nil {
 		t.Fatal(err)
 	}
-	if rules := run(t, node1.Exec("ip", "-4", "rule", "show")...); strings.Contains(rules, a1.Addr.Addr().String()) {
+	if rules := testutil.Run(t, node1.Exec("ip", "-4", "rule", "show")...); strings.Contains(rules, a1.Addr.Addr().String()) {
 		t.Fatalf("rules left after teardown:\n%s", rules)
 	}
 }
@@ -400,7 +391,7 @@ func TestPrivilegedExclusiveENI(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, p.Exec("ip", "-br", "addr", "show", "eth0")...)
+	out := testutil.Run(t, p.Exec("ip", "-br", "addr", "show", "eth0")...)
 	if !strings.Contains(out, addr.String()) {
 		t.Fatalf("exclusive ENI in the pod: %s", out)
 	}

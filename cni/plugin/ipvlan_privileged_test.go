@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -77,18 +76,9 @@ func (l *ipvlanLab) alloc() wire.Allocation {
 	return a
 }
 
-func sh(t *testing.T, argv ...string) string {
-	t.Helper()
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-	return string(out)
-}
-
 // nodeState is what the node holds for pod addresses: rules and proto 203 routes.
 func (l *ipvlanLab) nodeState(t *testing.T) string {
-	return sh(t, l.node.Exec("ip", "-4", "rule", "show")...) + sh(t, l.node.Exec("ip", "-4", "route", "show", "proto", "203")...)
+	return testutil.Run(t, l.node.Exec("ip", "-4", "rule", "show")...) + testutil.Run(t, l.node.Exec("ip", "-4", "route", "show", "proto", "203")...)
 }
 
 func kernelHasIPVlan(t *testing.T, l *ipvlanLab) bool {
@@ -136,16 +126,16 @@ func TestPrivilegedIPVlanFallsBackPerPod(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("ADD/CHECK with ipvlan refused: %v", err)
 	}
-	if links := sh(t, l.node.Exec("ip", "-o", "link", "show")...); strings.Contains(links, HostIPVlanPrefix) {
+	if links := testutil.Run(t, l.node.Exec("ip", "-o", "link", "show")...); strings.Contains(links, HostIPVlanPrefix) {
 		t.Fatalf("a host ipvlan was left although the kernel refused ipvlan:\n%s", links)
 	}
 	if st := l.nodeState(t); !strings.Contains(st, "from 10.0.64.20 lookup 1007") || !strings.Contains(st, "10.0.64.20 dev "+HostVethPrefix) {
 		t.Fatalf("fallback host side incomplete:\n%s", st)
 	}
-	if r := sh(t, l.pod.Exec("ip", "-4", "route", "show", "default")...); !strings.Contains(r, "via 169.254.1.1") {
+	if r := testutil.Run(t, l.pod.Exec("ip", "-4", "route", "show", "default")...); !strings.Contains(r, "via 169.254.1.1") {
 		t.Fatalf("fallback pod default route %q: want via 169.254.1.1", r)
 	}
-	sh(t, l.node.Exec("ping", "-c1", "-W2", "10.0.64.20")...)
+	testutil.Run(t, l.node.Exec("ping", "-c1", "-W2", "10.0.64.20")...)
 	if err := l.node.Do(func() error {
 		found, err := teardown(l.pod.Path, args.ContainerID, args.IfName)
 		if !found && err == nil {
@@ -178,24 +168,24 @@ func TestPrivilegedIPVlanPod(t *testing.T) {
 	if err := l.node.Do(func() error { return check(l.podNS, args, a) }); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
-	if out := sh(t, l.pod.Exec("ip", "-d", "link", "show", "eth0")...); !strings.Contains(out, "ipvlan") || !strings.Contains(out, "strata-ipvl:10.0.64.20/1007/"+host) {
+	if out := testutil.Run(t, l.pod.Exec("ip", "-d", "link", "show", "eth0")...); !strings.Contains(out, "ipvlan") || !strings.Contains(out, "strata-ipvl:10.0.64.20/1007/"+host) {
 		t.Fatalf("pod eth0 is not the labelled ipvlan slave:\n%s", out)
 	}
-	if out := sh(t, l.node.Exec("ip", "-4", "addr", "show", "dev", host)...); !strings.Contains(out, "10.0.64.5/32") {
+	if out := testutil.Run(t, l.node.Exec("ip", "-4", "addr", "show", "dev", host)...); !strings.Contains(out, "10.0.64.5/32") {
 		t.Fatalf("host ipvlan %s lacks the ENI primary IP:\n%s", host, out)
 	}
 	if st := l.nodeState(t); !strings.Contains(st, "from 10.0.64.20 lookup 1007") || !strings.Contains(st, "10.0.64.20 dev "+host) {
 		t.Fatalf("host side incomplete:\n%s", st)
 	}
-	routes := sh(t, l.pod.Exec("ip", "-4", "route", "show")...)
+	routes := testutil.Run(t, l.pod.Exec("ip", "-4", "route", "show")...)
 	for _, want := range []string{"default via 10.0.64.1", "10.96.0.0/12 via 10.0.64.5", "10.0.64.5 dev eth0 scope link"} {
 		if !strings.Contains(routes, want) {
 			t.Fatalf("pod routes lack %q:\n%s", want, routes)
 		}
 	}
 	// the node reaches its pod through its own slave, and the pod the node
-	sh(t, l.node.Exec("ping", "-c1", "-W2", "10.0.64.20")...)
-	sh(t, l.pod.Exec("ping", "-c1", "-W2", "10.0.64.5")...)
+	testutil.Run(t, l.node.Exec("ping", "-c1", "-W2", "10.0.64.20")...)
+	testutil.Run(t, l.pod.Exec("ping", "-c1", "-W2", "10.0.64.5")...)
 
 	// a failing ADD (the name is taken in the pod) leaves nothing of its own
 	b := a

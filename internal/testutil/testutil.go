@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -47,4 +48,16 @@ func Tool(t testing.TB, name string) string {
 		t.Fatalf("%s not found at %s: run `make tools` first", name, p)
 	}
 	return p
+}
+
+// Run runs a command (argv, e.g. from nsutil.NS.Exec) and returns its
+// combined output, failing the test with the command line and the output
+// when it fails.
+func Run(t testing.TB, argv ...string) string {
+	t.Helper()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
 }
