@@ -219,17 +219,7 @@ func TestFortyPodsAndRefill(t *testing.T) {
 	defer m.Stop(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	seen := map[netip.Prefix]bool{}
-	for i := range 40 {
-		a, err := m.Allocate(ctx, req(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen[a.Addr] {
-			t.Fatalf("duplicate address %s", a.Addr)
-		}
-		seen[a.Addr] = true
-	}
+	allocateDistinct(ctx, t, m, 40)
 	// refill: back to MinIdle after the burst
 	waitFor(t, func() bool { return m.Idle() >= cfg.MinIdle }, "pool refilled to MinIdle")
 	enis := 0
@@ -252,6 +242,24 @@ func TestFortyPodsAndRefill(t *testing.T) {
 	// idle IPs above MaxIdle go back to the cloud
 	waitFor(t, func() bool { return m.Idle() <= cfg.MaxIdle }, "idle IPs released down to MaxIdle")
 	account(t, e, m)
+}
+
+// allocateDistinct allocates pods 0..n-1 and fails on an error or an
+// address handed out twice; it returns the addresses.
+func allocateDistinct(ctx context.Context, t *testing.T, m *cloudnode.Manager, n int) map[netip.Prefix]bool {
+	t.Helper()
+	seen := map[netip.Prefix]bool{}
+	for i := range n {
+		a, err := m.Allocate(ctx, req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[a.Addr] {
+			t.Fatalf("duplicate address %s", a.Addr)
+		}
+		seen[a.Addr] = true
+	}
+	return seen
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
@@ -537,17 +545,7 @@ func TestPrefixPool(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	assigns := e.emu.Calls("AssignPrivateIpAddresses")
-	seen := map[netip.Prefix]bool{}
-	for i := range 40 {
-		a, err := m.Allocate(ctx, req(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen[a.Addr] {
-			t.Fatalf("duplicate address %s", a.Addr)
-		}
-		seen[a.Addr] = true
-	}
+	seen := allocateDistinct(ctx, t, m, 40)
 	waitFor(t, func() bool { return m.Idle() >= cfg.MinIdle }, "pool refilled to MinIdle")
 	prefixes := func() (n int) {
 		for _, x := range e.emu.ENIs() {
