@@ -408,13 +408,10 @@ func bpfRRGo(ctx context.Context, from, to nsutil.NS, addr netip.Addr, n int) (f
 			}
 		}
 	}()
-	var conn net.Conn
-	if err := from.Do(func() error {
-		d := net.Dialer{Timeout: 30 * time.Second}
-		var err error
-		conn, err = d.DialContext(ctx, "tcp", ln.Addr().String())
-		return err
-	}); err != nil {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := from.DialContext(dctx, "tcp", ln.Addr().String())
+	cancel()
+	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
