@@ -8,7 +8,11 @@ BENCH_OUT    ?= _out/bench.json
 ONLY         ?=
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS      := -X github.com/strata-net/strata/internal/version.Version=$(VERSION)
-GO_TEST      ?= go test
+# gotestsum (built by `make tools`) runs go test, shows each package and the
+# output of failing tests, and keeps go test's JSON so `make test` can end with
+# how many tests ran. GO_TEST="go test" works too.
+TEST_OUT     := _out/test
+GO_TEST      ?= $(TOOLS_BIN)/gotestsum --format pkgname-and-test-fails --jsonfile $(TEST_OUT)/$@.json --
 # Tests that need the built tools find them here (envtest reads KUBEBUILDER_ASSETS).
 export KUBEBUILDER_ASSETS := $(TOOLS_BIN)
 export STRATA_TOOLS_BIN   := $(TOOLS_BIN)
@@ -40,20 +44,25 @@ tools: ## Build kube-apiserver, kubectl, etcd, cnitool and helm into $(STRATA_CA
 test: deps tools build ## Run every test: unit, privileged, integration, e2e; then check nothing is left behind
 	@echo "==> sweep leftovers of earlier crashed runs"
 	@go run ./tests/cmd/strata-sweep
+	@rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT)
 	$(MAKE) --no-print-directory test-unit test-privileged test-integration test-e2e
 	@echo "==> check nothing is left behind"
 	@go run ./tests/cmd/strata-sweep --check
+	@hack/test-summary.sh $(TEST_OUT)
 
 .PHONY: test-unit
 test-unit: ## Unit tests and fuzz seeds: pure logic, no root needed
+	@mkdir -p $(TEST_OUT)
 	$(GO_TEST) -count=1 ./...
 
 .PHONY: test-privileged
 test-privileged: ## Netlink, VXLAN, policy routing and eBPF tests in throw-away namespaces (root)
+	@mkdir -p $(TEST_OUT)
 	$(GO_TEST) -count=1 -tags privileged -run 'Privileged' ./...
 
 .PHONY: test-integration
 test-integration: ## Tests against real kube-apiserver+etcd, BIRD, FRR, cnitool and the ECS emulator (root)
+	@mkdir -p $(TEST_OUT)
 	$(GO_TEST) -count=1 -tags integration -run 'Integration' ./...
 
 .PHONY: lab-bins
@@ -62,6 +71,7 @@ lab-bins: ## Build the lab's own binaries: strata-lab and the ECS emulator
 
 .PHONY: test-e2e
 test-e2e: lab-bins ## End-to-end tests on the lab (root)
+	@mkdir -p $(TEST_OUT)
 	$(GO_TEST) -count=1 -tags e2e -run 'E2E' -timeout 30m ./tests/...
 
 .PHONY: lab

@@ -2,7 +2,7 @@
 # build-tools.sh: build the real components Strata's tests run, from the Go
 # module proxy, into a cache outside the repo keyed by version and go.sum:
 #   kube-apiserver, kubectl (tests/tools/k8s), etcd 3.7 (tests/tools/etcd),
-#   cnitool and helm (pinned go install); golangci-lint with --lint.
+#   cnitool, helm and gotestsum (pinned go install); golangci-lint with --lint.
 # Warm: seconds. Cold: about 10 minutes on 2 cores (kube-apiserver dominates).
 # The stable names live in $STRATA_CACHE/bin (symlinks); point
 # KUBEBUILDER_ASSETS there.
@@ -16,6 +16,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 CNI_VERSION=v1.3.0
 HELM_VERSION=v3.22.0
+GOTESTSUM_VERSION=v1.13.0
 LINT_VERSION=v2.15.0
 
 key() { cat "$@" | sha256sum | cut -c1-10; }
@@ -55,6 +56,8 @@ install_pinned() { # name module@version
 }
 install_pinned cnitool github.com/containernetworking/cni/cnitool@$CNI_VERSION
 install_pinned helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+# gotestsum runs `make test`, so it ends with how many tests ran.
+install_pinned gotestsum gotest.tools/gotestsum@$GOTESTSUM_VERSION
 # The linter is only for `make lint` (hack/build-tools.sh --lint).
 if [[ ${1:-} == --lint ]]; then
   install_pinned golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$LINT_VERSION
