@@ -60,15 +60,8 @@ Needs root, the Debian packages (make deps) and the built tools (make tools).`,
 				}
 				return l.Down()
 			}},
-		&cobra.Command{Use: "fail LINK", Short: "Cut a link of the lab (e.g. leased-line)", Args: cobra.ExactArgs(1),
-			RunE: func(_ *cobra.Command, a []string) error {
-				l, err := open()
-				if err != nil {
-					return err
-				}
-				return l.Fail(a[0])
-			}},
-		&cobra.Command{Use: "heal LINK", Short: "Restore a link cut by fail", Args: cobra.ExactArgs(1),
+		failCmd(open),
+		&cobra.Command{Use: "heal LINK", Short: "Restore a link cut by fail (either mode)", Args: cobra.ExactArgs(1),
 			RunE: func(_ *cobra.Command, a []string) error {
 				l, err := open()
 				if err != nil {
@@ -139,4 +132,27 @@ func defaultSpec() string {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// failCmd is `fail LINK [--silent]`.
+func failCmd(open func() (*Lab, error)) *cobra.Command {
+	var silent bool
+	c := &cobra.Command{Use: "fail LINK", Short: "Cut a link of the lab (e.g. leased-line)",
+		Long: `fail sets both ends of the link down: carrier is lost and the routers' BGP
+withdraws at once. With --silent every packet on the link is dropped by
+nftables while carrier stays up, as a provider fault or a wrong ACL does:
+BGP notices only when its hold timer expires. heal undoes either.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, a []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			if silent {
+				return l.FailSilent(a[0])
+			}
+			return l.Fail(a[0])
+		}}
+	c.Flags().BoolVar(&silent, "silent", false, "drop every packet while carrier stays up (BGP holds until its hold time)")
+	return c
 }

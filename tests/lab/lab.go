@@ -105,11 +105,21 @@ func (l *Lab) Down() error {
 	return errors.Join(errs...)
 }
 
-// Fail cuts a named link; Heal restores it.
+// Fail cuts a named link: both ends lose carrier, so the routers' BGP
+// withdraws at once.
 func (l *Lab) Fail(link string) error { return l.setLink(link, false) }
 
-// Heal restores a link cut by Fail.
-func (l *Lab) Heal(link string) error { return l.setLink(link, true) }
+// FailSilent cuts a named link silently: every packet is dropped while both
+// ends keep carrier, so BGP holds the routes until its hold time expires.
+func (l *Lab) FailSilent(link string) error { return l.silenceLink(link, true) }
+
+// Heal restores a link cut by Fail or FailSilent.
+func (l *Lab) Heal(link string) error {
+	if err := l.silenceLink(link, false); err != nil {
+		return err
+	}
+	return l.setLink(link, true)
+}
 
 // Kubeconfig returns the admin kubeconfig's contents.
 func (l *Lab) Kubeconfig() string { return l.cp.kubeconfig() }

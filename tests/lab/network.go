@@ -1,11 +1,14 @@
 package lab
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -136,9 +139,9 @@ func addAddr(ifname, cidr string) error {
 
 // setLink sets a named lab link's two ends up or down (fail/heal).
 func (l *Lab) setLink(name string, up bool) error {
-	lk, ok := l.spec.Link(name)
-	if !ok {
-		return fmt.Errorf("no link %q in the lab description (links: %v)", name, l.linkNames())
+	lk, err := l.link(name)
+	if err != nil {
+		return err
 	}
 	for _, e := range []End{lk.A, lk.B} {
 		if err := l.ns(e.Host).Do(func() error {
@@ -153,6 +156,55 @@ func (l *Lab) setLink(name string, up bool) error {
 		}); err != nil {
 			return fmt.Errorf("link %s end %s:%s: %w", name, e.Host, e.Ifname, err)
 		}
+	}
+	return nil
+}
+
+func (l *Lab) link(name string) (Link, error) {
+	lk, ok := l.spec.Link(name)
+	if !ok {
+		return Link{}, fmt.Errorf("no link %q in the lab description (links: %v)", name, l.linkNames())
+	}
+	return lk, nil
+}
+
+// silentTable is the nftables table (family netdev) that holds the lab's
+// silent cuts in a router's namespace: one ingress chain per cut device.
+const silentTable = "stlab_silent"
+
+// silenceLink drops every frame arriving at either end of a link (ARP
+// included) with an nftables ingress chain, while both ends keep carrier:
+// a provider fault or a wrong ACL. Nothing tells BGP; it notices only when
+// its hold timer expires. on=false removes the chains (heal).
+func (l *Lab) silenceLink(name string, on bool) error {
+	lk, err := l.link(name)
+	if err != nil {
+		return err
+	}
+	for _, e := range []End{lk.A, lk.B} {
+		chain := "cut_" + e.Ifname
+		// Declaring the chain is idempotent; on heal the same transaction
+		// then deletes it, so heal works whether or not it was cut silently
+		// (nft 1.0.6 has no "destroy").
+		script := fmt.Sprintf("add table netdev %[1]s\nadd chain netdev %[1]s %[2]s { type filter hook ingress device %[3]q priority -500; policy drop; }\n",
+			silentTable, chain, e.Ifname)
+		if !on {
+			script += fmt.Sprintf("delete chain netdev %s %s\n", silentTable, chain)
+		}
+		if err := l.nft(e.Host, script); err != nil {
+			return fmt.Errorf("link %s end %s:%s: %w", name, e.Host, e.Ifname, err)
+		}
+	}
+	return nil
+}
+
+// nft runs an nftables script in a lab namespace.
+func (l *Lab) nft(host, script string) error {
+	argv := l.ns(host).Exec("nft", "-f", "-")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft in %s: %w: %s (is the nftables package installed? make deps)", host, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
