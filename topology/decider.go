@@ -3,7 +3,9 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 )
@@ -83,6 +85,11 @@ type Decider struct {
 	trackers map[poolPair]*tracker
 	nodes    map[string]*tracker // per-node exceptions, keyed by probe target
 	now      time.Time
+	// auth decides which pod prefixes each node may claim; enforce is set
+	// once an authority is given (the agent always gives one).
+	auth    Authority
+	enforce bool
+	own     map[string]*ownership // nodes whose claims are not all accepted
 }
 
 type liveness struct {
@@ -95,7 +102,8 @@ func NewDecider(cfg Config) (*Decider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}, nodes: map[string]*tracker{}}
+	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}, nodes: map[string]*tracker{},
+		auth: Authority{}.clone(), own: map[string]*ownership{}}
 	d.plan = build(cfg, time.Time{}, nil, d.trackers, d.nodes)
 	return d, nil
 }
@@ -106,6 +114,9 @@ func Decide(facts Facts, cfg Config) (*Plan, error) {
 	d, err := NewDecider(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if facts.Authority != nil {
+		d.SetAuthority(*facts.Authority)
 	}
 	if _, err := d.SetNodes(facts.Nodes); err != nil {
 		return nil, err
@@ -162,10 +173,90 @@ func (d *Decider) entry(f NodeFacts) *nodeEntry {
 	if !ok {
 		l = liveness{alive: true}
 	}
-	return newEntry(f, l.alive, l.since)
+	return newEntry(f, l.alive, l.since, d.own[f.Name])
+}
+
+// resolve re-decides every node's claims and returns the nodes whose
+// verdict changed.
+func (d *Decider) resolve() []string {
+	nodes := make([]*NodeFacts, 0, len(d.facts))
+	for name := range d.facts {
+		f := d.facts[name]
+		nodes = append(nodes, &f)
+	}
+	own := resolveOwnership(nodes, &d.auth, d.enforce)
+	var changed []string
+	for name, o := range own {
+		if !o.equal(d.own[name]) {
+			changed = append(changed, name)
+		}
+	}
+	for name, o := range d.own {
+		if _, ok := own[name]; !ok && o != nil {
+			changed = append(changed, name)
+		}
+	}
+	d.own = own
+	return changed
+}
+
+// reentry replaces the entries of nodes whose ownership changed, without a
+// rebuild (their pools did not change).
+func (d *Decider) reentry(names []string) {
+	repl := map[int]*nodeEntry{}
+	for _, name := range names {
+		if i, ok := d.plan.index[name]; ok {
+			repl[i] = d.entry(d.facts[name])
+		}
+	}
+	if len(repl) > 0 {
+		d.plan = d.plan.withEntries(repl)
+	}
+}
+
+// SetAuthority sets what decides pod prefix ownership and turns the
+// authority checks on (see Authority). It re-decides every node's claims.
+func (d *Decider) SetAuthority(a Authority) *Plan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.auth, d.enforce = a.clone(), true
+	d.reentry(d.resolve())
+	return d.plan
+}
+
+// SetNodeAuthority records one node's allocation (Node.spec.podCIDRs, or
+// its NodePool block) and join time, from the API server; it is a no-op
+// when nothing changed. Call it before the node's facts, from the same
+// source that shows the node exists.
+func (d *Decider) SetNodeAuthority(name string, alloc []netip.Prefix, joined time.Time) *Plan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if slices.Equal(d.auth.Allocations[name], alloc) && d.auth.Joined[name].Equal(joined) {
+		return d.plan
+	}
+	if len(alloc) == 0 {
+		delete(d.auth.Allocations, name)
+	} else {
+		d.auth.Allocations[name] = slices.Clone(alloc)
+	}
+	if joined.IsZero() {
+		delete(d.auth.Joined, name)
+	} else {
+		d.auth.Joined[name] = joined
+	}
+	d.reentry(d.resolve())
+	return d.plan
+}
+
+// Authority returns a copy of the current authority (for caching it).
+func (d *Decider) Authority() Authority {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.auth.clone()
 }
 
 func (d *Decider) rebuild() {
+	d.resolve()
 	entries := make([]*nodeEntry, 0, len(d.facts))
 	for _, f := range d.facts {
 		entries = append(entries, d.entry(f))
@@ -188,7 +279,12 @@ func (d *Decider) UpsertNode(f NodeFacts) (*Plan, error) {
 	}
 	d.facts[f.Name] = f
 	if i, ok := d.plan.index[f.Name]; ok && known && old.Pool == f.Pool {
+		var others []string
+		if !ownershipInputs(&old, &f) {
+			others = d.resolve()
+		}
 		d.plan = d.plan.withEntry(i, d.entry(f))
+		d.reentry(slices.DeleteFunc(others, func(n string) bool { return n == f.Name }))
 	} else {
 		d.rebuild()
 	}
@@ -211,6 +307,8 @@ func (d *Decider) RemoveNode(name string) *Plan {
 	defer d.mu.Unlock()
 	if _, ok := d.facts[name]; ok {
 		delete(d.facts, name)
+		delete(d.auth.Allocations, name)
+		delete(d.auth.Joined, name)
 		delete(d.live, name)
 		delete(d.nodes, name)
 		d.rebuild()

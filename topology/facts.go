@@ -127,6 +127,8 @@ type Facts struct {
 	Now    time.Time     `json:"now"`
 	Nodes  []NodeFacts   `json:"nodes"`
 	Probes []ProbeResult `json:"probes,omitempty"` // in time order
+	// Authority, when set, turns the pod prefix ownership checks on.
+	Authority *Authority `json:"authority,omitempty"`
 }
 
 // FieldError is a malformed label or annotation.

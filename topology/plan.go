@@ -97,10 +97,13 @@ type nodeEntry struct {
 	private   bool // its pod routes are in the VPC routing domain (cloud, leased line)
 	alive     bool
 	liveSince time.Time
+	own       *ownership     // nil: every claim accepted
+	pods      []netip.Prefix // the accepted pod prefixes: what peers program
 }
 
-func newEntry(f NodeFacts, alive bool, liveSince time.Time) *nodeEntry {
-	e := &nodeEntry{facts: f, pool: -1, alive: alive, liveSince: liveSince}
+func newEntry(f NodeFacts, alive bool, liveSince time.Time, own *ownership) *nodeEntry {
+	e := &nodeEntry{facts: f, pool: -1, alive: alive, liveSince: liveSince, own: own}
+	e.pods = own.accepted(&f)
 	e.baseMiss = f.missingBase()
 	e.ovlMiss = f.missingOverlay()
 	e.natMiss = f.missingNative()
@@ -146,6 +149,16 @@ type NodePlan struct {
 	Reason   string    `json:"reason"`
 	Alive    bool      `json:"alive"`
 	Facts    NodeFacts `json:"facts"`
+	// PodPrefixes are the claims peers accept and program (Facts has all
+	// the node claimed).
+	PodPrefixes []netip.Prefix `json:"podPrefixes,omitempty"`
+	// Isolated is set when the node's claims were refused: no peer programs
+	// anything for it. IsolatedReason says why and what to fix.
+	Isolated       IsolationCode `json:"isolated,omitempty"`
+	IsolatedReason string        `json:"isolatedReason,omitempty"`
+	// Withheld are claims lost to an older node's equal claim; the rest of
+	// the node stays programmed.
+	Withheld []RefusedPrefix `json:"withheld,omitempty"`
 }
 
 // PairPath is the path of one ordered node pair.
@@ -207,8 +220,12 @@ func (p *Plan) Len() int { return len(p.nodes) }
 func (p *Plan) Pools() []string { return slices.Clone(p.pools) }
 
 func (p *Plan) nodePlan(e *nodeEntry) NodePlan {
-	return NodePlan{Name: e.facts.Name, Pool: e.facts.Pool, Location: e.facts.Location, Datapath: e.datapath,
-		Reason: e.dpReason, Alive: e.alive, Facts: cloneFacts(e.facts)}
+	np := NodePlan{Name: e.facts.Name, Pool: e.facts.Pool, Location: e.facts.Location, Datapath: e.datapath,
+		Reason: e.dpReason, Alive: e.alive, Facts: cloneFacts(e.facts), PodPrefixes: slices.Clone(e.pods)}
+	if e.own != nil {
+		np.Isolated, np.IsolatedReason, np.Withheld = e.own.code, e.own.reason, slices.Clone(e.own.withheld)
+	}
+	return np
 }
 
 // Nodes lists every node's decision, sorted by name.
@@ -270,11 +287,25 @@ const (
 	whyNoInterconnect
 	whyNodeDown
 	whyNodeRecovering
+	whyIsolated
 )
 
 // verdict holds every rule. Its inputs are per-node state and the pool link,
 // which is what makes pair paths derivable without storing pairs.
 func (p *Plan) verdict(a, b *nodeEntry) verdict {
+	if a.own.isolated() {
+		// b has no route back to a's pods.
+		return verdict{path: PathUnreachable, why: whyIsolated, who: a}
+	}
+	return p.verdictTo(a, b)
+}
+
+// verdictTo is verdict without a's isolation: what a programs for b does
+// not depend on whether peers accept a's own claims.
+func (p *Plan) verdictTo(a, b *nodeEntry) verdict {
+	if b.own.isolated() {
+		return verdict{path: PathUnreachable, why: whyIsolated, who: b}
+	}
 	for _, e := range [2]*nodeEntry{a, b} {
 		if len(e.baseMiss) > 0 {
 			return verdict{path: PathUnreachable, why: whyIncomplete, who: e}
@@ -338,6 +369,8 @@ func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
 	pools := a.facts.Pool + "↔" + b.facts.Pool
 	var s string
 	switch v.why {
+	case whyIsolated:
+		return fmt.Sprintf("%s is isolated (%s): %s → unreachable", v.who.facts.Name, v.who.own.code, v.who.own.reason)
 	case whyIncomplete:
 		return fmt.Sprintf("%s facts incomplete (missing %s): no address to route to → unreachable", v.who.facts.Name, strings.Join(v.who.baseMiss, ", "))
 	case whyDead:
@@ -390,14 +423,14 @@ func clock(t time.Time) string {
 }
 
 func (p *Plan) program(a, b *nodeEntry) PeerProgram {
-	v := p.verdict(a, b)
+	v := p.verdictTo(a, b)
 	pp := PeerProgram{Peer: b.facts.Name, Path: v.path, Reason: p.reason(a, b, v)}
 	switch v.path {
 	case PathNative:
-		pp.PodPrefixes = b.facts.PodAddrs()
+		pp.PodPrefixes = slices.Clone(b.pods)
 		pp.NextHop = b.facts.Underlay()
 	case PathVXLAN:
-		pp.PodPrefixes = b.facts.PodAddrs()
+		pp.PodPrefixes = slices.Clone(b.pods)
 		pp.VTEP = b.facts.Underlay()
 		pp.VTEPMAC = b.facts.VTEPMAC
 		pp.VTEPPort = b.facts.VTEPPort
@@ -451,16 +484,16 @@ func (p *Plan) Pairs(fn func(PairPath) bool) {
 // equivalent nodes, so it is cheap at 15,000 nodes.
 func (p *Plan) Counts() map[Path]int {
 	type class struct {
-		pool                                          int
-		base, ovl, nat, nativeOK, private, alive, exc bool
-		dp                                            Datapath
+		pool                                                    int
+		base, ovl, nat, nativeOK, private, alive, exc, isolated bool
+		dp                                                      Datapath
 	}
 	groups := map[class]struct {
 		rep *nodeEntry
 		n   int
 	}{}
 	for _, e := range p.nodes {
-		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.datapath}
+		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.own.isolated(), e.datapath}
 		g := groups[k]
 		if g.rep == nil {
 			g.rep = e
@@ -560,6 +593,18 @@ func (p *Plan) withLink(k poolPair, s *linkSnap) *Plan {
 		q.links[ib] = slices.Clone(p.links[ib])
 	}
 	q.links[ia][ib], q.links[ib][ia] = s, s
+	return &q
+}
+
+// withEntries returns a copy of p with the given nodes replaced; their
+// pools must not change.
+func (p *Plan) withEntries(repl map[int]*nodeEntry) *Plan {
+	q := *p
+	q.nodes = slices.Clone(p.nodes)
+	for i, e := range repl {
+		e.pool = p.nodes[i].pool
+		q.nodes[i] = e
+	}
 	return &q
 }
 

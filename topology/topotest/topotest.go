@@ -22,7 +22,7 @@ func Cluster(nodes, pools int) []topology.NodeFacts {
 			UnderlayIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(pi), byte(i >> 8), byte(i)})},
 			VTEPMAC:     fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(pi), byte(i>>16), byte(i>>8), byte(i)),
 			VTEPPort:    4789,
-			PodCIDR:     netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), 0}), 24),
+			PodCIDR:     netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>8), byte(i), 0}), 24), // distinct up to 48k nodes
 		}
 		f.ProbeIP = f.PodCIDR.Addr().Next()
 		switch {
