@@ -215,6 +215,7 @@ func checkDaemonSet(t *testing.T, objs []*unstructured.Unstructured) {
 		"node-name":       "$(NODE_NAME)",
 		"state-dir":       "/var/lib/strata",
 		"cni-socket":      wire.DefaultSocket,
+		"control-socket":  "/run/strata/agent.sock", // beside the CNI socket, on the same hostPath
 		"metrics-addr":    ":9253",
 		"gossip-key-file": "/etc/strata/gossip/key",
 	}

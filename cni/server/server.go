@@ -13,10 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +22,7 @@ import (
 	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/ipamstore"
 	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/internal/unixsock"
 )
 
 // Options tunes a Server. The zero value is usable.
@@ -86,36 +85,12 @@ func (s *Server) Collectors() []prometheus.Collector {
 // Handler is the HTTP handler (for tests that serve it themselves).
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Listen creates the socket at path with mode 0600 (its directory 0700 if
-// it has to be made), replacing a stale socket left by a dead agent.
+// Listen creates the CNI socket at path, root-only (see unixsock.Listen).
 func Listen(path string) (net.Listener, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("CNI socket path %q is not absolute: give a path such as %s", path, wire.DefaultSocket)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create directory for CNI socket %s: %w", path, err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("CNI socket path %s exists and is not a socket: remove it or choose another path", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("CNI socket %s is in use by another agent: stop it first", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale CNI socket %s: %w", path, err)
-		}
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on CNI socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("restrict CNI socket %s to root: %w", path, err)
-	}
-	return l, nil
+	return unixsock.Listen(path, "CNI socket")
 }
 
 // Serve answers on l until ctx ends, then shuts down gracefully (bounded).
@@ -129,7 +104,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(&peerCheckListener{Listener: l, allow: s.opts.AllowUID, log: s.log}) }()
+	go func() { errc <- hs.Serve(unixsock.RootOnly(l, s.opts.AllowUID, s.log)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("CNI server: %w", err)
@@ -141,51 +116,6 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("CNI server shutdown: %w", err)
 	}
 	return nil
-}
-
-// peerCheckListener drops connections from anyone but root (defence in depth
-// beside the socket's 0600 mode).
-type peerCheckListener struct {
-	net.Listener
-	allow int
-	log   *slog.Logger
-}
-
-func (l *peerCheckListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		uc, ok := c.(*net.UnixConn)
-		if !ok {
-			return c, nil
-		}
-		uid, err := peerUID(uc)
-		if err == nil && (uid == 0 || (l.allow > 0 && uid == l.allow)) {
-			return c, nil
-		}
-		l.log.Warn("refused CNI connection from a non-root peer", "uid", uid, "err", err)
-		c.Close()
-	}
-}
-
-func peerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if serr != nil {
-		return -1, serr
-	}
-	return int(cred.Uid), nil
 }
 
 // handlerFunc answers one verb: it returns the body to send or an error.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -91,10 +90,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.fast = fast
 	defer a.fast.close() // programs detach: pod traffic falls back to routing
 	a.fast.register(a.reg)
-	if a.cfg.MetricsAddr != "" {
-		if err := a.serveHTTP(ctx); err != nil {
-			return err
-		}
+	if err := a.serveHTTP(ctx); err != nil {
+		return err
 	}
 
 	// 1. Node facts: the API server, or the cache when it is unreachable.
@@ -398,32 +395,6 @@ func (a *Agent) overlayPeer(plan *topology.Plan, pp topology.PeerProgram) (vxlan
 		return vxlan.Peer{}, fmt.Errorf("peer %s VTEP MAC %q: %w", pp.Peer, pp.VTEPMAC, err)
 	}
 	return vxlan.Peer{Name: pp.Peer, UnderlayIP: pp.VTEP, MAC: mac, OverlayIP: np.Facts.ProbeIP, Prefixes: pp.PodPrefixes}, nil
-}
-
-// handle mounts a handler on the status server (a no-op without one).
-func (a *Agent) handle(path string, h http.Handler) {
-	if a.mux != nil {
-		a.mux.Handle(path, h)
-	}
-}
-
-func (a *Agent) serveHTTP(ctx context.Context) error {
-	mux := http.NewServeMux()
-	a.mux = mux
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/status", a.serveStatus)
-	mux.HandleFunc("/plan.dot", a.servePlanDOT)
-	mux.HandleFunc("GET /bpf/fastpath", a.fast.serveStatus)
-	mux.HandleFunc("POST /bpf/fastpath/{state}", a.fast.serveSwitch)
-	l, err := net.Listen("tcp", a.cfg.MetricsAddr)
-	if err != nil {
-		return fmt.Errorf("listen for metrics on %s (change --metrics-addr): %w", a.cfg.MetricsAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	go func() { <-ctx.Done(); _ = srv.Close() }()
-	return nil
 }
 
 // nameSet is a concurrent set of node names.

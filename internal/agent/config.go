@@ -36,7 +36,10 @@ type Config struct {
 	// prunes the rest), and tmpfs spares every CNI ADD a disk fsync.
 	IPAMDir     string
 	CNISocket   string
-	MetricsAddr string // /metrics, /status, /healthz; empty disables
+	MetricsAddr string // read-only GET /metrics, /status, /healthz; empty disables
+	// ControlSocket serves the same reads plus the run-time switches (POST),
+	// root-only: the TCP listener refuses every switch.
+	ControlSocket string
 
 	UnderlayIP   netip.Addr // empty: the source address of the default route's link
 	UnderlayLink string     // empty: the default route's link
@@ -67,6 +70,10 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
+// DefaultControlSocket is where the agent serves its run-time switches
+// (`strata fastpath on|off`) and `strata` finds them.
+const DefaultControlSocket = "/run/strata/agent.sock"
+
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
 	if c.StateDir == "" {
@@ -77,6 +84,9 @@ func (c *Config) Defaults() {
 	}
 	if c.CNISocket == "" {
 		c.CNISocket = "/run/strata/cni.sock"
+	}
+	if c.ControlSocket == "" {
+		c.ControlSocket = DefaultControlSocket
 	}
 	if c.VNI == 0 {
 		c.VNI = 1

@@ -610,13 +610,9 @@ func (s FastPathStatus) BPFStatus() bpf.Status {
 func (f *podFastpath) serveStatus(w http.ResponseWriter, _ *http.Request) { writeJSON(w, f.status()) }
 
 // serveSwitch answers POST /bpf/fastpath/{state} (on or off), the run-time
-// switch behind `strata fastpath on|off`. The status server may listen on
-// every address, so the switch answers only callers on this node.
+// switch behind `strata fastpath on|off`. It is mounted only on the
+// root-only control socket (startHTTP).
 func (f *podFastpath) serveSwitch(w http.ResponseWriter, r *http.Request) {
-	if !fromThisNode(r) {
-		http.Error(w, "the fast-path switch only answers callers on the node itself: run `strata fastpath on|off` on the node", http.StatusForbidden)
-		return
-	}
 	var on bool
 	switch r.PathValue("state") {
 	case "on":
@@ -631,24 +627,4 @@ func (f *podFastpath) serveSwitch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.serveStatus(w, r)
-}
-
-// fromThisNode is true for a caller on loopback, or one whose address is
-// the very address it connected to (a connection the node made to itself,
-// e.g. to a --metrics-addr bound to one address). A pod or another host has
-// an address of its own.
-func fromThisNode(r *http.Request) bool {
-	remote, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	if remote.Addr().Unmap().IsLoopback() {
-		return true
-	}
-	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !ok {
-		return false
-	}
-	l, err := netip.ParseAddrPort(local.String())
-	return err == nil && l.Addr().Unmap() == remote.Addr().Unmap()
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/strata-net/strata/bpf"
@@ -209,16 +209,27 @@ func (n *fastpathNode) ping(from string, to netip.Addr, args ...string) error {
 	return nil
 }
 
-func (n *fastpathNode) switchTo(state string) {
+// switchTo flips the run-time switch through the agent's control socket,
+// as `strata fastpath on|off` does.
+func (n *fastpathNode) switchTo(c *http.Client, state string) {
 	n.t.Helper()
-	req := httptest.NewRequest(http.MethodPost, "/bpf/fastpath/"+state, nil)
-	req.RemoteAddr = "127.0.0.1:40000"
-	req.SetPathValue("state", state)
-	w := httptest.NewRecorder()
-	n.fast.serveSwitch(w, req)
-	if w.Code != http.StatusOK {
-		n.t.Fatalf("POST /bpf/fastpath/%s: %d %s", state, w.Code, w.Body)
+	if code, body := call(n.t, c, http.MethodPost, "http://agent/bpf/fastpath/"+state); code != http.StatusOK {
+		n.t.Fatalf("POST /bpf/fastpath/%s on the control socket: %d %s", state, code, body)
 	}
+}
+
+// serveHTTP starts the agent's status listener and control socket over
+// this node's fast path.
+func (n *fastpathNode) serveHTTP() *agentHTTP {
+	a := &Agent{cfg: Config{NodeName: "node", MetricsAddr: "127.0.0.1:0", ControlSocket: filepath.Join(n.t.TempDir(), "agent.sock")},
+		reg: prometheus.NewRegistry(), log: slog.Default(), fast: n.fast}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.t.Cleanup(cancel)
+	h, err := a.startHTTP(ctx, defaultHTTPLimits)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return h
 }
 
 func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
@@ -249,24 +260,26 @@ func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
 	})
 
 	t.Run("the run-time switch loses no ping", func(t *testing.T) {
-		// Non-loopback callers are refused.
-		req := httptest.NewRequest(http.MethodPost, "/bpf/fastpath/off", nil)
-		req.SetPathValue("state", "off")
-		w := httptest.NewRecorder()
-		n.fast.serveSwitch(w, req)
-		if w.Code != http.StatusForbidden || !n.fast.enabled() {
-			t.Fatalf("a remote switch must be refused: %d, enabled %v", w.Code, n.fast.enabled())
+		// The TCP status listener refuses the switch; the socket takes it.
+		h := n.serveHTTP()
+		code, body := call(t, http.DefaultClient, http.MethodPost, "http://"+h.tcp.String()+"/bpf/fastpath/off")
+		if code != http.StatusMethodNotAllowed || !n.fast.enabled() {
+			t.Fatalf("a switch over TCP must be refused: %d %s, enabled %v", code, body, n.fast.enabled())
 		}
+		sock := unixClient(h.control)
 		pinged := make(chan error, 1)
 		go func() { pinged <- n.ping("poda", ipB, "-c", "200", "-i", "0.01") }()
 		for i := 0; i < 6; i++ {
 			time.Sleep(150 * time.Millisecond) // spread the flips over the ping run
-			n.switchTo([]string{"off", "on"}[i%2])
+			n.switchTo(sock, []string{"off", "on"}[i%2])
 		}
 		if err := <-pinged; err != nil {
 			t.Fatal(err)
 		}
-		n.switchTo("off")
+		n.switchTo(sock, "off")
+		if n.fast.enabled() {
+			t.Fatal("switched off over the control socket, the fast path still forwards")
+		}
 		before, _ := n.fast.fp.Counters()
 		if err := n.ping("poda", ipB, "-c", "5", "-i", "0.05"); err != nil {
 			t.Fatalf("with the fast path off: %v", err)
@@ -276,7 +289,7 @@ func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
 			t.Fatalf("switched off, the pings must take the stack: local %d -> %d, disabled %d -> %d",
 				before.Paths["local"].Packets, after.Paths["local"].Packets, before.Paths["disabled"].Packets, after.Paths["disabled"].Packets)
 		}
-		n.switchTo("on")
+		n.switchTo(sock, "on")
 	})
 
 	t.Run("DEL removes the pod's entries", func(t *testing.T) {

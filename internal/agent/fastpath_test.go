@@ -1,12 +1,8 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -47,18 +43,5 @@ func TestFastpathOnWithoutSupportRefusesToStart(t *testing.T) {
 	}
 	if st := f.status(); st.Active || st.Setting != "off" || !strings.Contains(st.BPFStatus().Reason, "switched off by configuration") {
 		t.Fatalf("status %+v", st)
-	}
-}
-
-func TestFastpathSwitchOnlyFromThisNode(t *testing.T) {
-	local := &net.TCPAddr{IP: net.ParseIP("10.255.0.2"), Port: 9253}
-	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "[::1]:5000": true, "[::ffff:127.0.0.1]:1": true,
-		"10.255.0.2:41000": true, "10.255.0.3:41000": false, "192.0.2.1:5000": false, "garbage": false} {
-		r := httptest.NewRequest("POST", "/bpf/fastpath/off", nil)
-		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
-		r.RemoteAddr = addr
-		if got := fromThisNode(r); got != want {
-			t.Errorf("%s to %s: this node %v, want %v", addr, local, got, want)
-		}
 	}
 }

@@ -35,7 +35,7 @@ func newBGPCmd() *cobra.Command {
 			return nil
 		},
 	}
-	peers.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", "the agent's --metrics-addr")
+	peers.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", agentFlagHelp)
 	peers.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	cmd.AddCommand(peers)
 	return cmd

@@ -25,8 +25,9 @@ fastpath off switches it off at once without a restart: the programs stay
 attached but hand every packet to the kernel, so pod traffic takes plain
 routing and no connection is lost. fastpath on switches it back. The switch
 lasts until the agent restarts; --bpf-fastpath is the lasting setting. The
-agent accepts the switch only from the node itself (loopback, or the address
-it listens on), so run it on the node.`,
+agent takes switches only on its root-only unix socket (--control-socket,
+default ` + agent.DefaultControlSocket + `), so run this as root on the node; its TCP
+status listener answers read-only GETs and refuses every switch.`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -47,6 +48,6 @@ it listens on), so run it on the node.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", "the agent's --metrics-addr")
+	cmd.Flags().StringVar(&addr, "agent", agent.DefaultControlSocket, agentFlagHelp+" (switches need the socket)")
 	return cmd
 }

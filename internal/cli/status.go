@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -50,10 +55,12 @@ unreachable) and the reason.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", "the agent's --metrics-addr")
+	cmd.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", agentFlagHelp)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	return cmd
 }
+
+const agentFlagHelp = "the agent: its --metrics-addr as host:port or http://host:port, or its --control-socket path"
 
 func fetchStatus(ctx context.Context, addr string) (agent.Status, []byte, error) {
 	var st agent.Status
@@ -67,17 +74,71 @@ func getAgentJSON(ctx context.Context, addr, path string, v any, hint string) ([
 	return agentJSON(ctx, http.MethodGet, addr, path, v, hint)
 }
 
+// agentEndpoint is where `strata` reaches the agent: its TCP status
+// listener (host:port or an http:// URL) or a unix socket (a path, or
+// unix:///path), the control socket that also takes the switches.
+type agentEndpoint struct {
+	base   string // URL prefix the paths are appended to
+	socket string // unix socket path; "" for TCP
+	shown  string // what errors call it
+}
+
+// parseAgent accepts 10.255.0.4:9253, http://10.255.0.4:9253[/],
+// /run/strata/agent.sock and unix:///run/strata/agent.sock.
+func parseAgent(s string) (agentEndpoint, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return agentEndpoint{}, errors.New("--agent is empty: give host:port (the agent's --metrics-addr), an http:// URL or the control socket's path")
+	case strings.HasPrefix(s, "unix://"):
+		return parseAgent(strings.TrimPrefix(s, "unix://"))
+	case strings.HasPrefix(s, "/"):
+		return agentEndpoint{base: "http://agent", socket: s, shown: s}, nil
+	case strings.Contains(s, "://"):
+		u, err := url.Parse(s)
+		if err != nil {
+			return agentEndpoint{}, fmt.Errorf("--agent %q: %w", s, err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
+			return agentEndpoint{}, fmt.Errorf("--agent %q: want http://host:port, host:port or a unix socket path", s)
+		}
+		base := strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/")
+		return agentEndpoint{base: base, shown: base}, nil
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return agentEndpoint{}, fmt.Errorf("--agent %q: want host:port (e.g. 127.0.0.1:9253), an http:// URL or a unix socket path: %w", s, err)
+	}
+	return agentEndpoint{base: "http://" + s, shown: s}, nil
+}
+
+func (e agentEndpoint) client() *http.Client {
+	if e.socket == "" {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", e.socket)
+	}}}
+}
+
 // agentJSON calls one of the agent's JSON endpoints with method.
 func agentJSON(ctx context.Context, method, addr, path string, v any, hint string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	ep, err := parseAgent(addr)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, ep.base+path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", addr, err)
+		return nil, err
+	}
+	resp, err := ep.client().Do(req)
+	if err != nil {
+		if ep.socket != "" && errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("ask the agent on %s: %w (the control socket is root-only: run as root, or pass --agent 127.0.0.1:9253 for the read-only status)", ep.shown, err)
+		}
+		return nil, fmt.Errorf("ask the agent at %s (is strata-agent running? see --agent): %w", ep.shown, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
@@ -85,7 +146,7 @@ func agentJSON(ctx context.Context, method, addr, path string, v any, hint strin
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return raw, fmt.Errorf("agent at %s answered %s for %s (%s): %s", addr, resp.Status, path, hint, raw)
+		return raw, fmt.Errorf("agent at %s answered %s for %s (%s): %s", ep.shown, resp.Status, path, hint, bytes.TrimSpace(raw))
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return raw, fmt.Errorf("decode %s: %w", path, err)

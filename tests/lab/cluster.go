@@ -125,6 +125,7 @@ func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
 	}
 	argv := []string{l.agentBin("strata-agent"), "--node-name", n.Name, "--kubeconfig", kubeconfig,
 		"--state-dir", dir, "--ipam-dir", filepath.Join(dir, "ipam"), "--cni-socket", l.socket(n.Name),
+		"--control-socket", filepath.Join(dir, "agent.sock"),
 		"--metrics-addr", net.JoinHostPort(l.spec.MgmtAddr(i+1).String(), "9253"),
 		"--gossip-key-file", key, "--underlay-link", "eth0", "--hold-down", "3s"}
 	if n.ASN != 0 {
