@@ -285,28 +285,40 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout())
 	defer cancel()
-	// Host links of attachments that are going away are removed first, so
-	// no released address stays routed.
-	live, err := client(conf).GC(ctx, valid)
+	// DEL's order for each stale attachment: its host links first, then its
+	// address, so no released address is still routed to an old link. One
+	// whose links cannot be removed keeps its address until the next GC.
+	c := client(conf)
+	stale, err := c.Stale(ctx, valid)
 	if err != nil {
-		return agentError("garbage-collect allocations", conf, err)
+		return agentError("list stale allocations", conf, err)
 	}
 	var errs []error
-	for _, a := range live.Released {
-		switch a.Datapath {
-		case role.DatapathVethRouted, "":
-			if err := removeHostVeth(hostVethName(a.ContainerID, a.IfName)); err != nil {
-				errs = append(errs, err)
-			}
-		case role.DatapathIPVlan:
-			// either wired as ipvlan, or veth-routed where the kernel had no ipvlan
-			errs = append(errs, removeHostVeth(hostVethName(a.ContainerID, a.IfName)), teardownByAllocation(a))
+	for _, a := range stale {
+		if err := removeHostLinks(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s/%s kept its address %s: %w", a.ContainerID, a.IfName, a.Addr, err))
+			continue
+		}
+		if _, err := c.Del(ctx, wire.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}); err != nil {
+			return agentError("release the address of "+a.ContainerID+"/"+a.IfName, conf, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return types.NewError(types.ErrInternal, fmt.Sprintf("GC released the addresses but left host links: %v", err), "run GC again")
+		return types.NewError(types.ErrInternal, fmt.Sprintf("GC could not remove some host links: %v", err), "run GC again")
 	}
 	return nil
+}
+
+// removeHostLinks removes what ADD left on the node for a, whose pod
+// namespace may be gone.
+func removeHostLinks(a wire.Allocation) error {
+	switch a.Datapath {
+	case role.DatapathIPVlan:
+		// either wired as ipvlan, or veth-routed where the kernel had no ipvlan
+		return errors.Join(removeHostVeth(hostVethName(a.ContainerID, a.IfName)), teardownByAllocation(a))
+	default:
+		return removeHostVeth(hostVethName(a.ContainerID, a.IfName))
+	}
 }
 
 func cmdStatus(args *skel.CmdArgs) error {

@@ -285,13 +285,17 @@ func (s *Server) gc(ctx context.Context, body []byte) (any, error) {
 		if valid[wire.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] {
 			continue
 		}
+		if req.DryRun {
+			resp.Released = append(resp.Released, wire.FromRole(a))
+			continue
+		}
 		if err := s.role.Release(ctx, a.ContainerID, a.IfName); err != nil {
 			errs = append(errs, fmt.Errorf("release %s/%s: %w", a.ContainerID, a.IfName, err))
 			continue
 		}
 		resp.Released = append(resp.Released, wire.FromRole(a))
 	}
-	if len(resp.Released) > 0 {
+	if len(resp.Released) > 0 && !req.DryRun {
 		s.log.Info("CNI GC released stale allocations", "count", len(resp.Released))
 	}
 	return resp, errors.Join(errs...)

@@ -88,7 +88,17 @@ func TestVerbs(t *testing.T) {
 	if st, err := c.Status(ctx(t)); err != nil || st.Ready || st.Code != wire.CodeNoAddresses {
 		t.Fatalf("status when full: %+v %v", st, err)
 	}
-	gc, err := c.GC(ctx(t), []wire.Attachment{{ContainerID: "c1", IfName: "eth0"}, {ContainerID: "c3", IfName: "eth0"}})
+	keep := []wire.Attachment{{ContainerID: "c1", IfName: "eth0"}, {ContainerID: "c3", IfName: "eth0"}}
+	// GC's dry run lists the stale attachments and releases none: the
+	// plugin removes their links before it releases them (DEL's order).
+	stale, err := c.Stale(ctx(t), keep)
+	if err != nil || len(stale) != 3 {
+		t.Fatalf("stale: %+v %v, want c2, c4, c5", stale, err)
+	}
+	if all, _ := ipam.Allocations(ctx(t)); len(all) != 5 {
+		t.Fatalf("the dry run released addresses: %d allocations left, want 5", len(all))
+	}
+	gc, err := c.GC(ctx(t), keep)
 	if err != nil || len(gc.Released) != 3 {
 		t.Fatalf("gc: %+v %v", gc, err)
 	}

@@ -146,6 +146,14 @@ func (c *Client) GC(ctx context.Context, valid []Attachment) (GCResponse, error)
 	return r, err
 }
 
+// Stale lists the allocations not in valid without releasing any (GC's
+// dry run).
+func (c *Client) Stale(ctx context.Context, valid []Attachment) ([]Allocation, error) {
+	var r GCResponse
+	err := c.do(ctx, PathGC, GCRequest{Valid: valid, DryRun: true}, &r)
+	return r.Released, err
+}
+
 // Status asks whether the role can allocate.
 func (c *Client) Status(ctx context.Context) (StatusResponse, error) {
 	var r StatusResponse

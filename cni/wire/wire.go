@@ -93,8 +93,12 @@ func FromRole(a role.Allocation) Allocation {
 type DelResponse struct{}
 
 // GCRequest lists the attachments that stay; every other allocation goes.
+// With DryRun the agent only lists what would go (GCResponse.Released is
+// then the stale allocations, still held): the plugin removes their host
+// links first and releases each with DEL, in DEL's own order.
 type GCRequest struct {
-	Valid []Attachment `json:"valid"`
+	Valid  []Attachment `json:"valid"`
+	DryRun bool         `json:"dryRun,omitempty"`
 }
 
 // GCResponse lists the allocations GC released.
