@@ -29,7 +29,7 @@ func killConfig() cloudnode.Config {
 	cfg := managerConfig()
 	// a small pool that churns: refills and idle releases at every step
 	cfg.MinIdle, cfg.MaxIdle, cfg.WarmUp, cfg.BatchSize = 2, 4, 2, 2
-	cfg.IdleRelease = time.Millisecond
+	cfg.IdleReclaimAfter = time.Millisecond
 	return cfg
 }
 

@@ -14,7 +14,7 @@ import (
 // races a create or an assign of this manager.
 func (m *Manager) run(ctx context.Context) {
 	defer close(m.done)
-	tick := time.NewTicker(min(m.cfg.IdleRelease/4+time.Millisecond, 10*time.Second))
+	tick := time.NewTicker(min(m.cfg.IdleReclaimAfter/4+time.Millisecond, 10*time.Second))
 	defer tick.Stop()
 	lastResync := time.Now()
 	for {
@@ -329,7 +329,7 @@ func (m *Manager) trim(ctx context.Context) error {
 		m.mu.Unlock()
 		return nil
 	}
-	cutoff := time.Now().Add(-m.cfg.IdleRelease)
+	cutoff := time.Now().Add(-m.cfg.IdleReclaimAfter)
 	byENI := map[string][]netip.Addr{}
 	var pick string
 	for ip, f := range m.free {

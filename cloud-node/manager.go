@@ -64,6 +64,32 @@ type ENIDatapath interface {
 	Prune(ctx context.Context, keep map[netip.Addr]bool) error
 }
 
+// WarmPool sizes the pool of free secondary IPs a node keeps ready, so a
+// pod's address never waits for the cloud. The names map onto Terway's
+// eni_conf: MinIdle is min_pool_size, MaxIdle max_pool_size,
+// IdleReclaimAfter idle_ip_reclaim_after.
+type WarmPool struct {
+	// MinIdle: below this many free IPs the pool refills (one batch per call).
+	MinIdle int
+	// MaxIdle: free IPs above this go back to the cloud once they have been
+	// idle IdleReclaimAfter. 0 takes max(MinIdle, 2 x BatchSize).
+	MaxIdle int
+	// WarmUp is how many free IPs Start fills before the role reports ready.
+	WarmUp int
+	// IdleReclaimAfter is how long an IP above MaxIdle stays idle before it
+	// is unassigned. 0 takes DefaultWarmPool's.
+	IdleReclaimAfter time.Duration
+}
+
+// DefaultWarmPool is the pool the product ships: the agent's flag defaults,
+// the Helm values and the eni benchmark all take it from here. MinIdle 5
+// keeps a burst of pods off the cloud's latency; MaxIdle 20 is MinIdle plus
+// more than one batch of 10, so a refill never overshoots into an immediate
+// reclaim; WarmUp 10 is one AssignPrivateIpAddresses call; idle IPs go back
+// after 10 minutes, which rides out a rolling update without churning
+// vSwitch addresses.
+var DefaultWarmPool = WarmPool{MinIdle: 5, MaxIdle: 20, WarmUp: 10, IdleReclaimAfter: 10 * time.Minute}
+
 // Config configures the ENI manager.
 type Config struct {
 	ClusterID    string
@@ -74,10 +100,8 @@ type Config struct {
 	PodVSwitchIDs   []string
 	SecurityGroupID string
 
-	// Warm pool: keep at least MinIdle free IPs, release idle ones above
-	// MaxIdle after IdleRelease, and fill to WarmUp at start.
-	MinIdle, MaxIdle, WarmUp int
-	IdleRelease              time.Duration
+	// WarmPool sizes the pool of free IPs (DefaultWarmPool is what ships).
+	WarmPool
 	// BatchSize is IPs per AssignPrivateIpAddresses call (ECS allows 10).
 	BatchSize int
 	// MaxENIs caps secondary ENIs (0: the instance type's quota).
@@ -135,8 +159,8 @@ func (c *Config) defaults() error {
 	if c.MinIdle < 0 || c.MaxIdle < c.MinIdle || c.WarmUp < 0 {
 		errs = append(errs, fmt.Errorf("pool sizes need 0 <= MinIdle (%d) <= MaxIdle (%d) and WarmUp (%d) >= 0", c.MinIdle, c.MaxIdle, c.WarmUp))
 	}
-	if c.IdleRelease == 0 {
-		c.IdleRelease = 10 * time.Minute
+	if c.IdleReclaimAfter == 0 {
+		c.IdleReclaimAfter = DefaultWarmPool.IdleReclaimAfter
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 200 * time.Millisecond

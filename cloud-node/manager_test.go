@@ -64,8 +64,8 @@ func newAPI(t *testing.T, url string, timeout time.Duration) *ecsapi.Client {
 
 func managerConfig() cloudnode.Config {
 	return cloudnode.Config{ClusterID: "c1", InstanceID: "i-node1", InstanceType: "ecs.g7.xlarge",
-		PodVSwitchIDs: []string{"vsw-pod"}, MinIdle: 5, MaxIdle: 15, WarmUp: 10,
-		IdleRelease: time.Hour, PollInterval: 10 * time.Millisecond, AttachTimeout: 30 * time.Second}
+		PodVSwitchIDs: []string{"vsw-pod"}, WarmPool: cloudnode.WarmPool{MinIdle: 5, MaxIdle: 15, WarmUp: 10, IdleReclaimAfter: time.Hour},
+		PollInterval: 10 * time.Millisecond, AttachTimeout: 30 * time.Second}
 }
 
 func (e *env) manager(t *testing.T, cfg cloudnode.Config, api *ecsapi.Client) *cloudnode.Manager {
@@ -157,7 +157,7 @@ func account(t *testing.T, e *env, m *cloudnode.Manager) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	_, err := cloudnode.NewManager(cloudnode.Config{BatchSize: 11, MinIdle: 5, MaxIdle: 1}, nil, nil, nil)
+	_, err := cloudnode.NewManager(cloudnode.Config{BatchSize: 11, WarmPool: cloudnode.WarmPool{MinIdle: 5, MaxIdle: 1}}, nil, nil, nil)
 	if err == nil {
 		t.Fatal("want an error")
 	}
@@ -214,7 +214,7 @@ func TestAllocateFromWarmPoolNeverCallsCloud(t *testing.T) {
 func TestFortyPodsAndRefill(t *testing.T) {
 	e := newEnv(t, nil)
 	cfg := managerConfig()
-	cfg.IdleRelease = 50 * time.Millisecond
+	cfg.IdleReclaimAfter = 50 * time.Millisecond
 	m := e.manager(t, cfg, nil)
 	defer m.Stop(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -288,7 +288,7 @@ func faultCycles(t *testing.T, prefixes bool) {
 	// a tiny pool with a short idle time makes the cycles churn the cloud
 	// too: assigns and unassigns under throttling and time-outs
 	cfg.MinIdle, cfg.MaxIdle, cfg.WarmUp, cfg.BatchSize = 1, 2, 1, 2
-	cfg.IdleRelease = time.Millisecond
+	cfg.IdleReclaimAfter = time.Millisecond
 	cfg.IPv4Prefixes = prefixes
 	m := e.manager(t, cfg, api)
 	defer m.Stop(context.Background())
@@ -539,7 +539,7 @@ func TestPluginFallbackGatewayIsPodGateway(t *testing.T) {
 func TestPrefixPool(t *testing.T) {
 	e := newEnv(t, nil)
 	cfg := managerConfig()
-	cfg.IPv4Prefixes, cfg.IdleRelease, cfg.MaxIdle = true, 50*time.Millisecond, 16
+	cfg.IPv4Prefixes, cfg.IdleReclaimAfter, cfg.MaxIdle = true, 50*time.Millisecond, 16
 	m := e.manager(t, cfg, nil)
 	defer m.Stop(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

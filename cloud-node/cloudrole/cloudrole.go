@@ -41,11 +41,10 @@ type Options struct {
 
 	PodVSwitchIDs   []string
 	SecurityGroupID string
-	MinIdle         int
-	MaxIdle         int
-	WarmUp          int
-	IdleRelease     time.Duration
-	MTU             int
+	// Pool sizes the warm pool; the zero value keeps no idle IPs, so callers
+	// start from cloudnode.DefaultWarmPool.
+	Pool cloudnode.WarmPool
+	MTU  int
 	// IPv4Prefixes makes the pool use /28 prefixes (cloudnode.Config.IPv4Prefixes).
 	IPv4Prefixes bool
 	// HostBound are destinations pods reach via the host (service CIDR,
@@ -95,7 +94,7 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 	m, err := cloudnode.NewManager(cloudnode.Config{
 		ClusterID: o.ClusterID, InstanceID: in.ID, InstanceType: in.Type,
 		PodVSwitchIDs: o.PodVSwitchIDs, SecurityGroupID: o.SecurityGroupID,
-		MinIdle: o.MinIdle, MaxIdle: o.MaxIdle, WarmUp: o.WarmUp, IdleRelease: o.IdleRelease, MTU: o.MTU, IPv4Prefixes: o.IPv4Prefixes,
+		WarmPool: o.Pool, MTU: o.MTU, IPv4Prefixes: o.IPv4Prefixes,
 		IPVlan: o.DetectIPVlan(), HostBound: slices.Clone(o.HostBound), VPCCIDR: in.VPCCIDR,
 		ReadyMAC: func(ctx context.Context, mac string) (bool, error) {
 			macs, err := md.MACs(ctx)

@@ -106,7 +106,7 @@ func (cl *cloudLab) start(t *testing.T, host, instance string) *cloudnode.Manage
 	}
 	dp := &datapath.Node{NS: &ns, HostBound: []netip.Prefix{serviceCIDR, edgePods}}
 	m, err := cloudnode.NewManager(cloudnode.Config{ClusterID: "lab", InstanceID: in.ID, InstanceType: in.Type,
-		PodVSwitchIDs: []string{"vsw-pod"}, MinIdle: 5, MaxIdle: 20, WarmUp: 10, IdleRelease: time.Hour,
+		PodVSwitchIDs: []string{"vsw-pod"}, WarmPool: cloudnode.WarmPool{MinIdle: 5, MaxIdle: 20, WarmUp: 10, IdleReclaimAfter: time.Hour},
 		PollInterval: 20 * time.Millisecond, IPVlan: ipvlan,
 		ReadyMAC: func(ctx context.Context, mac string) (bool, error) {
 			macs, err := md.MACs(ctx)

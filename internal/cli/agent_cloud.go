@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	cloudnode "github.com/strata-net/strata/cloud-node"
 	"github.com/strata-net/strata/cloud-node/cloudrole"
 	"github.com/strata-net/strata/cloud-node/metadata"
 	"github.com/strata-net/strata/internal/agent"
@@ -23,9 +24,7 @@ type cloudFlags struct {
 	clusterID      string
 	podVSwitches   []string
 	securityGroup  string
-	minIdle        int
-	maxIdle        int
-	idleRelease    time.Duration
+	pool           cloudnode.WarmPool
 	ipv4Prefixes   bool
 	hostBoundFlags []string
 	hostBound      []netip.Prefix
@@ -37,14 +36,23 @@ func (c *cloudFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.clusterID, "cluster-id", "strata", "tag on the ENIs this cluster creates (GC only touches its own)")
 	f.StringSliceVar(&c.podVSwitches, "pod-vswitches", nil, "vSwitch IDs pod ENIs are created in (default: the node's)")
 	f.StringVar(&c.securityGroup, "security-group", "", "security group for pod ENIs (default: the node's)")
-	f.IntVar(&c.minIdle, "eni-min-idle", 0, "warm pool: idle IPs kept ready (0: role default)")
-	f.IntVar(&c.maxIdle, "eni-max-idle", 0, "warm pool: idle IPs above which extras are released (0: role default)")
-	f.DurationVar(&c.idleRelease, "eni-idle-release", 0, "how long an idle IP above max stays before release (0: role default)")
+	// the warm pool, as Terway's min_pool_size, max_pool_size and idle_ip_reclaim_after
+	d := cloudnode.DefaultWarmPool
+	f.IntVar(&c.pool.MinIdle, "eni-min-idle", d.MinIdle, "warm pool: free pod IPs kept ready; below this the pool refills (Terway min_pool_size)")
+	f.IntVar(&c.pool.MaxIdle, "eni-max-idle", d.MaxIdle, "warm pool: free pod IPs above this go back to the cloud after --eni-idle-reclaim-after (Terway max_pool_size)")
+	f.IntVar(&c.pool.WarmUp, "eni-warm-up", d.WarmUp, "warm pool: free pod IPs filled at start, before the node takes pods")
+	f.DurationVar(&c.pool.IdleReclaimAfter, "eni-idle-reclaim-after", d.IdleReclaimAfter, "warm pool: how long a free IP above --eni-max-idle stays idle before it is released (Terway idle_ip_reclaim_after)")
+	f.DurationVar(&c.pool.IdleReclaimAfter, "eni-idle-release", d.IdleReclaimAfter, "")
+	_ = f.MarkDeprecated("eni-idle-release", "use --eni-idle-reclaim-after")
 	f.BoolVar(&c.ipv4Prefixes, "eni-ipv4-prefixes", false, "warm pool: assign /28 IPv4 prefixes to ENIs instead of single secondary IPs (16 addresses per prefix, up to 10 prefixes per call, one route per /28; the vSwitch needs free aligned /28s)")
 	f.StringSliceVar(&c.hostBoundFlags, "host-bound-cidrs", []string{"10.96.0.0/12"}, "destinations cloud pods reach through the host, not the ENI gateway (service CIDR)")
 }
 
 func (c *cloudFlags) parse() error {
+	if p := c.pool; p.MinIdle < 0 || p.WarmUp < 0 || p.MaxIdle < p.MinIdle || p.IdleReclaimAfter <= 0 {
+		return fmt.Errorf("warm pool: want 0 <= --eni-min-idle (%d) <= --eni-max-idle (%d), --eni-warm-up (%d) >= 0 and --eni-idle-reclaim-after (%s) > 0",
+			p.MinIdle, p.MaxIdle, p.WarmUp, p.IdleReclaimAfter)
+	}
 	for _, s := range c.hostBoundFlags {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -80,7 +88,7 @@ func (c *cloudFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, er
 		ClusterID: c.clusterID, MetadataURL: c.metadataURL, Endpoint: c.endpoint,
 		AccessKeyID: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), AccessKeySecret: os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		PodVSwitchIDs: c.podVSwitches, SecurityGroupID: c.securityGroup,
-		MinIdle: c.minIdle, MaxIdle: c.maxIdle, IdleRelease: c.idleRelease, IPv4Prefixes: c.ipv4Prefixes, MTU: env.PodMTU,
+		Pool: c.pool, IPv4Prefixes: c.ipv4Prefixes, MTU: env.PodMTU,
 		HostBound: c.hostBound, StateDir: env.IPAMDir, Registry: env.Registry, Logger: env.Logger,
 	})
 }
