@@ -9,8 +9,8 @@ package probe
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -180,21 +181,59 @@ type Prober struct {
 
 	mu       sync.Mutex
 	facts    topology.NodeFacts
-	peers    map[string]topology.NodeFacts // alive members with facts
-	byPool   map[string][]string           // sorted names with a probe IP, rebuilt when dirty
+	peers    map[string]*peerState // alive members with readable facts
+	byPool   map[string][]string   // sorted names with a probe IP, rebuilt when dirty
 	dirty    bool
 	cursor   map[string]int
 	poolTurn int
 	seq      uint64
 	pending  map[uint64]pending
+	asked    map[string]bool // peers whose prefix request is queued for an answer
+
+	deliverMu sync.Mutex    // keeps OnFacts calls in the order of the state they report
+	requests  chan string   // peers asking for this node's prefix set
+	kick      chan struct{} // a peer's prefix set is wanted now
+	pulls     chan struct{} // bounds concurrent prefix requests
+
+	rejectedFacts   atomic.Uint64
+	rejectedReplies atomic.Uint64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
+// peerState is what the prober holds of one alive member.
+type peerState struct {
+	facts   topology.NodeFacts // the summary: no PodPrefixes
+	want    prefixSetRef       // the prefix set the summary names
+	have    []netip.Prefix     // the last prefix set received
+	haveRef prefixSetRef       // its digest
+	gen     uint64             // bumped with every summary
+	asked   time.Time          // last prefix request sent
+}
+
+func (ps *peerState) complete() bool { return ps.want == ps.haveRef }
+
 type pending struct {
-	to   string
-	sent time.Time
+	to    string
+	addr  netip.AddrPort // where the probe went: the only source a reply is taken from
+	nonce uint64
+	sent  time.Time
+}
+
+// Stats counts what the prober refused.
+type Stats struct {
+	// RejectedFacts: gossip metadata or messages that were unreadable,
+	// oversized, misnamed, or a prefix set that does not match its digest.
+	RejectedFacts uint64
+	// RejectedReplies: native probe replies from an address other than the
+	// one probed, or with a wrong nonce (forged or stray).
+	RejectedReplies uint64
+}
+
+// Stats returns the prober's counters.
+func (p *Prober) Stats() Stats {
+	return Stats{RejectedFacts: p.rejectedFacts.Load(), RejectedReplies: p.rejectedReplies.Load()}
 }
 
 // Start validates cfg, opens the sockets (in cfg.NS when set) and starts
@@ -204,8 +243,7 @@ func Start(cfg Config) (*Prober, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	p := &Prober{cfg: cfg, facts: cfg.Facts, peers: map[string]topology.NodeFacts{}, cursor: map[string]int{},
-		pending: map[uint64]pending{}, stop: make(chan struct{})}
+	p := newProber(cfg)
 	meta, err := encodeMeta(cfg.Facts)
 	if err != nil {
 		return nil, err
@@ -233,21 +271,18 @@ func Start(cfg Config) (*Prober, error) {
 		_ = p.conn.Close()
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
 	}
-	p.wg.Add(2)
+	p.wg.Add(4)
 	go p.readLoop()
 	go p.probeLoop()
+	go p.pullLoop()
+	go p.answerLoop()
 	return p, nil
 }
 
-func encodeMeta(f topology.NodeFacts) ([]byte, error) {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return nil, fmt.Errorf("encode node facts for gossip: %w", err)
-	}
-	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("node %s facts are %d bytes, over gossip's %d-byte metadata limit: publish pod prefixes (/28) rather than many /32s", f.Name, len(b), memberlist.MetaMaxSize)
-	}
-	return b, nil
+func newProber(cfg Config) *Prober {
+	return &Prober{cfg: cfg, facts: cfg.Facts, peers: map[string]*peerState{}, cursor: map[string]int{},
+		pending: map[uint64]pending{}, asked: map[string]bool{}, requests: make(chan string, 256),
+		kick: make(chan struct{}, 1), pulls: make(chan struct{}, 4), stop: make(chan struct{})}
 }
 
 func (p *Prober) memberlistConfig() (*memberlist.Config, error) {
@@ -380,10 +415,14 @@ func (p *Prober) Close() error {
 	return err
 }
 
-// Wire format of a probe: magic, kind (request/reply), sequence number.
+// Wire format of a probe: magic, kind (request/reply), sequence number,
+// nonce. The replier echoes the request. The nonce is random per probe and
+// a reply counts only if it comes from the address probed with the nonce
+// sent, so no host that did not receive the request can make a dead path
+// look healthy.
 const (
-	probeMagic = "STP1"
-	probeLen   = 4 + 1 + 8
+	probeMagic = "STP2"
+	probeLen   = 4 + 1 + 8 + 8
 	kindReq    = 0
 	kindReply  = 1
 )
@@ -412,16 +451,32 @@ func (p *Prober) readLoop() {
 			buf[4] = kindReply
 			_, _ = p.conn.WriteToUDPAddrPort(buf[:probeLen], from)
 		case kindReply:
-			seq := binary.BigEndian.Uint64(buf[5:probeLen])
-			p.mu.Lock()
-			pd, ok := p.pending[seq]
-			delete(p.pending, seq)
-			p.mu.Unlock()
-			if ok {
-				p.cfg.OnProbe(topology.ProbeResult{From: p.cfg.Facts.Name, To: pd.to, Kind: topology.ProbeNative, OK: true, At: time.Now()})
+			if to, ok := p.takeReply(buf[:probeLen], from); ok {
+				p.cfg.OnProbe(topology.ProbeResult{From: p.cfg.Facts.Name, To: to, Kind: topology.ProbeNative, OK: true, At: time.Now()})
 			}
 		}
 	}
+}
+
+// takeReply matches a reply with its pending probe: same sequence, same
+// nonce, from the address probed. Anything else is counted and dropped,
+// and leaves the probe pending (a forgery must not cancel the real reply).
+func (p *Prober) takeReply(b []byte, from netip.AddrPort) (string, bool) {
+	seq := binary.BigEndian.Uint64(b[5:13])
+	nonce := binary.BigEndian.Uint64(b[13:21])
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pd, ok := p.pending[seq]
+	if !ok {
+		return "", false // late (already expired) or unknown: not evidence either way
+	}
+	if pd.nonce != nonce || pd.addr != from {
+		p.rejectedReplies.Add(1)
+		return "", false
+	}
+	delete(p.pending, seq)
+	return pd.to, true
 }
 
 func (p *Prober) probeLoop() {
@@ -453,8 +508,8 @@ func (p *Prober) nextTargets() []target {
 	defer p.mu.Unlock()
 	if p.dirty || p.byPool == nil {
 		p.byPool = map[string][]string{}
-		for name, f := range p.peers {
-			if f.ProbeIP.IsValid() && f.Pool != "" {
+		for name, ps := range p.peers {
+			if f := ps.facts; f.ProbeIP.IsValid() && f.Pool != "" {
 				p.byPool[f.Pool] = append(p.byPool[f.Pool], name)
 			}
 		}
@@ -478,8 +533,8 @@ func (p *Prober) nextTargets() []target {
 		names := p.byPool[pool]
 		c := p.cursor[pool] % len(names)
 		p.cursor[pool] = c + 1
-		f := p.peers[names[c]]
-		out = append(out, target{name: names[c], addr: netip.AddrPortFrom(f.ProbeIP, uint16(p.cfg.ProbePort))})
+		f := p.peers[names[c]].facts
+		out = append(out, target{name: names[c], addr: netip.AddrPortFrom(f.ProbeIP.Unmap(), uint16(p.cfg.ProbePort))})
 	}
 	if len(pools) > 0 {
 		p.poolTurn = (p.poolTurn + perTick) % len(pools)
@@ -488,12 +543,13 @@ func (p *Prober) nextTargets() []target {
 }
 
 func (p *Prober) send(tg target, now time.Time) {
+	var b [probeLen]byte
+	_, _ = rand.Read(b[13:]) // crypto/rand never fails (Go 1.24+)
 	p.mu.Lock()
 	p.seq++
 	seq := p.seq
-	p.pending[seq] = pending{to: tg.name, sent: now}
+	p.pending[seq] = pending{to: tg.name, addr: tg.addr, nonce: binary.BigEndian.Uint64(b[13:]), sent: now}
 	p.mu.Unlock()
-	var b [probeLen]byte
 	copy(b[:], probeMagic)
 	b[4] = kindReq
 	binary.BigEndian.PutUint64(b[5:], seq)
@@ -517,7 +573,8 @@ func (p *Prober) expire(now time.Time) {
 	}
 }
 
-// delegate publishes this node's facts as memberlist metadata.
+// delegate publishes this node's facts as memberlist metadata and carries
+// prefix set requests and answers.
 type delegate struct{ p *Prober }
 
 func (d delegate) NodeMeta(limit int) []byte {
@@ -528,7 +585,7 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return slices.Clone(d.p.meta)
 }
-func (delegate) NotifyMsg([]byte)                           {}
+func (d delegate) NotifyMsg(b []byte)                       { d.p.handleMsg(b) }
 func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (delegate) LocalState(join bool) []byte                { return nil }
 func (delegate) MergeRemoteState(buf []byte, join bool)     {}
@@ -536,32 +593,197 @@ func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 // events turns membership changes into facts and node-IP liveness.
 type events struct{ p *Prober }
 
-func (e events) NotifyJoin(n *memberlist.Node)   { e.p.member(n, true) }
-func (e events) NotifyUpdate(n *memberlist.Node) { e.p.member(n, true) }
-func (e events) NotifyLeave(n *memberlist.Node)  { e.p.member(n, false) }
+func (e events) NotifyJoin(n *memberlist.Node)   { e.p.member(n.Name, n.Meta, true) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.p.member(n.Name, n.Meta, true) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.p.member(n.Name, n.Meta, false) }
 
-func (p *Prober) member(n *memberlist.Node, alive bool) {
-	if n.Name == p.cfg.Facts.Name {
+// member records a member's summary (or its leaving). Unreadable facts
+// are counted and ignored: they stop nothing else, and the member's last
+// good facts, if any, stay.
+func (p *Prober) member(name string, meta []byte, alive bool) {
+	if name == p.cfg.Facts.Name {
 		return
 	}
 	now := time.Now()
-	var f topology.NodeFacts
-	if alive {
-		if err := json.Unmarshal(n.Meta, &f); err != nil || f.Name != n.Name {
-			p.cfg.Logger.Warn("ignoring gossip member with unreadable facts", "node", n.Name, "err", err)
-			return
-		}
+	if !alive {
+		p.mu.Lock()
+		delete(p.peers, name)
+		p.dirty = true
+		p.mu.Unlock()
+		p.cfg.OnProbe(topology.ProbeResult{From: p.cfg.Facts.Name, To: name, Kind: topology.ProbeNodeIP, OK: false, At: now})
+		return
+	}
+	f, ref, inline, err := decodeMeta(name, meta)
+	if err != nil {
+		p.rejectedFacts.Add(1)
+		p.cfg.Logger.Warn("ignoring gossip member with unreadable facts", "node", name, "err", err)
+		return
 	}
 	p.mu.Lock()
-	if alive {
-		p.peers[n.Name] = f
-	} else {
-		delete(p.peers, n.Name)
+	ps := p.peers[name]
+	if ps == nil {
+		ps = &peerState{}
+		p.peers[name] = ps
 	}
+	ps.facts, ps.want = f, ref
+	ps.gen++
+	if inline != nil || ref.Count == 0 {
+		ps.have, ps.haveRef = inline, ref
+	}
+	gen, complete := ps.gen, ps.complete()
 	p.dirty = true
 	p.mu.Unlock()
-	if alive {
-		p.cfg.OnFacts(f)
+	if complete {
+		p.deliver(name, gen)
+	} else {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
 	}
-	p.cfg.OnProbe(topology.ProbeResult{From: p.cfg.Facts.Name, To: n.Name, Kind: topology.ProbeNodeIP, OK: alive, At: now})
+	p.cfg.OnProbe(topology.ProbeResult{From: p.cfg.Facts.Name, To: name, Kind: topology.ProbeNodeIP, OK: true, At: now})
+}
+
+// deliver reports a peer's complete facts if its state is still the one
+// numbered gen and its prefix set matches its summary.
+func (p *Prober) deliver(name string, gen uint64) {
+	p.deliverMu.Lock()
+	defer p.deliverMu.Unlock()
+	p.mu.Lock()
+	ps := p.peers[name]
+	if ps == nil || ps.gen != gen || !ps.complete() {
+		p.mu.Unlock()
+		return
+	}
+	f := ps.facts
+	f.PodPrefixes = slices.Clone(ps.have)
+	p.mu.Unlock()
+	p.cfg.OnFacts(f)
+}
+
+// handleMsg takes one user message from memberlist (already decrypted and
+// authenticated by the keyring). It never blocks: answers are queued.
+func (p *Prober) handleMsg(b []byte) {
+	req, set, ref, err := decodeMsg(b)
+	if err != nil {
+		p.rejectedFacts.Add(1)
+		p.cfg.Logger.Debug("ignoring gossip message", "err", err)
+		return
+	}
+	if req != nil {
+		p.mu.Lock()
+		queued := p.asked[req.From]
+		if !queued && len(p.asked) < cap(p.requests) {
+			p.asked[req.From] = true
+			p.requests <- req.From // cannot block: at most cap entries are queued
+		}
+		p.mu.Unlock()
+		return
+	}
+	// A prefix set is taken only when it is the one the owner's summary
+	// names: whoever sends it, it cannot be another.
+	p.mu.Lock()
+	ps := p.peers[set.Node]
+	if ps == nil || ref != ps.want {
+		p.mu.Unlock()
+		if ps != nil {
+			p.rejectedFacts.Add(1)
+			p.cfg.Logger.Debug("ignoring a prefix set its owner's summary does not name (stale or forged)", "node", set.Node)
+		}
+		return
+	}
+	ps.have, ps.haveRef = set.Prefixes, ref
+	gen := ps.gen
+	p.mu.Unlock()
+	p.deliver(set.Node, gen)
+}
+
+// prefixRetry is how long a prefix request may go unanswered before it is
+// sent again.
+const prefixRetry = time.Second
+
+// pullLoop asks each peer whose summary names a prefix set it does not
+// hold for that set, at most once per prefixRetry and peer, and at most
+// cap(p.pulls) at a time.
+func (p *Prober) pullLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+		now := time.Now()
+		var want []string
+		p.mu.Lock()
+		for name, ps := range p.peers {
+			if !ps.complete() && now.Sub(ps.asked) >= prefixRetry {
+				want = append(want, name)
+			}
+		}
+		p.mu.Unlock()
+		if len(want) == 0 {
+			continue
+		}
+		nodes := p.members()
+		for _, name := range want {
+			n, ok := nodes[name]
+			if !ok {
+				continue
+			}
+			select {
+			case p.pulls <- struct{}{}:
+			default:
+				continue // busy: the next round asks
+			}
+			p.mu.Lock()
+			if ps := p.peers[name]; ps != nil {
+				ps.asked = now
+			}
+			p.mu.Unlock()
+			p.wg.Add(1)
+			go func() {
+				defer func() { <-p.pulls; p.wg.Done() }()
+				if err := p.ml.SendReliable(n, encodeRequest(p.cfg.Facts.Name)); err != nil {
+					p.cfg.Logger.Debug("prefix set request failed; retrying", "peer", name, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// answerLoop sends this node's prefix set to each peer that asked.
+func (p *Prober) answerLoop() {
+	defer p.wg.Done()
+	for {
+		var to string
+		select {
+		case <-p.stop:
+			return
+		case to = <-p.requests:
+		}
+		p.mu.Lock()
+		delete(p.asked, to)
+		msg := encodePrefixSet(p.facts.Name, p.facts.PodPrefixes)
+		p.mu.Unlock()
+		n, ok := p.members()[to]
+		if !ok {
+			continue // not (or no longer) a member: no answer
+		}
+		if err := p.ml.SendReliable(n, msg); err != nil {
+			p.cfg.Logger.Debug("prefix set answer failed; the peer asks again", "peer", to, "err", err)
+		}
+	}
+}
+
+func (p *Prober) members() map[string]*memberlist.Node {
+	ms := p.ml.Members()
+	out := make(map[string]*memberlist.Node, len(ms))
+	for _, n := range ms {
+		out[n.Name] = n
+	}
+	return out
 }

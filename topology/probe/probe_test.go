@@ -2,8 +2,10 @@ package probe
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,12 +66,9 @@ func TestConfigValidation(t *testing.T) {
 	}
 	cfg := baseCfg()
 	cfg.Insecure = true
-	cfg.Facts.PodPrefixes = make([]netip.Prefix, 60)
-	for i := range cfg.Facts.PodPrefixes {
-		cfg.Facts.PodPrefixes[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 64, byte(i)}), 32)
-	}
-	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "metadata limit") {
-		t.Fatalf("oversized facts: %v", err)
+	cfg.Facts.PodPrefixes = podPrefixes(MaxPodPrefixes+1, 32)
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "over gossip's 4096") {
+		t.Fatalf("more pod prefixes than gossip carries: %v", err)
 	}
 }
 
@@ -87,10 +86,10 @@ func TestProbeRateScalesWithPoolsNotNodes(t *testing.T) {
 	}
 	// The scheduler really sends at most one probe per pool per tick: 100
 	// pools of 150 nodes → 100 targets per tick, each pool's members rotated.
-	p := &Prober{cfg: Config{Period: DefaultProbePeriod, MaxProbeRate: DefaultMaxProbeRate, ProbePort: 1}, peers: map[string]topology.NodeFacts{}, cursor: map[string]int{}, dirty: true}
+	p := &Prober{cfg: Config{Period: DefaultProbePeriod, MaxProbeRate: DefaultMaxProbeRate, ProbePort: 1}, peers: map[string]*peerState{}, cursor: map[string]int{}, dirty: true}
 	for i := range 15000 {
 		name := "node-" + strconv.Itoa(i)
-		p.peers[name] = topology.NodeFacts{Name: name, Pool: "pool-" + strconv.Itoa(i%100), ProbeIP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})}
+		p.peers[name] = &peerState{facts: topology.NodeFacts{Name: name, Pool: "pool-" + strconv.Itoa(i%100), ProbeIP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})}}
 	}
 	seen := map[string]int{}
 	for range 150 {
@@ -109,7 +108,7 @@ func TestProbeRateScalesWithPoolsNotNodes(t *testing.T) {
 	p.cfg.MaxProbeRate = 1000
 	for i := range 1000 {
 		name := "x-" + strconv.Itoa(i)
-		p.peers[name] = topology.NodeFacts{Name: name, Pool: "xpool-" + strconv.Itoa(i), ProbeIP: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}
+		p.peers[name] = &peerState{facts: topology.NodeFacts{Name: name, Pool: "xpool-" + strconv.Itoa(i), ProbeIP: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})}}
 	}
 	p.dirty = true
 	if tg := p.nextTargets(); len(tg) != 100 {
@@ -201,4 +200,104 @@ func FuzzParseKeyring(f *testing.F) {
 			t.Fatal("accepted keyring without a primary key")
 		}
 	})
+}
+
+// A native probe reply counts only from the address probed and with the
+// nonce sent. The probed node here never answers itself; it hands each
+// request to a forger on another address, or answers with a wrong nonce,
+// and an off-path host sprays guessed replies: none may count as success,
+// so the dead path stays dead. The control answers correctly and counts.
+func TestForgedProbeRepliesDoNotCount(t *testing.T) {
+	port := freeUDPPort(t)
+	type result struct{ ok, failed int }
+	var mu sync.Mutex
+	var res result
+	cfg := Config{Facts: topology.NodeFacts{Name: "a", Pool: "pa", ProbeIP: netip.MustParseAddr("127.0.2.1")},
+		BindAddr: "127.0.2.1", GossipPort: -1, Insecure: true, ProbePort: port, Timeout: 100 * time.Millisecond,
+		OnProbe: func(r topology.ProbeResult) {
+			if r.Kind != topology.ProbeNative || r.To != "b" {
+				return
+			}
+			mu.Lock()
+			if r.OK {
+				res.ok++
+			} else {
+				res.failed++
+			}
+			mu.Unlock()
+		}}
+	a, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	listen := func(ip string) *net.UDPConn {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip), Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	target := listen("127.0.2.2") // b's probe address: it receives the requests
+	forger := listen("127.0.2.3") // another host
+	a.mu.Lock()
+	a.peers["b"] = &peerState{facts: topology.NodeFacts{Name: "b", Pool: "pb", ProbeIP: netip.MustParseAddr("127.0.2.2")}}
+	a.dirty = true
+	a.mu.Unlock()
+	aAddr := &net.UDPAddr{IP: net.ParseIP("127.0.2.1"), Port: port}
+
+	run := func(name string, answer func(req []byte)) result {
+		mu.Lock()
+		res = result{}
+		mu.Unlock()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 64)
+			_ = target.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+			for {
+				n, _, err := target.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				if n == probeLen && buf[4] == kindReq {
+					reply := slices.Clone(buf[:n])
+					reply[4] = kindReply
+					answer(reply)
+				}
+			}
+		}()
+		<-done
+		time.Sleep(2 * cfg.Timeout) // the last probes expire
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("%s: %d ok, %d failed", name, res.ok, res.failed)
+		return res
+	}
+	before := a.Stats().RejectedReplies
+	if r := run("reply from another address", func(reply []byte) { _, _ = forger.WriteToUDP(reply, aAddr) }); r.ok != 0 || r.failed < 5 {
+		t.Errorf("replies forged from another address: %d counted ok, %d failed; want 0 ok", r.ok, r.failed)
+	}
+	if r := run("wrong nonce", func(reply []byte) { reply[probeLen-1] ^= 1; _, _ = target.WriteToUDP(reply, aAddr) }); r.ok != 0 || r.failed < 5 {
+		t.Errorf("replies with a wrong nonce: %d counted ok, %d failed; want 0 ok", r.ok, r.failed)
+	}
+	if r := run("off-path guesses", func(reply []byte) {
+		// It knows the format and guesses the sequence, not the nonce.
+		for d := range uint64(4) {
+			g := slices.Clone(reply)
+			binary.BigEndian.PutUint64(g[5:13], binary.BigEndian.Uint64(reply[5:13])+d)
+			binary.BigEndian.PutUint64(g[13:21], d)
+			_, _ = forger.WriteToUDP(g, aAddr)
+			_, _ = target.WriteToUDP(g, aAddr)
+		}
+	}); r.ok != 0 {
+		t.Errorf("guessed replies: %d counted ok", r.ok)
+	}
+	if got := a.Stats().RejectedReplies - before; got < 10 {
+		t.Errorf("%d forged replies counted as rejected, want every one seen", got)
+	}
+	if r := run("honest reply", func(reply []byte) { _, _ = target.WriteToUDP(reply, aAddr) }); r.ok < 5 {
+		t.Errorf("honest replies: %d ok, %d failed; the check refuses good replies too", r.ok, r.failed)
+	}
 }
