@@ -509,17 +509,18 @@ func (m *Manager) resync(ctx context.Context) error {
 	m.free = free
 	m.notify()
 	m.mu.Unlock()
-	var stale []string
+	// A listing that omits an ENI or an address is no proof it is gone:
+	// a live allocation is never dropped here, so when the address shows up
+	// again it is still the pod's, never back in the pool. It goes only
+	// with its pod (CNI DEL or GC).
+	var unlisted []string
 	for _, r := range recs {
 		if _, ok := cloud[r.Addr]; !ok && !unsettled[r.Meta["eni"]] {
-			stale = append(stale, r.Key())
-			if _, _, err := m.store.Release(StorePool, r.ContainerID, r.IfName); err != nil {
-				return err
-			}
+			unlisted = append(unlisted, r.Key())
 		}
 	}
-	if len(stale) > 0 {
-		m.log.Warn("dropped allocations whose IP the cloud no longer holds", "attachments", stale)
+	if len(unlisted) > 0 {
+		m.log.Warn("the cloud did not list these allocations' IPs; kept until their pods go", "attachments", unlisted)
 	}
 	if m.dp != nil {
 		keep := map[netip.Addr]bool{}

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -592,4 +593,45 @@ func TestPrefixPool(t *testing.T) {
 	// pool under MinIdle (or at most MaxIdle are idle)
 	waitFor(t, func() bool { return prefixes() <= 1 || m.Idle() <= cfg.MaxIdle }, "idle prefixes given back")
 	account(t, e, m)
+}
+
+// One DescribeNetworkInterfaces reply that omits an ENI frees nothing: the
+// pod's allocation stays, and when the ENI is listed again its address is
+// not back in the pool (before, the record was dropped and the next
+// resync handed the live address out again).
+func TestOmittedENIFreesNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	m := e.manager(t, managerConfig(), nil)
+	defer m.Stop(context.Background())
+	ctx := context.Background()
+	a, err := m.Allocate(ctx, req(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eni string
+	for _, x := range e.emu.ENIs() {
+		for _, ip := range x.Secondary {
+			if ip == a.Addr.Addr() {
+				eni = x.ID
+			}
+		}
+	}
+	e.emu.SetFaults(ecsemu.Faults{OmitENIs: []string{eni}})
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.emu.SetFaults(ecsemu.Faults{})
+	if err := m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(snap.Store, a.Addr.Addr()) {
+		t.Fatalf("pod's %s dropped from the store after one reply omitted ENI %s", a.Addr, eni)
+	}
+	if slices.Contains(snap.Free, a.Addr.Addr()) {
+		t.Fatalf("live pod address %s is back in the free pool: a duplicate IP", a.Addr)
+	}
 }

@@ -371,6 +371,9 @@ func (e *Emulator) describeENIs(p url.Values) (map[string]any, *APIError) {
 	e.mu.Lock()
 	var match []*ENI
 	for _, x := range e.enis {
+		if slices.Contains(e.faults.OmitENIs, x.ID) {
+			continue
+		}
 		if len(ids) > 0 && !slices.Contains(ids, x.ID) {
 			continue
 		}

@@ -68,6 +68,9 @@ type Faults struct {
 	Timeout      time.Duration
 	Latency      time.Duration
 	Actions      map[string]ActionFault
+	// OmitENIs are left out of every DescribeNetworkInterfaces reply, as an
+	// eventually consistent listing may do; the ENIs themselves stay.
+	OmitENIs []string
 }
 
 // Config configures an emulator.
