@@ -17,4 +17,7 @@ const (
 	ENI netlink.RouteProtocol = 204
 	// Native marks routes to peers' pod addresses over the native underlay.
 	Native netlink.RouteProtocol = 205
+	// WAN marks routes into the WireGuard WAN device (wan.Transport): a WAN
+	// peer's allowed prefixes, dev strata-wan.
+	WAN netlink.RouteProtocol = 206
 )
