@@ -38,7 +38,9 @@ func (t *tracker) snap() *linkSnap {
 	return &linkSnap{phase: t.phase, fails: t.downFails, since: t.downSince, healthySince: t.healthySince}
 }
 
-func (t *tracker) observe(ok bool, at time.Time, cfg Config) {
+// observe feeds one probe; k failures in a row take the link down, and it
+// comes back after hold healthy.
+func (t *tracker) observe(ok bool, at time.Time, k int, hold time.Duration) {
 	if !ok {
 		if t.fails == 0 {
 			t.streakStart = at
@@ -47,7 +49,7 @@ func (t *tracker) observe(ok bool, at time.Time, cfg Config) {
 		t.healthySince = time.Time{}
 		switch t.phase {
 		case linkUp:
-			if t.fails >= cfg.FailThreshold {
+			if t.fails >= k {
 				t.phase, t.downFails, t.downSince = linkDown, t.fails, t.streakStart
 			}
 		case linkRecovering:
@@ -64,11 +66,11 @@ func (t *tracker) observe(ok bool, at time.Time, cfg Config) {
 		t.healthySince = at
 		t.phase = linkRecovering
 	}
-	t.advance(at, cfg)
+	t.advance(at, hold)
 }
 
-func (t *tracker) advance(now time.Time, cfg Config) {
-	if t.phase == linkRecovering && now.Sub(t.healthySince) >= cfg.HoldDown {
+func (t *tracker) advance(now time.Time, hold time.Duration) {
+	if t.phase == linkRecovering && now.Sub(t.healthySince) >= hold {
 		*t = tracker{}
 	}
 }
@@ -84,6 +86,7 @@ type Decider struct {
 	live     map[string]liveness
 	trackers map[poolPair]*tracker
 	nodes    map[string]*tracker // per-node exceptions, keyed by probe target
+	wan      map[wanKey]*tracker // WAN paths per (observer, target), from ProbeWAN
 	now      time.Time
 	// auth decides which pod prefixes each node may claim; enforce is set
 	// once an authority is given (the agent always gives one).
@@ -103,8 +106,8 @@ func NewDecider(cfg Config) (*Decider, error) {
 		return nil, err
 	}
 	d := &Decider{cfg: cfg, facts: map[string]NodeFacts{}, live: map[string]liveness{}, trackers: map[poolPair]*tracker{}, nodes: map[string]*tracker{},
-		auth: Authority{}.clone(), own: map[string]*ownership{}}
-	d.plan = build(cfg, time.Time{}, nil, d.trackers, d.nodes)
+		wan: map[wanKey]*tracker{}, auth: Authority{}.clone(), own: map[string]*ownership{}}
+	d.plan = build(cfg, time.Time{}, nil, d.trackers, d.nodes, d.wan)
 	return d, nil
 }
 
@@ -261,7 +264,7 @@ func (d *Decider) rebuild() {
 	for _, f := range d.facts {
 		entries = append(entries, d.entry(f))
 	}
-	d.plan = build(d.cfg, d.now, entries, d.trackers, d.nodes)
+	d.plan = build(d.cfg, d.now, entries, d.trackers, d.nodes, d.wan)
 }
 
 // UpsertNode adds or replaces one node's facts. Replacing a node within the
@@ -311,6 +314,11 @@ func (d *Decider) RemoveNode(name string) *Plan {
 		delete(d.auth.Joined, name)
 		delete(d.live, name)
 		delete(d.nodes, name)
+		for k := range d.wan {
+			if k[0] == name || k[1] == name {
+				delete(d.wan, k)
+			}
+		}
 		d.rebuild()
 	}
 	return d.plan
@@ -349,6 +357,16 @@ func (d *Decider) Observe(r ProbeResult) (*Plan, bool) {
 			changed = true
 		}
 		return d.plan, changed
+	case ProbeWAN:
+		from, okf := d.plan.index[r.From]
+		to, okt := d.plan.index[r.To]
+		if !okf || !okt || r.From == r.To {
+			return d.plan, false
+		}
+		if !r.OK && (!d.plan.nodes[from].alive || !d.plan.nodes[to].alive) {
+			return d.plan, false // liveness already explains it
+		}
+		return d.plan, d.observeWAN(wanKey{r.From, r.To}, r)
 	default:
 		return d.plan, false
 	}
@@ -364,7 +382,7 @@ func (d *Decider) observeLink(k poolPair, r ProbeResult) bool {
 		d.trackers[k] = t
 	}
 	before := t.snap()
-	t.observe(r.OK, r.At, d.cfg)
+	t.observe(r.OK, r.At, d.cfg.FailThreshold, d.cfg.HoldDown)
 	if t.phase == linkUp && t.fails == 0 {
 		delete(d.trackers, k)
 	}
@@ -400,7 +418,7 @@ func (d *Decider) observeNode(r ProbeResult, linkHealthy bool) bool {
 		return false
 	}
 	before := t.snap()
-	t.observe(r.OK, r.At, d.cfg)
+	t.observe(r.OK, r.At, d.cfg.FailThreshold, d.cfg.HoldDown)
 	if t.phase == linkUp && t.fails == 0 {
 		delete(d.nodes, r.To)
 	}
@@ -409,6 +427,28 @@ func (d *Decider) observeNode(r ProbeResult, linkHealthy bool) bool {
 		return false
 	}
 	d.plan = d.plan.withExc(r.To, after)
+	return true
+}
+
+func (d *Decider) observeWAN(k wanKey, r ProbeResult) bool {
+	t := d.wan[k]
+	if t == nil {
+		if r.OK {
+			return false
+		}
+		t = &tracker{}
+		d.wan[k] = t
+	}
+	before := t.snap()
+	t.observe(r.OK, r.At, d.cfg.wanFailThreshold(), d.cfg.wanHoldDown())
+	if t.phase == linkUp && t.fails == 0 {
+		delete(d.wan, k)
+	}
+	after := t.snap()
+	if before.equal(after) {
+		return false
+	}
+	d.plan = d.plan.withWAN(k, after)
 	return true
 }
 
@@ -449,7 +489,7 @@ func (d *Decider) Advance(now time.Time) (*Plan, bool) {
 		if t.phase != linkRecovering {
 			continue
 		}
-		t.advance(d.now, d.cfg)
+		t.advance(d.now, d.cfg.HoldDown)
 		if t.phase == linkUp {
 			delete(d.trackers, k)
 			d.plan = d.plan.withLink(k, nil)
@@ -460,10 +500,21 @@ func (d *Decider) Advance(now time.Time) (*Plan, bool) {
 		if t.phase != linkRecovering {
 			continue
 		}
-		t.advance(d.now, d.cfg)
+		t.advance(d.now, d.cfg.HoldDown)
 		if t.phase == linkUp {
 			delete(d.nodes, name)
 			d.plan = d.plan.withExc(name, nil)
+			changed = true
+		}
+	}
+	for k, t := range d.wan {
+		if t.phase != linkRecovering {
+			continue
+		}
+		t.advance(d.now, d.cfg.wanHoldDown())
+		if t.phase == linkUp {
+			delete(d.wan, k)
+			d.plan = d.plan.withWAN(k, nil)
 			changed = true
 		}
 	}

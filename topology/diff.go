@@ -1,6 +1,9 @@
 package topology
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // PeerChange is one peer whose programming on node Local must change. Old or
 // New has an empty Path when the peer (or Local) is absent from that plan.
@@ -14,13 +17,26 @@ type PeerChange struct {
 type diffCtx struct {
 	old, new     *Plan
 	changedNodes map[string]bool // entry replaced, added or removed
+	all          bool            // every peer of every node is a candidate
 }
 
 func newDiffCtx(old, new *Plan) *diffCtx {
 	if old == nil {
-		old = build(new.cfg, new.now, nil, nil, nil)
+		old = build(new.cfg, new.now, nil, nil, nil, nil)
 	}
 	c := &diffCtx{old: old, new: new, changedNodes: map[string]bool{}}
+	// A failed WAN path changes the relays its observer picks: for the
+	// observer every peer is a candidate, for others the observer is.
+	for k, x := range new.wanExc {
+		if !x.equal(old.wanExc[k]) {
+			c.changedNodes[k[0]] = true
+		}
+	}
+	for k, x := range old.wanExc {
+		if !x.equal(new.wanExc[k]) {
+			c.changedNodes[k[0]] = true
+		}
+	}
 	for name, x := range new.exc {
 		if !x.equal(old.exc[name]) {
 			c.changedNodes[name] = true
@@ -46,7 +62,25 @@ func newDiffCtx(old, new *Plan) *diffCtx {
 			c.changedNodes[name] = true
 		}
 	}
+	// A gateway that changed (died, came back, lost its key) can move any
+	// relayed pair: every peer of every node is a candidate.
+	for name := range c.changedNodes {
+		if isGateway(old, name) || isGateway(new, name) {
+			c.all = true
+			break
+		}
+	}
+	// The usable gateway set can also change through another node (one
+	// that now publishes a gateway's key).
+	if !c.all && !slices.EqualFunc(old.gateways, new.gateways, func(i, j int) bool { return old.nodes[i].facts.Name == new.nodes[j].facts.Name }) {
+		c.all = true
+	}
 	return c
+}
+
+func isGateway(p *Plan, name string) bool {
+	i, ok := p.index[name]
+	return ok && p.nodes[i].gateway
 }
 
 func (p *Plan) linkByName(a, b string) *linkSnap {
@@ -66,7 +100,7 @@ func (p *Plan) peerProgram(local, peer string) PeerProgram {
 // peers lists the changes on one local node.
 func (c *diffCtx) peers(local string) []PeerChange {
 	var cands map[string]bool
-	if c.changedNodes[local] {
+	if c.all || c.changedNodes[local] {
 		cands = map[string]bool{}
 		for n := range c.old.index {
 			cands[n] = true

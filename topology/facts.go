@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,9 @@ const (
 	LabelPool         = "strata.io/pool"         // node pool name (DNS label)
 	LabelInterconnect = "strata.io/interconnect" // leased-line | internet
 	LabelENIMode      = "strata.io/eni-mode"     // multi-ip | exclusive
+	// LabelWANGateway marks a node that may relay WAN traffic for pairs
+	// where neither side is reachable from the internet (true | false).
+	LabelWANGateway = "strata.io/wan-gateway"
 
 	AnnotationUnderlayIPs  = "strata.io/underlay-ips" // comma-separated IPs, first is primary
 	AnnotationWANIP        = "strata.io/wan-ip"       // one IP
@@ -53,7 +57,18 @@ const (
 	AnnotationProbeIP      = "strata.io/probe-ip"     // the node's reserved pod-side probe address
 	AnnotationCapabilities = "strata.io/capabilities" // comma list: eni, eni-quota=N, ipvlan, tcx, bgp-peers=N
 	AnnotationDatapath     = "strata.io/datapath"     // published by the agent: the chosen datapath (informational)
+	// AnnotationWANPublicKey is the node's WireGuard public key (base64 of
+	// 32 bytes), published by the agent; the private key never leaves the node.
+	AnnotationWANPublicKey = "strata.io/wan-public-key"
+	// AnnotationPublicEndpoint is ip:port where the internet reaches the
+	// node's WAN device (an EIP, an ENS public IP, or a port forward on the
+	// site router); declared by the operator or learned by the agent.
+	// Without it the node is behind NAT: it initiates, with keepalives.
+	AnnotationPublicEndpoint = "strata.io/public-endpoint"
 )
+
+// WANKeyLen is the length of a WireGuard public key in bytes.
+const WANKeyLen = 32
 
 // Capabilities are what the node can do.
 type Capabilities struct {
@@ -74,13 +89,20 @@ type NodeFacts struct {
 	Interconnect Interconnect   `json:"interconnect,omitempty"`
 	ENIMode      ENIMode        `json:"eniMode,omitempty"`
 	UnderlayIPs  []netip.Addr   `json:"underlayIPs,omitempty"`
-	WANIP        netip.Addr     `json:"wanIP,omitzero"`
+	WANIP        netip.Addr     `json:"wanIP,omitzero"`    // informational: a WAN IP alone is not reachable from outside
 	VTEPMAC      string         `json:"vtepMAC,omitempty"` // canonical lower-case form
 	VTEPPort     uint16         `json:"vtepPort,omitempty"`
 	PodCIDR      netip.Prefix   `json:"podCIDR,omitzero"`
 	PodPrefixes  []netip.Prefix `json:"podPrefixes,omitempty"`
 	ProbeIP      netip.Addr     `json:"probeIP,omitzero"`
 	Capabilities Capabilities   `json:"capabilities,omitzero"`
+	// WANGateway: the node may relay WAN traffic (label, operator-declared).
+	WANGateway bool `json:"wanGateway,omitempty"`
+	// WANPublicKey is the node's WireGuard public key, base64 (annotation).
+	WANPublicKey string `json:"wanPublicKey,omitempty"`
+	// PublicEndpoint is where the internet reaches the node's WAN device;
+	// zero when it is not reachable from outside (behind NAT).
+	PublicEndpoint netip.AddrPort `json:"publicEndpoint,omitzero"`
 }
 
 // PodAddrs is every pod prefix the node owns (the CIDR first).
@@ -110,6 +132,9 @@ const (
 	// ProbeNodeIP: node IP reachability of the peer (memberlist liveness).
 	// Memberlist already debounces (suspicion), so one result decides.
 	ProbeNodeIP ProbeKind = "node-ip"
+	// ProbeWAN: From to To through the WAN tunnel (the agent probes the
+	// gateways every 100 ms). Feeds which gateways From may relay through.
+	ProbeWAN ProbeKind = "wan"
 )
 
 // ProbeResult is one measurement reported by the prober.
@@ -191,6 +216,29 @@ func ParseNode(name string, labels, annotations map[string]string) (NodeFacts, e
 			bad(LabelENIMode, v, "one of multi-ip, exclusive", nil)
 		}
 	}
+	if v, ok := labels[LabelWANGateway]; ok {
+		switch strings.TrimSpace(v) {
+		case "true":
+			f.WANGateway = true
+		case "false":
+		default:
+			bad(LabelWANGateway, v, "true or false", nil)
+		}
+	}
+	if v, ok := annotations[AnnotationWANPublicKey]; ok {
+		if err := checkWANKey(strings.TrimSpace(v)); err != nil {
+			bad(AnnotationWANPublicKey, v, "the node's WireGuard public key, base64 of 32 bytes (44 characters ending in '='), as the agent publishes it", err)
+		} else {
+			f.WANPublicKey = strings.TrimSpace(v)
+		}
+	}
+	if v, ok := annotations[AnnotationPublicEndpoint]; ok {
+		if ep, err := parsePublicEndpoint(v); err != nil {
+			bad(AnnotationPublicEndpoint, v, "ip:port reachable from the internet, e.g. 203.0.113.11:51871 or [2001:db8::1]:51871 (leave it out when the node is behind NAT)", err)
+		} else {
+			f.PublicEndpoint = ep
+		}
+	}
 	if v, ok := annotations[AnnotationUnderlayIPs]; ok {
 		for _, s := range splitList(v) {
 			a, err := netip.ParseAddr(s)
@@ -257,6 +305,56 @@ func ParseNode(name string, labels, annotations map[string]string) (NodeFacts, e
 		}
 	}
 	return f, errors.Join(errs...)
+}
+
+// checkWANKey accepts the standard base64 of exactly WANKeyLen bytes, the
+// form WireGuard tools print.
+func checkWANKey(s string) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return err
+	}
+	if len(b) != WANKeyLen {
+		return fmt.Errorf("decodes to %d bytes, want %d", len(b), WANKeyLen)
+	}
+	return nil
+}
+
+// parsePublicEndpoint parses ip:port and refuses what no peer on the
+// internet could send to: port 0, the unspecified, loopback, multicast or
+// link-local addresses, and zones. IPv4-mapped IPv6 is unmapped.
+func parsePublicEndpoint(v string) (netip.AddrPort, error) {
+	ep, err := netip.ParseAddrPort(strings.TrimSpace(v))
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+	if err := checkPublicEndpoint(ep); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return ep, nil
+}
+
+func checkPublicEndpoint(ep netip.AddrPort) error {
+	a := ep.Addr()
+	switch {
+	case !a.IsValid():
+		return errors.New("no address")
+	case ep.Port() == 0:
+		return errors.New("port 0")
+	case a.Zone() != "":
+		return errors.New("an address with a zone is not reachable from the internet")
+	case a.Is4In6():
+		return errors.New("IPv4-mapped IPv6: give the IPv4 address")
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(), a.IsInterfaceLocalMulticast():
+		return fmt.Errorf("%s is not an address a peer can send to", a)
+	case a.Is4() && a.As4()[0] == 0, a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Errorf("%s is not an address a peer can send to", a)
+	}
+	return nil
 }
 
 func splitList(v string) []string {
@@ -361,6 +459,13 @@ func Format(f NodeFacts) (labels, annotations map[string]string) {
 	set(labels, LabelPool, f.Pool)
 	set(labels, LabelInterconnect, string(f.Interconnect))
 	set(labels, LabelENIMode, string(f.ENIMode))
+	if f.WANGateway {
+		labels[LabelWANGateway] = "true"
+	}
+	set(annotations, AnnotationWANPublicKey, f.WANPublicKey)
+	if f.PublicEndpoint.IsValid() {
+		annotations[AnnotationPublicEndpoint] = f.PublicEndpoint.String()
+	}
 	join := func(n int, at func(int) string) string {
 		s := make([]string, n)
 		for i := range n {

@@ -17,6 +17,16 @@ func ParseFactsDoc(data []byte) (Facts, error) {
 		if err := validateNode(n); err != nil {
 			return Facts{}, fmt.Errorf("facts document nodes[%d]: %w", i, err)
 		}
+		if n.WANPublicKey != "" {
+			if err := checkWANKey(n.WANPublicKey); err != nil {
+				return Facts{}, fmt.Errorf("facts document nodes[%d] (%s): wanPublicKey %q: want base64 of %d bytes: %w", i, n.Name, n.WANPublicKey, WANKeyLen, err)
+			}
+		}
+		if n.PublicEndpoint.IsValid() {
+			if err := checkPublicEndpoint(n.PublicEndpoint); err != nil {
+				return Facts{}, fmt.Errorf("facts document nodes[%d] (%s): publicEndpoint %s: want ip:port reachable from the internet: %w", i, n.Name, n.PublicEndpoint, err)
+			}
+		}
 		if n.VTEPMAC != "" {
 			pf, err := ParseNode(n.Name, nil, map[string]string{AnnotationVTEPMAC: n.VTEPMAC})
 			if err != nil {
@@ -26,8 +36,8 @@ func ParseFactsDoc(data []byte) (Facts, error) {
 		}
 	}
 	for i, p := range f.Probes {
-		if p.Kind != ProbeNative && p.Kind != ProbeNodeIP {
-			return Facts{}, fmt.Errorf("facts document probes[%d]: kind %q: want native or node-ip", i, p.Kind)
+		if p.Kind != ProbeNative && p.Kind != ProbeNodeIP && p.Kind != ProbeWAN {
+			return Facts{}, fmt.Errorf("facts document probes[%d]: kind %q: want native, node-ip or wan", i, p.Kind)
 		}
 	}
 	return f, nil

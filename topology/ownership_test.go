@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -265,6 +266,11 @@ func FuzzBadPeer(f *testing.F) {
 	f.Add(seed(0, [4]byte{10, 0, 1, 11}, [4]byte{10, 0, 64, 99}, pf("10.0.64.99/32")))
 	f.Add(seed(1, [4]byte{10, 244, 1, 7}, [4]byte{10, 244, 9, 1}, pf("10.244.9.0/24")))
 	f.Add(append(seed(2, [4]byte{192, 168, 30, 99}, [4]byte{}), 0xfd, 0, 0, 0, 200))
+	// WAN facts: the bytes after the prefixes (key, endpoint, gateway).
+	for _, w := range [][]byte{{1, 4, 1}, {1, 3, 1}, {2, 1, 1}, {3, 4, 1}, {1, 5, 1}, {4, 2, 0}, {5, 6, 1}, {1, 7, 1}, {0, 4, 1}} {
+		f.Add(append(seed(1, [4]byte{192, 168, 30, 99}, [4]byte{10, 244, 9, 1}, pf("10.244.9.0/24")), w...))
+		f.Add(append(seed(0, [4]byte{10, 0, 1, 99}, [4]byte{10, 0, 64, 99}, pf("10.0.64.99/32")), w...))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) < 9 {
 			return
@@ -306,14 +312,30 @@ func FuzzBadPeer(f *testing.F) {
 			}
 			rest = rest[5:]
 		}
+		// What is left picks its WAN facts, good or bad: a garbage or
+		// short key, another node's key or endpoint, 0.0.0.0:0, port 0,
+		// loopback, IPv6, IPv4-mapped IPv6, and maybe the gateway label.
+		var w [3]byte
+		copy(w[:], rest)
+		evil.WANPublicKey = [...]string{"", testKey(0xa0), "bm90IGEga2V5", "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=",
+			base64.StdEncoding.EncodeToString(make([]byte, 31)), "UFFSU1RVVldYWVpbXF1eX2BhYmNkZWZnaGlqa2xtbm8="}[w[0]%6]
+		if ep := [...]string{"", "0.0.0.0:0", "203.0.113.99:0", "[2001:db8::99]:51871", "203.0.113.99:51871",
+			"203.0.113.11:51871", "127.0.0.1:51871", "[::ffff:203.0.113.99]:51871"}[w[1]%8]; ep != "" {
+			evil.PublicEndpoint = netip.MustParseAddrPort(ep)
+		}
+		evil.WANGateway = w[2]&1 != 0
 		// The authority may even allocate it something (never what a lab
 		// node already holds, which the API server would not do).
 		var alloc []netip.Prefix
 		if evil.PodCIDR.IsValid() && binary.BigEndian.Uint16(b[1:3])%2 == 0 {
 			alloc = []netip.Prefix{evil.PodCIDR.Masked()}
 		}
-		for _, enforce := range []bool{true, false} {
-			facts := labFacts(t)
+		for _, c := range []struct {
+			enforce bool
+			lab     func(testing.TB) Facts
+		}{{true, labFacts}, {false, labFacts}, {true, labWANFacts}, {false, labWANFacts}} {
+			enforce := c.enforce
+			facts := c.lab(t)
 			d, err := NewDecider(testCfg())
 			if err != nil {
 				t.Fatal(err)
@@ -337,7 +359,21 @@ func FuzzBadPeer(f *testing.F) {
 				return // refused outright: nothing changed
 			}
 			after := programsOf(p, lab)
+			// A well-formed new gateway may take its share of relayed
+			// pairs (rendezvous hashing), and change nothing else.
+			n, _ := p.Node(evil.Name)
+			newGateway := false
+			for _, gi := range p.gateways {
+				newGateway = newGateway || p.nodes[gi].facts.Name == evil.Name
+			}
+			if newGateway && (checkWANKey(evil.WANPublicKey) != nil || checkPublicEndpoint(evil.PublicEndpoint) != nil) {
+				t.Fatalf("a gateway with bad WAN facts: %+v", n)
+			}
+			newGateway = newGateway && n.Isolated == "" // isolated: never chosen
 			for k, old := range before {
+				if newGateway && after[k].Relay == evil.Name {
+					old.Relay = evil.Name
+				}
 				if !old.SameProgramming(after[k]) {
 					t.Fatalf("enforce=%v: adding %+v (alloc %v) changed %s:\n  %+v\n→ %+v", enforce, evil, alloc, k, old, after[k])
 				}

@@ -26,10 +26,14 @@ const (
 	PathNative      Path = "native"
 	PathVXLAN       Path = "vxlan"
 	PathUnreachable Path = "unreachable"
+	// PathWAN: the pair's traffic crosses the internet, so it rides the
+	// encrypted WAN transport (WireGuard, device strata-wan), directly or
+	// through one gateway node (PeerProgram.Relay).
+	PathWAN Path = "wan"
 )
 
 // Paths lists every path value, in display order.
-var Paths = []Path{PathNative, PathVXLAN, PathUnreachable}
+var Paths = []Path{PathNative, PathVXLAN, PathUnreachable, PathWAN}
 
 // Config tunes the decision. Its zero value is not valid; start from
 // DefaultConfig.
@@ -40,11 +44,39 @@ type Config struct {
 	// HoldDown is how long the native path must stay healthy (no failed
 	// probe) before pairs return to native.
 	HoldDown time.Duration `json:"holdDown"`
+	// WANFailThreshold: a gateway is no longer chosen by an observer after
+	// this many consecutive failed WAN probes from it (ProbeWAN). Zero
+	// means DefaultWANFailThreshold.
+	WANFailThreshold int `json:"wanFailThreshold,omitempty"`
+	// WANHoldDown is how long WAN probes to a gateway must stay healthy
+	// before the observer chooses it again. Zero means HoldDown.
+	WANHoldDown time.Duration `json:"wanHoldDown,omitempty"`
 }
 
+// DefaultWANFailThreshold: with gateways probed every 100 ms, 3 failures
+// move relayed pairs off a dead gateway in ~300-500 ms, inside one second.
+const DefaultWANFailThreshold = 3
+
 // DefaultConfig: K=3 (with the prober's 100 ms period and 3 samples per
-// remote pool that is ~100-300 ms to leave native), hold-down 10 s.
-func DefaultConfig() Config { return Config{FailThreshold: 3, HoldDown: 10 * time.Second} }
+// remote pool that is ~100-300 ms to leave native), hold-down 10 s; the
+// same for WAN gateway probes.
+func DefaultConfig() Config {
+	return Config{FailThreshold: 3, HoldDown: 10 * time.Second, WANFailThreshold: DefaultWANFailThreshold, WANHoldDown: 10 * time.Second}
+}
+
+func (c Config) wanFailThreshold() int {
+	if c.WANFailThreshold == 0 {
+		return DefaultWANFailThreshold
+	}
+	return c.WANFailThreshold
+}
+
+func (c Config) wanHoldDown() time.Duration {
+	if c.WANHoldDown == 0 {
+		return c.HoldDown
+	}
+	return c.WANHoldDown
+}
 
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
@@ -53,6 +85,12 @@ func (c Config) Validate() error {
 	}
 	if c.HoldDown < 0 || c.HoldDown > 24*time.Hour {
 		return fmt.Errorf("topology config: holdDown=%s: want 0..24h (default 10s)", c.HoldDown)
+	}
+	if c.WANFailThreshold < 0 || c.WANFailThreshold > 1000 {
+		return fmt.Errorf("topology config: wanFailThreshold=%d: want 1..1000 consecutive failed WAN probes, or 0 for the default %d", c.WANFailThreshold, DefaultWANFailThreshold)
+	}
+	if c.WANHoldDown < 0 || c.WANHoldDown > 24*time.Hour {
+		return fmt.Errorf("topology config: wanHoldDown=%s: want 0..24h (0: same as holdDown)", c.WANHoldDown)
 	}
 	return nil
 }
@@ -99,6 +137,12 @@ type nodeEntry struct {
 	liveSince time.Time
 	own       *ownership     // nil: every claim accepted
 	pods      []netip.Prefix // the accepted pod prefixes: what peers program
+	// WAN facts, validated: facts that bypass ParseNode (facts documents,
+	// gossip) may still carry a bad key or endpoint, which counts as absent.
+	wanKey  bool   // a valid WireGuard public key
+	wanEP   bool   // a valid public endpoint: reachable from the internet
+	gateway bool   // may relay: wan-gateway=true with a key and an endpoint
+	wanBad  string // why a present key or endpoint is unusable
 }
 
 func newEntry(f NodeFacts, alive bool, liveSince time.Time, own *ownership) *nodeEntry {
@@ -110,7 +154,32 @@ func newEntry(f NodeFacts, alive bool, liveSince time.Time, own *ownership) *nod
 	e.datapath, e.dpReason = chooseDatapath(&f, e.baseMiss)
 	e.private = f.Location == LocationCloud || f.Interconnect == InterconnectLeasedLine
 	e.nativeOK = e.datapath != DatapathVXLANOverlay && len(e.baseMiss) == 0 && len(e.natMiss) == 0
+	if f.WANPublicKey != "" {
+		if err := checkWANKey(f.WANPublicKey); err != nil {
+			e.wanBad = "invalid " + AnnotationWANPublicKey + " (" + err.Error() + ")"
+		} else {
+			e.wanKey = true
+		}
+	}
+	if f.PublicEndpoint != (netip.AddrPort{}) {
+		if err := checkPublicEndpoint(f.PublicEndpoint); err != nil {
+			if e.wanBad == "" {
+				e.wanBad = "invalid " + AnnotationPublicEndpoint + " (" + err.Error() + ")"
+			}
+		} else {
+			e.wanEP = true
+		}
+	}
+	e.gateway = f.WANGateway && e.wanKey && e.wanEP
 	return e
+}
+
+// endpoint is the node's usable public endpoint, or zero.
+func (e *nodeEntry) endpoint() netip.AddrPort {
+	if e.wanEP {
+		return e.facts.PublicEndpoint
+	}
+	return netip.AddrPort{}
 }
 
 func chooseDatapath(f *NodeFacts, baseMiss []string) (Datapath, string) {
@@ -174,7 +243,16 @@ type PairPath struct {
 //     that is on-link; otherwise the underlay (VPC, BGP) already routes them.
 //   - vxlan: FDB/neighbour/onlink routes for PodPrefixes via VTEP, VTEPMAC,
 //     VTEPPort.
+//   - wan: routes for PodPrefixes into the WAN device. Direct (Relay empty):
+//     through the WireGuard peer WANPublicKey, sent to WANEndpoint, or, when
+//     that is zero, to wherever the peer initiates from (it is behind NAT).
+//     Relayed: through the tunnel of the gateway node Relay (its own
+//     PeerProgram carries its key and endpoint), which forwards them.
 //   - unreachable: remove whatever was programmed for the peer.
+//
+// WANPublicKey and WANEndpoint are also set on native and vxlan programs
+// for peers in another pool (and between gateways and everyone): a standby
+// WireGuard peer, so that failing over to the WAN only moves routes.
 type PeerProgram struct {
 	Peer        string         `json:"peer"`
 	Path        Path           `json:"path"`
@@ -184,13 +262,22 @@ type PeerProgram struct {
 	VTEP        netip.Addr     `json:"vtep,omitzero"`
 	VTEPMAC     string         `json:"vtepMAC,omitempty"`
 	VTEPPort    uint16         `json:"vtepPort,omitempty"`
+	// WANPublicKey is the peer's WireGuard public key (base64).
+	WANPublicKey string `json:"wanPublicKey,omitempty"`
+	// WANEndpoint is the peer's public endpoint; zero when it is behind
+	// NAT and initiates (with keepalives).
+	WANEndpoint netip.AddrPort `json:"wanEndpoint,omitzero"`
+	// Relay is the gateway node whose tunnel carries PodPrefixes when
+	// neither side has a public endpoint.
+	Relay string `json:"relay,omitempty"`
 }
 
 // SameProgramming reports whether p and o need the same kernel state (the
 // reason text does not count).
 func (p PeerProgram) SameProgramming(o PeerProgram) bool {
 	return p.Path == o.Path && p.NextHop == o.NextHop && p.VTEP == o.VTEP &&
-		p.VTEPMAC == o.VTEPMAC && p.VTEPPort == o.VTEPPort && slices.Equal(p.PodPrefixes, o.PodPrefixes)
+		p.VTEPMAC == o.VTEPMAC && p.VTEPPort == o.VTEPPort && slices.Equal(p.PodPrefixes, o.PodPrefixes) &&
+		p.WANPublicKey == o.WANPublicKey && p.WANEndpoint == o.WANEndpoint && p.Relay == o.Relay
 }
 
 // Plan is an immutable decision. Pair paths are not stored: they follow from
@@ -208,7 +295,16 @@ type Plan struct {
 	// exc are per-node exceptions: the native pod path to that node failed
 	// while its pool link stayed healthy. Small; copied on write.
 	exc map[string]*linkSnap
+	// gateways are the indices of nodes that may relay WAN traffic (a key,
+	// an endpoint, wan-gateway=true), in name order.
+	gateways []int
+	// wanExc are failed WAN paths per observer: WAN probes from [0] to [1]
+	// failed K× (or are in hold-down). Small; copied on write.
+	wanExc map[wanKey]*linkSnap
 }
+
+// wanKey is an ordered (observer, target) pair of node names.
+type wanKey [2]string
 
 // Now is the time the plan was last advanced to.
 func (p *Plan) Now() time.Time { return p.now }
@@ -272,7 +368,22 @@ type verdict struct {
 	why  why
 	link *linkSnap
 	who  *nodeEntry // the node the reason is about
+	// The WAN part: how the pair uses (or could not use) the WAN.
+	wan    wanWhy
+	wanWho *nodeEntry // wanNoKey: the node lacking a usable key
+	relay  *nodeEntry // wanRelay: the gateway
 }
+
+// wanWhy is the WAN half of a verdict.
+type wanWhy uint8
+
+const (
+	wanNone      wanWhy = iota // the WAN was not needed, or nobody has WAN facts
+	wanDirect                  // at least one side has a public endpoint
+	wanRelay                   // through one gateway
+	wanNoKey                   // one side lacks a usable WAN key
+	wanNoGateway               // neither has an endpoint and no gateway is usable
+)
 
 type why uint8
 
@@ -288,6 +399,7 @@ const (
 	whyNodeDown
 	whyNodeRecovering
 	whyIsolated
+	whyCrossDomain // different routing domains, WAN facts present
 )
 
 // verdict holds every rule. Its inputs are per-node state and the pool link,
@@ -357,12 +469,140 @@ func (p *Plan) verdictTo(a, b *nodeEntry) verdict {
 			return verdict{path: PathNative, why: whyNativeHealthy, link: l}
 		}
 	}
+	// Not native. Outside one private routing domain VXLAN's outer packets
+	// are not routed; across pools after a native failure they would
+	// follow the failed path. Both cases take the WAN when they can.
+	cross := !sameDomain(a, b)
+	nativeFailed := a.pool != b.pool && (v.why == whyLinkDown || v.why == whyLinkRecovering || v.why == whyNodeDown || v.why == whyNodeRecovering)
+	if cross || nativeFailed {
+		if p.wanRoute(a, b, &v, cross) {
+			return v
+		}
+	}
 	for _, e := range [2]*nodeEntry{a, b} {
 		if len(e.ovlMiss) > 0 {
-			return verdict{path: PathUnreachable, why: v.why, link: v.link, who: e}
+			v.path, v.who = PathUnreachable, e
+			return v
 		}
 	}
 	return v
+}
+
+// sameDomain: the cloud VPC and every leased-line pool form one private
+// routing domain; any other pool is a domain of its own.
+func sameDomain(a, b *nodeEntry) bool {
+	return a.pool == b.pool || (a.private && b.private)
+}
+
+// wanRoute decides the WAN for a pair that needs it and reports whether v
+// is final. Without WAN facts on either node the underlay is trusted to
+// route between the domains, as before the WAN existed (v stays vxlan).
+func (p *Plan) wanRoute(a, b *nodeEntry, v *verdict, cross bool) bool {
+	switch {
+	case a.wanKey && b.wanKey:
+		if cross {
+			v.why, v.who, v.link = whyCrossDomain, nil, nil
+		}
+		if a.wanEP || b.wanEP {
+			v.path, v.wan = PathWAN, wanDirect
+			return true
+		}
+		if g := p.pickGateway(a, b); g != nil {
+			v.path, v.wan, v.relay = PathWAN, wanRelay, g
+			return true
+		}
+		v.wan = wanNoGateway
+		if cross {
+			v.path = PathUnreachable
+			return true
+		}
+		return false // same domain: VXLAN may still get through
+	case cross && (a.wanKey || b.wanKey || a.wanBad != "" || b.wanBad != ""):
+		v.why, v.who, v.link = whyCrossDomain, nil, nil
+		v.path, v.wan, v.wanWho = PathUnreachable, wanNoKey, a
+		if a.wanKey {
+			v.wanWho = b
+		}
+		return true
+	}
+	return false
+}
+
+// pickGateway chooses the relay of a pair where neither side has a public
+// endpoint: rendezvous hashing of the unordered pair over the usable
+// gateways, so both sides pick the same one and losing a gateway moves
+// only its own pairs. A gateway is skipped when it is dead or isolated, or
+// when WAN probes from either side to it failed (each agent knows its own).
+func (p *Plan) pickGateway(a, b *nodeEntry) *nodeEntry {
+	var best *nodeEntry
+	var bestScore uint64
+	for _, gi := range p.gateways {
+		g := p.nodes[gi]
+		if p.gatewayUnusable(a, b, g) != gwUsable {
+			continue
+		}
+		if s := rendezvous(a.facts.Name, b.facts.Name, g.facts.Name); best == nil || s > bestScore {
+			best, bestScore = g, s
+		}
+	}
+	return best
+}
+
+type gwState uint8
+
+const (
+	gwUsable gwState = iota
+	gwSelf
+	gwDead
+	gwIsolated
+	gwWANDown
+)
+
+func (p *Plan) gatewayUnusable(a, b, g *nodeEntry) gwState {
+	switch {
+	case g == a || g == b:
+		return gwSelf
+	case !g.alive:
+		return gwDead
+	case g.own.isolated():
+		return gwIsolated
+	case p.wanDown(a, g) != nil || p.wanDown(b, g) != nil:
+		return gwWANDown
+	}
+	return gwUsable
+}
+
+// wanDown is the failed WAN path from observer o to g, or nil.
+func (p *Plan) wanDown(o, g *nodeEntry) *linkSnap {
+	if len(p.wanExc) == 0 {
+		return nil
+	}
+	if s := p.wanExc[wanKey{o.facts.Name, g.facts.Name}]; !s.up() {
+		return s
+	}
+	return nil
+}
+
+// rendezvous is the score of gateway g for the unordered pair (a, b):
+// FNV-1a, the same on every node.
+func rendezvous(a, b, g string) uint64 {
+	if b < a {
+		a, b = b, a
+	}
+	h := uint64(14695981039346656037)
+	for _, s := range [3]string{a, b, g} {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff // separator: ("ab","c") and ("a","bc") differ
+		h *= 1099511628211
+	}
+	// FNV's low-entropy tail: mix so that nearby names spread.
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
 }
 
 func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
@@ -401,11 +641,119 @@ func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
 		s = fmt.Sprintf("%s facts incomplete for native (missing %s): never assumed native", v.who.facts.Name, strings.Join(v.who.natMiss, ", "))
 	case whyNoInterconnect:
 		s = fmt.Sprintf("no native interconnect between pools %s (%s is %s/%s)", pools, v.who.facts.Name, v.who.facts.Location, orUnknown(string(v.who.facts.Interconnect)))
+	case whyCrossDomain:
+		s = domainText(a, b)
+	}
+	switch v.wan {
+	case wanDirect, wanRelay:
+		if v.why != whyCrossDomain {
+			s += " (VXLAN would follow it)"
+		}
+		return s + " " + p.wanText(a, b, v)
+	case wanNoKey:
+		return fmt.Sprintf("%s; %s %s, so VXLAN cannot cross and the WAN is not possible → unreachable", s, v.wanWho.facts.Name, lacksKey(v.wanWho))
+	case wanNoGateway:
+		s += "; " + p.noGatewayText(a, b)
+		if v.path == PathUnreachable && v.why == whyCrossDomain {
+			return s + " → unreachable"
+		}
 	}
 	if v.path == PathUnreachable {
 		return fmt.Sprintf("%s; %s lacks overlay facts (missing %s) → unreachable", s, v.who.facts.Name, strings.Join(v.who.ovlMiss, ", "))
 	}
 	return s + "; node IPs reachable → vxlan"
+}
+
+func domainText(a, b *nodeEntry) string {
+	var which string
+	switch {
+	case a.private && !b.private:
+		which = b.facts.Pool + " is " + orUnknown(string(b.facts.Interconnect))
+	case b.private && !a.private:
+		which = a.facts.Pool + " is " + orUnknown(string(a.facts.Interconnect))
+	default:
+		which = "each internet pool is its own"
+	}
+	return fmt.Sprintf("pools %s and %s are different routing domains (%s)", a.facts.Pool, b.facts.Pool, which)
+}
+
+func lacksKey(e *nodeEntry) string {
+	if e.facts.WANPublicKey != "" && !e.wanKey {
+		return "has an " + e.wanBad
+	}
+	return "lacks " + AnnotationWANPublicKey
+}
+
+// wanText is the WAN half of a reason, as seen from a.
+func (p *Plan) wanText(a, b *nodeEntry, v verdict) string {
+	if v.wan == wanRelay {
+		s := "→ wan via gateway " + v.relay.facts.Name + " (neither has a public endpoint"
+		if skipped := p.skippedGateways(a, b, v.relay); skipped != "" {
+			s += "; skipped " + skipped
+		}
+		return s + ")"
+	}
+	if b.wanEP {
+		return "→ wan direct to " + b.facts.PublicEndpoint.String()
+	}
+	return fmt.Sprintf("→ wan direct: %s has no public endpoint and initiates to %s's %s", b.facts.Name, a.facts.Name, a.facts.PublicEndpoint)
+}
+
+// skippedGateways names the gateways rendezvous prefers over chosen for
+// this pair but could not use, with why.
+func (p *Plan) skippedGateways(a, b, chosen *nodeEntry) string {
+	best := rendezvous(a.facts.Name, b.facts.Name, chosen.facts.Name)
+	var out []string
+	for _, gi := range p.gateways {
+		g := p.nodes[gi]
+		if g == chosen || rendezvous(a.facts.Name, b.facts.Name, g.facts.Name) < best {
+			continue
+		}
+		if st := p.gatewayUnusable(a, b, g); st != gwUsable && st != gwSelf {
+			out = append(out, p.gatewayWhy(a, b, g, st))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func (p *Plan) noGatewayText(a, b *nodeEntry) string {
+	if len(p.gateways) == 0 {
+		return "neither has a public endpoint and no node is a WAN gateway (" + LabelWANGateway + "=true with a public endpoint and a WAN key)"
+	}
+	var out []string
+	for i, gi := range p.gateways {
+		if i == 3 {
+			out = append(out, fmt.Sprintf("%d more", len(p.gateways)-3))
+			break
+		}
+		g := p.nodes[gi]
+		if st := p.gatewayUnusable(a, b, g); st != gwUsable {
+			out = append(out, p.gatewayWhy(a, b, g, st))
+		}
+	}
+	return "neither has a public endpoint and no WAN gateway is usable (" + strings.Join(out, ", ") + ")"
+}
+
+func (p *Plan) gatewayWhy(a, b, g *nodeEntry, st gwState) string {
+	name := g.facts.Name
+	switch st {
+	case gwSelf:
+		return name + " is an end of the pair"
+	case gwDead:
+		return fmt.Sprintf("%s: node IPs unreachable since %s", name, clock(g.liveSince))
+	case gwIsolated:
+		return fmt.Sprintf("%s: isolated (%s)", name, g.own.code)
+	case gwWANDown:
+		o, s := a, p.wanDown(a, g)
+		if s == nil {
+			o, s = b, p.wanDown(b, g)
+		}
+		if s.phase == linkRecovering {
+			return fmt.Sprintf("%s: WAN probes from %s healthy since %s, held down until %s", name, o.facts.Name, clock(s.healthySince), clock(s.healthySince.Add(p.cfg.wanHoldDown())))
+		}
+		return fmt.Sprintf("%s: WAN probes from %s failed %d× since %s", name, o.facts.Name, s.fails, clock(s.since))
+	}
+	return name
 }
 
 func orUnknown(s string) string {
@@ -434,6 +782,18 @@ func (p *Plan) program(a, b *nodeEntry) PeerProgram {
 		pp.VTEP = b.facts.Underlay()
 		pp.VTEPMAC = b.facts.VTEPMAC
 		pp.VTEPPort = b.facts.VTEPPort
+	case PathWAN:
+		pp.PodPrefixes = slices.Clone(b.pods)
+		if v.relay != nil {
+			pp.Relay = v.relay.facts.Name
+		}
+	}
+	// The WireGuard peer itself: on the WAN path, and as a standby towards
+	// every other pool (and between gateways and everyone, for relays) so
+	// that a failover moves routes, not handshakes.
+	if b.wanKey && (v.path == PathWAN || (v.path != PathUnreachable && (a.pool != b.pool || a.gateway || b.gateway))) {
+		pp.WANPublicKey = b.facts.WANPublicKey
+		pp.WANEndpoint = b.endpoint()
 	}
 	return pp
 }
@@ -486,14 +846,28 @@ func (p *Plan) Counts() map[Path]int {
 	type class struct {
 		pool                                                    int
 		base, ovl, nat, nativeOK, private, alive, exc, isolated bool
+		wanKey, wanEP, wanBad                                   bool
 		dp                                                      Datapath
+		// solo: nodes observing failed WAN paths decide relays from their
+		// own observations, so each is a class of its own (there are few).
+		solo int
+	}
+	observers := map[string]bool{}
+	for k, s := range p.wanExc {
+		if !s.up() {
+			observers[k[0]] = true
+		}
 	}
 	groups := map[class]struct {
 		rep *nodeEntry
 		n   int
 	}{}
-	for _, e := range p.nodes {
-		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.own.isolated(), e.datapath}
+	for i, e := range p.nodes {
+		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.own.isolated(),
+			e.wanKey, e.wanEP, e.wanBad != "", e.datapath, 0}
+		if observers[e.facts.Name] {
+			k.solo = i + 1
+		}
 		g := groups[k]
 		if g.rep == nil {
 			g.rep = e
@@ -517,7 +891,7 @@ func (p *Plan) Counts() map[Path]int {
 }
 
 // build makes a plan from entries and link trackers.
-func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPair]*tracker, nodeTrackers map[string]*tracker) *Plan {
+func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPair]*tracker, nodeTrackers map[string]*tracker, wanTrackers map[wanKey]*tracker) *Plan {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].facts.Name < entries[j].facts.Name })
 	p := &Plan{cfg: cfg, now: now, nodes: entries, index: make(map[string]int, len(entries)), poolIndex: map[string]int{}}
 	for i, e := range entries {
@@ -560,7 +934,60 @@ func build(cfg Config, now time.Time, entries []*nodeEntry, trackers map[poolPai
 			p.exc[name] = t.snap()
 		}
 	}
+	p.wanExc = map[wanKey]*linkSnap{}
+	for k, t := range wanTrackers {
+		_, oka := p.index[k[0]]
+		_, okb := p.index[k[1]]
+		if oka && okb && t.phase != linkUp {
+			p.wanExc[k] = t.snap()
+		}
+	}
+	p.findGateways()
 	return p
+}
+
+// findGateways lists the gateway nodes (O(nodes)). A gateway whose WAN key
+// or public endpoint another node also publishes is left out: one of the
+// two is misconfigured (or lying), the WAN transport refuses a key given
+// twice, and the pairs relayed through it would be lost.
+func (p *Plan) findGateways() {
+	p.gateways = nil
+	var keys map[string]int
+	var eps map[netip.AddrPort]int
+	for i, e := range p.nodes {
+		if !e.gateway {
+			continue
+		}
+		if keys == nil {
+			keys, eps = make(map[string]int, len(p.nodes)), map[netip.AddrPort]int{}
+			for _, o := range p.nodes {
+				if o.facts.WANPublicKey != "" {
+					keys[o.facts.WANPublicKey]++
+				}
+				if o.facts.PublicEndpoint.IsValid() {
+					eps[o.facts.PublicEndpoint]++
+				}
+			}
+		}
+		if keys[e.facts.WANPublicKey] == 1 && eps[e.facts.PublicEndpoint] == 1 {
+			p.gateways = append(p.gateways, i)
+		}
+	}
+}
+
+// withWAN returns a copy of p with the failed WAN path k set (nil: none).
+func (p *Plan) withWAN(k wanKey, s *linkSnap) *Plan {
+	q := *p
+	q.wanExc = make(map[wanKey]*linkSnap, len(p.wanExc)+1)
+	for k, v := range p.wanExc {
+		q.wanExc[k] = v
+	}
+	if s == nil {
+		delete(q.wanExc, k)
+	} else {
+		q.wanExc[k] = s
+	}
+	return &q
 }
 
 // withExc returns a copy of p with node name's exception set (nil: none).
@@ -601,9 +1028,14 @@ func (p *Plan) withLink(k poolPair, s *linkSnap) *Plan {
 func (p *Plan) withEntries(repl map[int]*nodeEntry) *Plan {
 	q := *p
 	q.nodes = slices.Clone(p.nodes)
+	regate := false
 	for i, e := range repl {
 		e.pool = p.nodes[i].pool
+		regate = regate || e.gateway != p.nodes[i].gateway || e.facts.WANPublicKey != p.nodes[i].facts.WANPublicKey || e.facts.PublicEndpoint != p.nodes[i].facts.PublicEndpoint
 		q.nodes[i] = e
+	}
+	if regate {
+		q.findGateways()
 	}
 	return &q
 }
@@ -614,6 +1046,9 @@ func (p *Plan) withEntry(i int, e *nodeEntry) *Plan {
 	q.nodes = slices.Clone(p.nodes)
 	e.pool = p.nodes[i].pool
 	q.nodes[i] = e
+	if e.gateway != p.nodes[i].gateway || e.facts.WANPublicKey != p.nodes[i].facts.WANPublicKey || e.facts.PublicEndpoint != p.nodes[i].facts.PublicEndpoint {
+		q.findGateways()
+	}
 	return &q
 }
 

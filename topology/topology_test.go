@@ -487,15 +487,18 @@ func TestCountsMatchPairs(t *testing.T) {
 func FuzzParseNode(f *testing.F) {
 	for _, n := range []NodeFacts{{Name: "seed"}} {
 		l, a := Format(n)
-		f.Add(n.Name, l[LabelLocation], l[LabelPool], a[AnnotationUnderlayIPs], a[AnnotationVTEPMAC], a[AnnotationVTEPPort], a[AnnotationPodCIDR], a[AnnotationPodPrefixes], a[AnnotationCapabilities])
+		f.Add(n.Name, l[LabelLocation], l[LabelPool], a[AnnotationUnderlayIPs], a[AnnotationVTEPMAC], a[AnnotationVTEPPort], a[AnnotationPodCIDR], a[AnnotationPodPrefixes], a[AnnotationCapabilities],
+			l[LabelWANGateway], a[AnnotationWANPublicKey], a[AnnotationPublicEndpoint])
 	}
-	f.Add("edge-a1", "idc", "idc-a", "192.168.10.11", "02:00:c0:a8:0a:0b", "4789", "10.244.1.0/24", "", "tcx,bgp-peers=1")
-	f.Add("cloud-1", "cloud", "vpc", "10.0.1.11,fd00::1", "02:00:0A:00:01:0B", "65535", "", "10.0.64.16/28, 10.0.64.1/32", "eni,eni-quota=4")
-	f.Add("x", "mars", "-bad", "::ffff:1.2.3.4%eth0", "zz", "-1", "1.2.3.4/33", ",,", "eni=1,bgp-peers=x")
-	f.Fuzz(func(t *testing.T, name, loc, pool, under, mac, port, cidr, prefixes, caps string) {
-		labels := map[string]string{LabelLocation: loc, LabelPool: pool}
+	f.Add("edge-a1", "idc", "idc-a", "192.168.10.11", "02:00:c0:a8:0a:0b", "4789", "10.244.1.0/24", "", "tcx,bgp-peers=1", "false", "MDEyMzQ1Njc4OTo7PD0+P0BBQkNERUZHSElKS0xNTk8=", "198.51.100.5:51871")
+	f.Add("cloud-1", "cloud", "vpc", "10.0.1.11,fd00::1", "02:00:0A:00:01:0B", "65535", "", "10.0.64.16/28, 10.0.64.1/32", "eni,eni-quota=4", "true", " EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8= ", "[::ffff:203.0.113.11]:51871")
+	f.Add("x", "mars", "-bad", "::ffff:1.2.3.4%eth0", "zz", "-1", "1.2.3.4/33", ",,", "eni=1,bgp-peers=x", "yes", "bm90IGEga2V5", "0.0.0.0:0")
+	f.Add("y", "ens", "p", "10.0.0.1", "", "", "", "", "", "", "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8", "[2001:db8::1]:0")
+	f.Fuzz(func(t *testing.T, name, loc, pool, under, mac, port, cidr, prefixes, caps, gateway, wanKey, endpoint string) {
+		labels := map[string]string{LabelLocation: loc, LabelPool: pool, LabelWANGateway: gateway}
 		ann := map[string]string{AnnotationUnderlayIPs: under, AnnotationVTEPMAC: mac, AnnotationVTEPPort: port,
-			AnnotationPodCIDR: cidr, AnnotationPodPrefixes: prefixes, AnnotationCapabilities: caps}
+			AnnotationPodCIDR: cidr, AnnotationPodPrefixes: prefixes, AnnotationCapabilities: caps,
+			AnnotationWANPublicKey: wanKey, AnnotationPublicEndpoint: endpoint}
 		nf, err := ParseNode(name, labels, ann)
 		if err != nil {
 			if !strings.Contains(err.Error(), "node ") {
@@ -664,7 +667,7 @@ func TestPerNodeException(t *testing.T) {
 }
 
 func FuzzParseFactsDoc(f *testing.F) {
-	for _, name := range []string{"testdata/lab.yaml", "testdata/lab-failover.yaml"} {
+	for _, name := range []string{"testdata/lab.yaml", "testdata/lab-failover.yaml", "testdata/lab-wan.yaml"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

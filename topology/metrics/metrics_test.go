@@ -54,7 +54,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	want := map[string]float64{
-		"strata_topology_pairs,path=native": 4, "strata_topology_pairs,path=vxlan": 16, "strata_topology_pairs,path=unreachable": 0,
+		"strata_topology_pairs,path=native": 4, "strata_topology_pairs,path=vxlan": 16, "strata_topology_pairs,path=unreachable": 0, "strata_topology_pairs,path=wan": 0,
 		"strata_topology_path_switches_total,from=native,to=vxlan": 2,
 		"strata_topology_last_switch_duration_seconds":             0.42,
 		"strata_topology_nodes":                                    5,

@@ -31,7 +31,7 @@ var (
 		topology.DatapathBGPUnderlay: "#4bc0c0", topology.DatapathVXLANOverlay: "#9966ff",
 	}
 	PathColors = map[topology.Path]string{
-		topology.PathNative: "#2e7d32", topology.PathVXLAN: "#1565c0", topology.PathUnreachable: "#c62828",
+		topology.PathNative: "#2e7d32", topology.PathVXLAN: "#1565c0", topology.PathUnreachable: "#c62828", topology.PathWAN: "#ef6c00",
 	}
 )
 
