@@ -2,6 +2,7 @@ package cloudnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -66,7 +67,7 @@ func (m *Manager) setErr(err error) {
 // roomLocked says whether an attached ENI can take more IPs or another ENI
 // may be created.
 func (m *Manager) roomLocked() bool {
-	if len(m.enis) < m.maxENIs() {
+	if len(m.enis)+len(m.unadopted) < m.maxENIs() && len(m.unadopted) == 0 {
 		return true
 	}
 	for _, e := range m.enis {
@@ -100,10 +101,17 @@ func (m *Manager) fill(ctx context.Context) error {
 			pick = e
 		}
 	}
-	canCreate := len(m.enis) < m.maxENIs()
+	canCreate := len(m.enis)+len(m.unadopted) < m.maxENIs()
 	prefixes := m.cfg.IPv4Prefixes
+	var unadopted error
+	for id, err := range m.unadopted {
+		unadopted = fmt.Errorf("ENI %s is attached but not in use (retried at each resync): %w", id, err)
+	}
 	m.mu.Unlock()
 
+	if pick == nil && unadopted != nil {
+		return unadopted
+	}
 	if pick == nil {
 		if !canCreate {
 			return fmt.Errorf("node is at its ENI capacity (%d ENIs x %d IPs): no more pod IPs", m.maxENIs(), (m.limits.IPsPerENI-1)*m.perSlot())
@@ -193,7 +201,13 @@ func (m *Manager) createENI(ctx context.Context, count, reserve int) error {
 		m.markDirty()
 		return err
 	}
-	return m.adopt(ctx, got)
+	if err := m.adopt(ctx, got); err != nil {
+		m.mu.Lock()
+		m.unadopted[got.ID], m.dirty = err, true
+		m.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 func (m *Manager) markDirty() {
@@ -258,7 +272,16 @@ func (m *Manager) adopt(ctx context.Context, e ecsapi.ENI) error {
 	if err != nil {
 		return err
 	}
-	info := ENIInfo{ID: e.ID, MAC: e.MAC, PrimaryIP: e.PrimaryIP, CIDR: vs.CIDR, Gateway: vs.CIDR.Masked().Addr().Next()}
+	info := ENIInfo{ID: e.ID, MAC: e.MAC, PrimaryIP: e.PrimaryIP, CIDR: vs.CIDR}
+	if m.cfg.ENIGateway != nil {
+		// from metadata, never from the CIDR: ECS's is not the first host
+		if info.Gateway, err = m.cfg.ENIGateway(ctx, e.MAC); err != nil {
+			return fmt.Errorf("adopt ENI %s: %w", e.ID, err)
+		}
+		if !vs.CIDR.Contains(info.Gateway) {
+			return fmt.Errorf("adopt ENI %s (MAC %s): metadata gives gateway %s outside its vSwitch %s %s (check --metadata-url points at this instance's metadata service)", e.ID, e.MAC, info.Gateway, e.VSwitchID, vs.CIDR)
+		}
+	}
 	st := &eniState{info: info, ips: map[netip.Addr]bool{}, prefixes: map[netip.Prefix]bool{}}
 	if m.dp != nil {
 		if st.link, st.table, err = m.dp.ENIUp(ctx, info); err != nil {
@@ -454,15 +477,23 @@ func (m *Manager) resync(ctx context.Context) error {
 			m.markDirty()
 		}
 	}
+	// adopt every new ENI; one that fails stays unadopted (counted against
+	// the cap, retried next resync) and does not stop the others
+	var adoptErrs []error
 	for id, e := range seen {
 		m.mu.Lock()
 		_, known := m.enis[id]
 		m.mu.Unlock()
 		if !known {
-			if err := m.adopt(ctx, e); err != nil {
-				m.markDirty()
-				return err
+			err := m.adopt(ctx, e)
+			m.mu.Lock()
+			if err != nil {
+				m.unadopted[id], m.dirty = err, true
+				adoptErrs = append(adoptErrs, err)
+			} else {
+				delete(m.unadopted, id)
 			}
+			m.mu.Unlock()
 		}
 	}
 	now := time.Now()
@@ -476,6 +507,11 @@ func (m *Manager) resync(ctx context.Context) error {
 	if err != nil {
 		m.mu.Unlock()
 		return err
+	}
+	for id := range m.unadopted {
+		if _, ok := seen[id]; !ok {
+			delete(m.unadopted, id)
+		}
 	}
 	cloud := map[netip.Addr]string{}
 	for id, st := range m.enis {
@@ -531,7 +567,7 @@ func (m *Manager) resync(ctx context.Context) error {
 			return fmt.Errorf("prune pod rules: %w", err)
 		}
 	}
-	return nil
+	return errors.Join(adoptErrs...)
 }
 
 // Reconcile runs one full reconcile now (from the maintainer when running).

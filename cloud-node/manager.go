@@ -133,7 +133,13 @@ type Config struct {
 	// ReadyMAC, if set, reports whether the guest sees an ENI's MAC (the
 	// metadata service); attach waits for it after InUse.
 	ReadyMAC func(ctx context.Context, mac string) (bool, error)
-	Logger   *slog.Logger
+	// ENIGateway reads an attached ENI's vSwitch gateway from the instance
+	// metadata service (network/interfaces/macs/<mac>/gateway, see
+	// metadata.Client.Gateway). ECS gateways are not the subnet's first host
+	// (x.x.x.253 of a /24), so nothing derives one from the CIDR: it is
+	// required with a datapath or IPVlan, which route via the gateway.
+	ENIGateway func(ctx context.Context, mac string) (netip.Addr, error)
+	Logger     *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -240,23 +246,28 @@ type Manager struct {
 	store *ipamstore.Store
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	enis     map[string]*eniState
-	free     map[netip.Addr]freeIP
-	claiming map[netip.Addr]bool // left the pool, store write in progress
-	changed  chan struct{}       // closed and replaced when the pool changes
-	waiting  int
-	lastErr  error
-	started  bool
-	limits   ecsapi.InstanceType
-	dirty    bool
-	wake     chan struct{}
-	cancel   context.CancelFunc
-	done     chan struct{}
-	nodeAddr netip.Addr
-	warm     int // free IPs Start waits for (0 once started)
-	poolSize prometheus.GaugeFunc
-	allocs   prometheus.Counter
+	mu   sync.Mutex
+	enis map[string]*eniState
+	// unadopted are InUse ENIs of this node that adopt failed for (e.g. no
+	// gateway in metadata), with the error: while there is one the pool
+	// creates no ENI (a failing adopt would fail again on the next one) and
+	// resync retries them.
+	unadopted map[string]error
+	free      map[netip.Addr]freeIP
+	claiming  map[netip.Addr]bool // left the pool, store write in progress
+	changed   chan struct{}       // closed and replaced when the pool changes
+	waiting   int
+	lastErr   error
+	started   bool
+	limits    ecsapi.InstanceType
+	dirty     bool
+	wake      chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
+	nodeAddr  netip.Addr
+	warm      int // free IPs Start waits for (0 once started)
+	poolSize  prometheus.GaugeFunc
+	allocs    prometheus.Counter
 }
 
 // NewManager builds a manager over an open store. dp may be nil (no kernel
@@ -265,8 +276,11 @@ func NewManager(cfg Config, api CloudAPI, store *ipamstore.Store, dp ENIDatapath
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	if cfg.ENIGateway == nil && (dp != nil || cfg.IPVlan) {
+		return nil, errors.New("cloud-node config: ENIGateway is required with a datapath or IPVlan (read it from the metadata service: metadata.Client.Gateway)")
+	}
 	m := &Manager{cfg: cfg, api: api, dp: dp, store: store, log: cfg.Logger,
-		enis: map[string]*eniState{}, free: map[netip.Addr]freeIP{}, claiming: map[netip.Addr]bool{},
+		enis: map[string]*eniState{}, unadopted: map[string]error{}, free: map[netip.Addr]freeIP{}, claiming: map[netip.Addr]bool{},
 		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	m.poolSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_eni_pool_idle_ips",
 		Help: "Free secondary IPs in the warm pool."}, func() float64 { return float64(m.Idle()) })

@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	cloudnode "github.com/strata-net/strata/cloud-node"
 	"github.com/strata-net/strata/cloud-node/ecsapi"
+	"github.com/strata-net/strata/cloud-node/metadata"
 	"github.com/strata-net/strata/cni/plugin"
 	"github.com/strata-net/strata/internal/ipamstore"
 	"github.com/strata-net/strata/internal/role"
@@ -480,13 +482,16 @@ func (fakeDatapath) Prune(context.Context, map[netip.Addr]bool) error { return n
 
 // With ipvlan the pod is a slave of its ENI: the vSwitch gateway is its
 // default, the ENI's primary IP its way to the host for host-bound CIDRs;
-// the plugin's plan (cni/plugin) consumes exactly these fields.
+// the plugin's plan (cni/plugin) consumes exactly these fields. The gateway
+// is what the metadata service says, as on ECS the .253 of the vSwitch
+// (10.0.79.253 of 10.0.64.0/20), not its first host.
 func TestIPVlanAllocationNamesENIGatewayAndHost(t *testing.T) {
 	e := newEnv(t, nil)
 	hostBound := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.0.1.0/24")}
 	for _, ipvlan := range []bool{false, true} {
 		cfg := managerConfig()
 		cfg.IPVlan, cfg.HostBound, cfg.VPCCIDR = ipvlan, hostBound, netip.MustParsePrefix("10.0.0.0/16")
+		cfg.ENIGateway = metadata.New(e.url + "/i/i-node1").Gateway
 		st, err := ipamstore.Open(e.state)
 		if err != nil {
 			t.Fatal(err)
@@ -516,14 +521,59 @@ func TestIPVlanAllocationNamesENIGatewayAndHost(t *testing.T) {
 			t.Fatalf("ipvlan=%v: allocation %+v lacks its ENI (%s, %s)", ipvlan, a, eni.ID, eni.MAC)
 		}
 		if ipvlan {
-			if a.Datapath != role.DatapathIPVlan || a.Gateway != netip.MustParseAddr("10.0.64.1") || a.HostVia != eni.PrimaryIP ||
+			if a.Datapath != role.DatapathIPVlan || a.Gateway != netip.MustParseAddr("10.0.79.253") || a.HostVia != eni.PrimaryIP ||
 				fmt.Sprint(a.Routes) != fmt.Sprint(hostBound) || fmt.Sprint(a.Direct) != "[10.0.0.0/16]" {
-				t.Fatalf("ipvlan allocation %+v: want gateway 10.0.64.1, host via %s, routes %v, the VPC direct", a, eni.PrimaryIP, hostBound)
+				t.Fatalf("ipvlan allocation %+v: want gateway 10.0.79.253 (from metadata), host via %s, routes %v, the VPC direct", a, eni.PrimaryIP, hostBound)
 			}
 		} else if a.Datapath != role.DatapathVethRouted || a.Gateway != cloudnode.PodGateway || a.HostVia.IsValid() || a.Routes != nil || a.Direct != nil {
 			t.Fatalf("veth allocation %+v", a)
 		}
 		_ = m.Stop(context.Background())
+	}
+}
+
+// A metadata service that gives no gateway for an ENI is an error naming the
+// MAC and the fix, and the manager keeps no guessed gateway: it does not
+// start on it, and a manager that needs one cannot be built without a way to
+// read it.
+func TestENIGatewayMissingFromMetadataIsAnError(t *testing.T) {
+	e := newEnv(t, nil)
+	e.emu.SetFaults(ecsemu.Faults{OmitENIMetadata: []string{"gateway"}})
+	cfg := managerConfig()
+	cfg.IPVlan = true
+	if _, err := cloudnode.NewManager(cfg, e.api, nil, fakeDatapath{}); err == nil || !strings.Contains(err.Error(), "ENIGateway") {
+		t.Fatalf("a manager with a datapath and no ENIGateway: %v, want an error naming ENIGateway", err)
+	}
+	cfg.ENIGateway = metadata.New(e.url + "/i/i-node1").Gateway
+	st, err := ipamstore.Open(e.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cloudnode.NewManager(cfg, e.api, st, fakeDatapath{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = m.Start(ctx)
+	var mac string
+	n := 0
+	for _, x := range e.emu.ENIs() {
+		if x.Type == "Secondary" {
+			mac = x.MAC
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d ENIs created: an ENI that cannot be adopted must stop the pool creating more", n)
+	}
+	if err == nil || mac == "" || !strings.Contains(err.Error(), mac) || !strings.Contains(err.Error(), "gateway") || !strings.Contains(err.Error(), "--metadata-url") {
+		t.Fatalf("start with no gateway in metadata: %v; want an error naming the gateway, MAC %s and --metadata-url", err, mac)
+	}
+	t.Logf("start: %v", err)
+	if snap, _ := m.Snapshot(); len(snap.Free) != 0 {
+		t.Fatalf("pool filled from an ENI with no known gateway: %v", snap.Free)
 	}
 }
 

@@ -100,7 +100,8 @@ func New(ctx context.Context, o Options) (*cloudnode.Manager, error) {
 			macs, err := md.MACs(ctx)
 			return slices.Contains(macs, mac), err
 		},
-		Logger: o.Logger,
+		ENIGateway: md.Gateway,
+		Logger:     o.Logger,
 	}, api, st, dp)
 	if err != nil {
 		_ = st.Close()

@@ -116,7 +116,8 @@ func (cl *cloudLab) start(t *testing.T, host, instance string) *cloudnode.Manage
 				}
 			}
 			return false, err
-		}}, api, st, dp)
+		},
+		ENIGateway: md.Gateway}, api, st, dp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,8 @@ func TestPrivilegedCloudNodeLab(t *testing.T) {
 		}
 	}
 	tbl := testutil.Run(t, node1.Exec("ip", "route", "show", "table", fmt.Sprint(a1.Table))...)
-	if !strings.Contains(tbl, "default via 10.0.64.1 dev "+a1.ENILink) {
+	// the vSwitch gateway from metadata: ECS's .253, not the first host
+	if !strings.Contains(tbl, "default via 10.0.79.253 dev "+a1.ENILink) {
 		t.Fatalf("table %d:\n%s", a1.Table, tbl)
 	}
 	// overlay/BGP-learned destinations go via the host's main table, not the ENI
@@ -386,8 +388,12 @@ func TestPrivilegedExclusiveENI(t *testing.T) {
 	t.Cleanup(func() { _ = nsutil.Delete(p.Name) })
 	node1 := cl.lab.NS("node1")
 	addr := netip.PrefixFrom(eni.PrimaryIP, 20)
+	gw, err := metadata.New(cl.url+"/i/i-node1").Gateway(ctx, eni.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := node1.Do(func() error {
-		return datapath.SetupExclusiveENI(eni.MAC, p.Path, "eth0", addr, netip.MustParseAddr("10.0.64.1"))
+		return datapath.SetupExclusiveENI(eni.MAC, p.Path, "eth0", addr, gw)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ package metadata
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -206,6 +207,26 @@ func (c *Client) ENI(ctx context.Context, mac string) (ENI, error) {
 		}
 	}
 	return e, nil
+}
+
+// Gateway reads the vSwitch gateway of the attached ENI with the given MAC
+// (network/interfaces/macs/<mac>/gateway). It is the only source of it: on
+// ECS the gateway is not the subnet's first host (it is x.x.x.253 of a /24),
+// so a missing or malformed answer is an error, never a guess.
+func (c *Client) Gateway(ctx context.Context, mac string) (netip.Addr, error) {
+	path := "network/interfaces/macs/" + mac + "/gateway"
+	v, err := c.Get(ctx, path)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return netip.Addr{}, fmt.Errorf("ENI MAC %s: the metadata service has no %s (is the ENI attached to this instance, and does --metadata-url point at the ECS metadata service?): %w", mac, path, err)
+		}
+		return netip.Addr{}, fmt.Errorf("ENI MAC %s: read its gateway: %w", mac, err)
+	}
+	gw, err := netip.ParseAddr(v)
+	if err != nil || !gw.Is4() {
+		return netip.Addr{}, fmt.Errorf("ENI MAC %s: metadata %s = %q is not an IPv4 address (check --metadata-url points at the ECS metadata service)", mac, path, v)
+	}
+	return gw, nil
 }
 
 // ParseIPList parses private-ipv4s, a JSON array of IPv4 addresses.

@@ -39,7 +39,9 @@ type InstanceType struct {
 	IPsPerENI int
 }
 
-// VSwitch is a subnet of the VPC. Its gateway is the first host address.
+// VSwitch is a subnet of the VPC. As on ECS its gateway is not the first
+// host but the first of the three reserved last addresses (x.x.x.253 of a
+// /24, 10.0.79.253 of 10.0.64.0/20); the metadata service serves it.
 type VSwitch struct {
 	ID     string
 	CIDR   string
@@ -71,6 +73,9 @@ type Faults struct {
 	// OmitENIs are left out of every DescribeNetworkInterfaces reply, as an
 	// eventually consistent listing may do; the ENIs themselves stay.
 	OmitENIs []string
+	// OmitENIMetadata are fields under network/interfaces/macs/<mac>/ (e.g.
+	// "gateway") the metadata service answers 404 for, for every ENI.
+	OmitENIMetadata []string
 }
 
 // Config configures an emulator.
@@ -257,7 +262,7 @@ func New(cfg Config) (*Emulator, error) {
 			v.ZoneID = cfg.RegionID + "-h"
 		}
 		vs := &vswitch{VSwitch: v, prefix: p.Masked(), used: map[netip.Addr]bool{}}
-		vs.cursor = vs.gateway()
+		vs.cursor = vs.prefix.Addr() // take starts after it: the first host
 		e.vswitches[v.ID] = vs
 	}
 	for _, in := range cfg.Instances {
@@ -371,28 +376,37 @@ func (e *Emulator) newMAC() string {
 	}
 }
 
-// gateway is the first host address of the vSwitch (reserved).
-func (v *vswitch) gateway() netip.Addr { return v.prefix.Addr().Next() }
+// ECS reserves the first address and the last three of every vSwitch
+// ("the first IP address and the last three IP addresses of each vSwitch
+// CIDR block are reserved", Alibaba Cloud VPC API reference, CreateVSwitch:
+// https://www.alibabacloud.com/help/en/vpc/developer-reference/api-vpc-2016-04-28-createvswitch;
+// for 192.168.1.0/24 they are .0, .253, .254 and .255). The vSwitch gateway
+// an instance sees in metadata (network/interfaces/macs/<mac>/gateway) is
+// the first of those last three: .253 of a /24, and for any size the last
+// address minus 2. The first host (.1) is an ordinary usable address.
 
-// capacity counts usable addresses: all but network, gateway and the last
-// three (ECS reserves them).
+// last is the vSwitch's last (broadcast) address.
+func (v *vswitch) last() netip.Addr {
+	a := v.prefix.Addr().As4()
+	host := uint32(1)<<(32-v.prefix.Bits()) - 1
+	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// gateway is the vSwitch gateway: the last address minus 2 (see above).
+func (v *vswitch) gateway() netip.Addr { return v.last().Prev().Prev() }
+
+// capacity counts usable addresses: all but the first and the last three.
 func (v *vswitch) capacity() int {
-	return 1<<(32-v.prefix.Bits()) - 5
+	return 1<<(32-v.prefix.Bits()) - 4
 }
 
 func (v *vswitch) available() int { return v.capacity() - len(v.used) }
 
+// usable: inside the vSwitch, not its first address, below the gateway
+// (the last three, gateway included, are reserved).
 func (v *vswitch) usable(a netip.Addr) bool {
-	if !v.prefix.Contains(a) || a == v.prefix.Addr() || a == v.gateway() {
-		return false
-	}
-	last := v.prefix.Addr()
-	for range 1<<(32-v.prefix.Bits()) - 1 {
-		last = last.Next()
-	}
-	// the last three addresses are reserved
-	l3 := last.Prev().Prev()
-	return a.Less(l3)
+	return v.prefix.Contains(a) && a != v.prefix.Addr() && a.Less(v.gateway())
 }
 
 // take hands out n free addresses round-robin from the cursor, or nil.

@@ -140,7 +140,7 @@ func TestSDKDecodesEveryAction(t *testing.T) {
 		t.Fatalf("DescribeInstanceTypes: %+v %v", it, err)
 	}
 	vs, err := c.DescribeVSwitch(ctx, "vsw-tiny")
-	if err != nil || vs.Available != 3 || vs.CIDR.String() != "10.0.2.0/29" {
+	if err != nil || vs.Available != 4 || vs.CIDR.String() != "10.0.2.0/29" {
 		t.Fatalf("DescribeVSwitches: %+v %v", vs, err)
 	}
 	if err := c.DetachENI(ctx, eni.ID, "i-node1"); err != nil {
@@ -249,14 +249,15 @@ func TestErrorCodes(t *testing.T) {
 	// InvalidOperation.Ipv4CountExceeded: 6 per ENI, primary included.
 	_, _, err := c.AssignIPs(ctx, ids[0], 6, nil, 0, ecsapi.NewToken())
 	check("7 IPs on a 6-IP ENI", err, ecsemu.CodeIPCountExceeded)
-	// InvalidVSwitchId.IpNotEnough: a /29 has 3 usable addresses.
-	_, err = c.CreateENI(ctx, "vsw-tiny", "", 3, tags, ecsapi.NewToken())
-	check("4 IPs from a /29", err, ecsemu.CodeIPNotEnough)
+	// InvalidVSwitchId.IpNotEnough: a /29 has 4 usable addresses (ECS
+	// reserves the first and the last three).
+	_, err = c.CreateENI(ctx, "vsw-tiny", "", 4, tags, ecsapi.NewToken())
+	check("5 IPs from a /29", err, ecsemu.CodeIPNotEnough)
 	small, err := c.CreateENI(ctx, "vsw-tiny", "", 1, tags, ecsapi.NewToken())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = c.AssignIPs(ctx, small.ID, 2, nil, 0, ecsapi.NewToken())
+	_, _, err = c.AssignIPs(ctx, small.ID, 3, nil, 0, ecsapi.NewToken())
 	check("assign past vSwitch", err, ecsemu.CodeIPNotEnough)
 	// InvalidEniId.NotFound
 	check("attach unknown", c.AttachENI(ctx, "eni-nope", "i-node1"), ecsemu.CodeENINotFound)
@@ -367,7 +368,7 @@ func TestMetadataService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ID != e.ID || m.PrimaryIP != e.PrimaryIP || m.Gateway.String() != "10.0.64.1" || m.VSwitchID != "vsw-pod" ||
+	if m.ID != e.ID || m.PrimaryIP != e.PrimaryIP || m.Gateway.String() != "10.0.79.253" || m.VSwitchID != "vsw-pod" ||
 		m.VSwitchCIDR.String() != "10.0.64.0/20" || len(m.IPs) != 3 {
 		t.Fatalf("ENI metadata: %+v", m)
 	}
@@ -609,5 +610,56 @@ func TestDebugENIsView(t *testing.T) {
 		if got[i].ID == eni.ID && len(got[i].Secondary) != 2 {
 			t.Fatalf("ENI %s in the debug view has %v, want 2 secondary IPs", eni.ID, got[i].Secondary)
 		}
+	}
+}
+
+// The emulator lays out vSwitches as ECS does: the first address and the
+// last three are reserved, the gateway metadata gives is the first of those
+// three (x.x.x.253 of a /24, the last address minus 2 of any size), and the
+// first host (.1) is an ordinary address an ENI can get.
+func TestVSwitchLayoutAsECS(t *testing.T) {
+	_, base := start(t, baseConfig())
+	c := client(t, base, nil)
+	ctx := context.Background()
+	md := metadata.New(base + "/i/i-node1")
+	in, err := md.Instance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gw, err := md.Gateway(ctx, in.PrimaryMAC); err != nil || gw.String() != "10.0.1.253" {
+		t.Fatalf("gateway of the node's /24 vSwitch: %v %v, want 10.0.1.253", gw, err)
+	}
+	// a /29 (10.0.2.0-7): .0 and .5-.7 reserved, the gateway .5
+	vs, err := c.DescribeVSwitch(ctx, "vsw-tiny")
+	if err != nil || vs.Available != 4 {
+		t.Fatalf("vsw-tiny: %+v %v, want 4 usable addresses", vs, err)
+	}
+	if _, err := c.CreateENI(ctx, "vsw-tiny", "", 0, nil, ecsapi.NewToken()); err != nil {
+		t.Fatal(err)
+	}
+	es, err := c.DescribeENIs(ctx, ecsapi.Filter{VSwitchID: "vsw-tiny"})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("%v %v", es, err)
+	}
+	for _, reserved := range []string{"10.0.2.0", "10.0.2.5", "10.0.2.6", "10.0.2.7"} {
+		if _, _, err := c.AssignIPs(ctx, es[0].ID, 0, []netip.Addr{netip.MustParseAddr(reserved)}, 0, ecsapi.NewToken()); ecsapi.Code(err) != "InvalidPrivateIpAddress.Malformed" {
+			t.Errorf("assign reserved %s: %v, want InvalidPrivateIpAddress.Malformed", reserved, err)
+		}
+	}
+	got := []netip.Addr{es[0].PrimaryIP}
+	ips, _, err := c.AssignIPs(ctx, es[0].ID, 3, nil, 0, ecsapi.NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, ips...)
+	if fmt.Sprint(got) != "[10.0.2.1 10.0.2.2 10.0.2.3 10.0.2.4]" {
+		t.Fatalf("the /29's addresses went out as %v, want .1 to .4", got)
+	}
+	if err := c.AttachENI(ctx, es[0].ID, "i-node1"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, es[0].ID, "InUse")
+	if gw, err := md.Gateway(ctx, es[0].MAC); err != nil || gw.String() != "10.0.2.5" {
+		t.Fatalf("gateway of the /29: %v %v, want 10.0.2.5", gw, err)
 	}
 }

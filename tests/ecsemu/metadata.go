@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +128,9 @@ func (e *Emulator) metadata(id, p string) (string, bool) {
 		return "", false
 	}
 	evs := e.vswitches[x.VSwitchID]
+	if slices.Contains(e.faults.OmitENIMetadata, field) {
+		return "", false
+	}
 	switch field {
 	case "network-interface-id":
 		return x.ID, true
