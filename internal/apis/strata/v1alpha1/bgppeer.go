@@ -1,7 +1,8 @@
 // Package v1alpha1 holds the Go types of Strata's strata.io/v1alpha1 API
-// that the agent reads: BGPPeer. They are written by hand (no code
-// generators offline) and read through the dynamic client; the CRD in
-// deploy/crds is checked against them by a unit test.
+// that the agent reads and writes: BGPPeer, NodePool and PodCIDRClaim. They
+// are written by hand (no code generators offline) and read through the
+// dynamic client; the CRDs in deploy/crds and deploy/manifests/crds-pool are
+// checked against them by a unit test.
 package v1alpha1
 
 import (
