@@ -49,3 +49,41 @@ func BenchmarkDecideIncremental(b *testing.B) {
 		}
 	}
 }
+
+// What an internet node programs for every peer in a WAN cluster: direct
+// pairs, standby tunnels and relayed pairs (rendezvous over 8 gateways).
+func BenchmarkPeersOfWAN15k(b *testing.B) {
+	nodes := topotest.WANCluster(benchNodes, benchPools, 8)
+	p, err := topology.Decide(topology.Facts{Nodes: nodes}, topology.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	local := nodes[benchPools-1].Name // the last pool is an internet pool
+	if c := p.Counts(); c[topology.PathWAN] == 0 {
+		b.Fatalf("no wan pairs: %v", c)
+	}
+	relayed := 0
+	for _, pp := range p.PeersOf(local) {
+		if pp.Relay != "" {
+			relayed++
+		}
+	}
+	if relayed == 0 {
+		b.Fatal("no relayed peers")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = p.PeersOf(local)
+	}
+	b.ReportMetric(float64(relayed), "relayed-peers")
+}
+
+func BenchmarkDecideFullWAN15k(b *testing.B) {
+	nodes := topotest.WANCluster(benchNodes, benchPools, 8)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := topology.Decide(topology.Facts{Nodes: nodes}, topology.DefaultConfig()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -310,15 +310,20 @@ func ParseNode(name string, labels, annotations map[string]string) (NodeFacts, e
 // checkWANKey accepts the standard base64 of exactly WANKeyLen bytes, the
 // form WireGuard tools print.
 func checkWANKey(s string) error {
+	enc := base64.StdEncoding.Strict()
 	if s == "" {
 		return errors.New("empty")
 	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if want := enc.EncodedLen(WANKeyLen); len(s) != want {
+		return fmt.Errorf("%d characters, want %d (%d bytes)", len(s), want, WANKeyLen)
+	}
+	var buf [WANKeyLen + 2]byte // no allocation: checked for every node
+	n, err := enc.Decode(buf[:], []byte(s))
 	if err != nil {
 		return err
 	}
-	if len(b) != WANKeyLen {
-		return fmt.Errorf("decodes to %d bytes, want %d", len(b), WANKeyLen)
+	if n != WANKeyLen {
+		return fmt.Errorf("decodes to %d bytes, want %d", n, WANKeyLen)
 	}
 	return nil
 }

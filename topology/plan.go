@@ -139,10 +139,10 @@ type nodeEntry struct {
 	pods      []netip.Prefix // the accepted pod prefixes: what peers program
 	// WAN facts, validated: facts that bypass ParseNode (facts documents,
 	// gossip) may still carry a bad key or endpoint, which counts as absent.
-	wanKey  bool   // a valid WireGuard public key
-	wanEP   bool   // a valid public endpoint: reachable from the internet
-	gateway bool   // may relay: wan-gateway=true with a key and an endpoint
-	wanBad  string // why a present key or endpoint is unusable
+	wanKey  bool // a valid WireGuard public key
+	wanEP   bool // a valid public endpoint: reachable from the internet
+	gateway bool // may relay: wan-gateway=true with a key and an endpoint
+	wanBad  bool // a key or endpoint is present but unusable (wanBadText says why)
 }
 
 func newEntry(f NodeFacts, alive bool, liveSince time.Time, own *ownership) *nodeEntry {
@@ -155,20 +155,12 @@ func newEntry(f NodeFacts, alive bool, liveSince time.Time, own *ownership) *nod
 	e.private = f.Location == LocationCloud || f.Interconnect == InterconnectLeasedLine
 	e.nativeOK = e.datapath != DatapathVXLANOverlay && len(e.baseMiss) == 0 && len(e.natMiss) == 0
 	if f.WANPublicKey != "" {
-		if err := checkWANKey(f.WANPublicKey); err != nil {
-			e.wanBad = "invalid " + AnnotationWANPublicKey + " (" + err.Error() + ")"
-		} else {
-			e.wanKey = true
-		}
+		e.wanKey = checkWANKey(f.WANPublicKey) == nil
+		e.wanBad = !e.wanKey
 	}
 	if f.PublicEndpoint != (netip.AddrPort{}) {
-		if err := checkPublicEndpoint(f.PublicEndpoint); err != nil {
-			if e.wanBad == "" {
-				e.wanBad = "invalid " + AnnotationPublicEndpoint + " (" + err.Error() + ")"
-			}
-		} else {
-			e.wanEP = true
-		}
+		e.wanEP = checkPublicEndpoint(f.PublicEndpoint) == nil
+		e.wanBad = e.wanBad || !e.wanEP
 	}
 	e.gateway = f.WANGateway && e.wanKey && e.wanEP
 	return e
@@ -517,7 +509,7 @@ func (p *Plan) wanRoute(a, b *nodeEntry, v *verdict, cross bool) bool {
 			return true
 		}
 		return false // same domain: VXLAN may still get through
-	case cross && (a.wanKey || b.wanKey || a.wanBad != "" || b.wanBad != ""):
+	case cross && (a.wanKey || b.wanKey || a.wanBad || b.wanBad):
 		v.why, v.who, v.link = whyCrossDomain, nil, nil
 		v.path, v.wan, v.wanWho = PathUnreachable, wanNoKey, a
 		if a.wanKey {
@@ -679,7 +671,7 @@ func domainText(a, b *nodeEntry) string {
 
 func lacksKey(e *nodeEntry) string {
 	if e.facts.WANPublicKey != "" && !e.wanKey {
-		return "has an " + e.wanBad
+		return "has an invalid " + AnnotationWANPublicKey + " (" + checkWANKey(e.facts.WANPublicKey).Error() + ")"
 	}
 	return "lacks " + AnnotationWANPublicKey
 }
@@ -864,7 +856,7 @@ func (p *Plan) Counts() map[Path]int {
 	}{}
 	for i, e := range p.nodes {
 		k := class{e.pool, len(e.baseMiss) == 0, len(e.ovlMiss) == 0, len(e.natMiss) == 0, e.nativeOK, e.private, e.alive, !p.exc[e.facts.Name].up(), e.own.isolated(),
-			e.wanKey, e.wanEP, e.wanBad != "", e.datapath, 0}
+			e.wanKey, e.wanEP, e.wanBad, e.datapath, 0}
 		if observers[e.facts.Name] {
 			k.solo = i + 1
 		}

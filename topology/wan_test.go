@@ -404,6 +404,8 @@ func TestParseWANFacts(t *testing.T) {
 		{LabelWANGateway, "yes", "true or false"},
 		{AnnotationWANPublicKey, "garbage", "base64 of 32 bytes"},
 		{AnnotationWANPublicKey, base64.StdEncoding.EncodeToString(make([]byte, 31)), "decodes to 31 bytes"},
+		{AnnotationWANPublicKey, base64.StdEncoding.EncodeToString(make([]byte, 30)), "40 characters, want 44"},
+		{AnnotationWANPublicKey, strings.Repeat("!", 44), "illegal base64"},
 		{AnnotationWANPublicKey, "", "base64 of 32 bytes"},
 		{AnnotationPublicEndpoint, "0.0.0.0:0", "ip:port reachable from the internet"},
 		{AnnotationPublicEndpoint, "203.0.113.11:0", "port 0"},

@@ -3,6 +3,8 @@
 package topotest
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -40,3 +42,25 @@ func Cluster(nodes, pools int) []topology.NodeFacts {
 
 // PoolOf is the pool index Cluster gave node i.
 func PoolOf(i, pools int) int { return i % pools }
+
+// WANCluster is Cluster with WAN facts: every node publishes a WireGuard
+// key; cloud nodes have public endpoints and the first gateways of them are
+// WAN gateways; leased-line and internet nodes are behind NAT, so pairs
+// between internet pools are relayed.
+func WANCluster(nodes, pools, gateways int) []topology.NodeFacts {
+	out := Cluster(nodes, pools)
+	g := 0
+	for i := range out {
+		var key [topology.WANKeyLen]byte
+		binary.BigEndian.PutUint64(key[:], uint64(i)+1)
+		out[i].WANPublicKey = base64.StdEncoding.EncodeToString(key[:])
+		if out[i].Location == topology.LocationCloud {
+			out[i].PublicEndpoint = netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), 51871)
+			if g < gateways {
+				out[i].WANGateway = true
+				g++
+			}
+		}
+	}
+	return out
+}
