@@ -471,3 +471,121 @@ func TestWANConfig(t *testing.T) {
 		t.Fatalf("%+v", old)
 	}
 }
+
+// DiffPeers is exact under WAN changes: random WAN and native probes,
+// liveness flips and fact changes (keys, endpoints, the gateway label) on a
+// cluster with relayed pairs; after each step every node's DiffPeers equals
+// the brute-force comparison of all its programs, and Counts equals Pairs.
+func TestWANDiffExact(t *testing.T) {
+	nodes := manyRelayed(t)
+	d, _ := NewDecider(Config{FailThreshold: 2, HoldDown: time.Second, WANFailThreshold: 2, WANHoldDown: 500 * time.Millisecond})
+	p, err := d.SetNodes(nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]NodeFacts{}
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
+	rng := uint64(1)
+	next := func(n int) int {
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	pick := func() string { return nodes[next(len(nodes))].Name }
+	gateways := []string{"cloud-1", "cloud-2"}
+	at := t0
+	relayMoves, wanMoves, wanExcSteps := 0, 0, 0
+	for step := range 400 {
+		at = at.Add(100 * time.Millisecond)
+		var what string
+		switch next(7) {
+		case 0, 1:
+			// Few observers behind NAT, so that failures add up to K.
+			from, g := [...]string{"edge-a2", "edge-b1", "edge-b2"}[next(3)], gateways[next(2)]
+			ok := next(3) == 0
+			what = fmt.Sprintf("wan %s→%s ok=%v", from, g, ok)
+			d.Observe(wanProbe(from, g, ok, at))
+		case 2:
+			ok := next(2) == 0
+			what = fmt.Sprintf("native cloud-1→edge-a1 ok=%v", ok)
+			d.Observe(native("cloud-1", "edge-a1", ok, at))
+		case 3:
+			n, alive := pick(), next(3) != 0
+			if next(2) == 0 {
+				n = gateways[next(2)]
+			}
+			what = fmt.Sprintf("live %s=%v", n, alive)
+			d.SetLiveness(n, alive, at)
+		case 4:
+			f := byName[gateways[next(2)]] // as it was, unless mutated
+			switch next(6) {
+			case 0:
+				f.WANGateway = !f.WANGateway
+			case 1:
+				f.WANPublicKey = byName["edge-b3"].WANPublicKey // a duplicate key
+			case 2:
+				f.PublicEndpoint = netip.AddrPort{}
+			}
+			what = fmt.Sprintf("facts %s gw=%v ep=%v", f.Name, f.WANGateway, f.PublicEndpoint)
+			if _, err := d.UpsertNode(f); err != nil {
+				t.Fatal(err)
+			}
+		case 5:
+			f := byName[pick()]
+			if next(3) == 0 {
+				f.WANPublicKey = ""
+			}
+			what = "facts " + f.Name + " key=" + f.WANPublicKey
+			if _, err := d.UpsertNode(f); err != nil {
+				t.Fatal(err)
+			}
+		case 6:
+			what = "advance"
+			d.Advance(at)
+		}
+		q := d.Plan()
+		if !reflect.DeepEqual(p.wanExc, q.wanExc) {
+			wanExcSteps++
+		}
+		for _, local := range nodes {
+			want := map[string]bool{}
+			for _, peer := range nodes {
+				if peer.Name == local.Name {
+					continue
+				}
+				if o, n := p.peerProgram(local.Name, peer.Name), q.peerProgram(local.Name, peer.Name); !o.SameProgramming(n) {
+					want[peer.Name] = true
+				}
+			}
+			got := map[string]bool{}
+			for _, c := range DiffPeers(p, q, local.Name) {
+				got[peerName(c)] = true
+				if c.Old.Path == PathWAN && c.New.Path == PathWAN && c.Old.Relay != c.New.Relay {
+					relayMoves++
+				}
+				if (c.Old.Path == PathWAN) != (c.New.Path == PathWAN) {
+					wanMoves++
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("step %d (%s): DiffPeers(%s) = %v, want %v", step, what, local.Name, got, want)
+			}
+		}
+		counts := map[Path]int{}
+		for _, pp := range allPairs(q) {
+			counts[pp.Path]++
+		}
+		if !reflect.DeepEqual(counts, q.Counts()) {
+			t.Fatalf("step %d (%s): Counts %v, Pairs %v", step, what, q.Counts(), counts)
+		}
+		p = q
+	}
+	// The walk must have moved relays and paths, or it proved nothing.
+	if relayMoves < 20 || wanMoves < 20 || wanExcSteps < 10 {
+		t.Fatalf("only %d relay moves, %d moves onto or off the WAN, %d WAN liveness changes", relayMoves, wanMoves, wanExcSteps)
+	}
+	t.Logf("%d relay moves, %d moves onto or off the WAN, %d WAN liveness changes", relayMoves, wanMoves, wanExcSteps)
+}
