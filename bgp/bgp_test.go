@@ -298,8 +298,11 @@ func TestSpeakerWithoutPeers(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(sp))
 	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != 5 {
+	if err != nil || len(mfs) != 8 {
 		t.Fatalf("metrics: %d families, %v", len(mfs), err)
+	}
+	if peers[0].MaxPrefixes != DefaultMaxPrefixes || peers[0].OverLimit {
+		t.Fatalf("peer without a limit: %+v, want limit %d and not over it", peers[0], DefaultMaxPrefixes)
 	}
 	if err := sp.RemovePeer(ctx, p.Address); err != nil {
 		t.Fatal(err)

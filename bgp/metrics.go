@@ -10,8 +10,8 @@ import (
 // Collector exports a speaker's peers as Prometheus metrics. Register it on
 // the agent's own registry: reg.MustRegister(bgp.NewCollector(speaker)).
 type Collector struct {
-	s                            *Speaker
-	up, state, recv, sent, flaps *prometheus.Desc
+	s                                                      *Speaker
+	up, state, recv, sent, flaps, rejected, overLimit, bad *prometheus.Desc
 }
 
 // NewCollector builds the collector; it reads the speaker on each scrape.
@@ -24,12 +24,16 @@ func NewCollector(s *Speaker) *Collector {
 		recv:  prometheus.NewDesc("strata_bgp_prefixes_received", "Prefixes currently learned from the peer.", l, nil),
 		sent:  prometheus.NewDesc("strata_bgp_prefixes_sent", "Prefixes currently advertised to the peer.", l, nil),
 		flaps: prometheus.NewDesc("strata_bgp_session_flaps_total", "Times the session left Established.", l, nil),
+		rejected: prometheus.NewDesc("strata_bgp_prefixes_rejected", "Prefixes from the peer the import policy keeps out of the kernel, by reason.",
+			append(l, "reason"), nil),
+		overLimit: prometheus.NewDesc("strata_bgp_peer_over_max_prefixes", "1 when the peer sent more than maxPrefixes and its session is held down.", l, nil),
+		bad:       prometheus.NewDesc("strata_bgp_bad_updates_total", "Paths from the peer that could not be decoded.", l, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.state, c.recv, c.sent, c.flaps} {
+	for _, d := range []*prometheus.Desc{c.up, c.state, c.recv, c.sent, c.flaps, c.rejected, c.overLimit, c.bad} {
 		ch <- d
 	}
 }
@@ -53,6 +57,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.recv, prometheus.GaugeValue, float64(p.Received), lv...)
 		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.GaugeValue, float64(p.Sent), lv...)
 		ch <- prometheus.MustNewConstMetric(c.flaps, prometheus.CounterValue, float64(p.Flaps), lv...)
+		for _, r := range RejectReasons {
+			ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(p.Rejected[r]), append(lv, string(r))...)
+		}
+		over := 0.0
+		if p.OverLimit {
+			over = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.overLimit, prometheus.GaugeValue, over, lv...)
+		ch <- prometheus.MustNewConstMetric(c.bad, prometheus.CounterValue, float64(p.BadUpdates), lv...)
 	}
 }
 

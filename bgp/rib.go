@@ -12,6 +12,11 @@ type candidate struct {
 	LocalPref uint32
 	ASPathLen int
 	MED       uint32
+	// Reject is set when the import policy keeps the path out of
+	// selection; the path is still held so a change of policy or of the
+	// node's subnets can judge it again.
+	Reject RejectReason
+	Detail string
 }
 
 // better compares two candidates on the BGP decision steps that matter for a
@@ -97,17 +102,62 @@ func (r *rib) dropPeer(peer netip.Addr) []Route {
 	return out
 }
 
-// countFrom returns how many prefixes peer currently offers.
-func (r *rib) countFrom(peer netip.Addr) uint64 {
+// peerCounts is what one peer currently offers: accepted prefixes, and the
+// rejected ones per reason with one example each.
+type peerCounts struct {
+	Accepted uint64
+	Rejected map[RejectReason]uint64
+	Example  map[RejectReason]string
+}
+
+// countFrom returns how many prefixes peer currently offers, by verdict.
+func (r *rib) countFrom(peer netip.Addr) peerCounts {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var n uint64
-	for _, m := range r.paths {
-		if _, ok := m[peer]; ok {
-			n++
+	pc := peerCounts{Rejected: map[RejectReason]uint64{}, Example: map[RejectReason]string{}}
+	first := map[RejectReason]netip.Prefix{}
+	for p, m := range r.paths {
+		c, ok := m[peer]
+		if !ok {
+			continue
+		}
+		if c.Reject == "" {
+			pc.Accepted++
+			continue
+		}
+		pc.Rejected[c.Reject]++
+		// The smallest prefix is the example, so it is stable across calls.
+		if ex, ok := first[c.Reject]; !ok || comparePrefix(p, ex) < 0 {
+			first[c.Reject] = p
+			pc.Example[c.Reject] = p.String() + " " + c.Detail
 		}
 	}
-	return n
+	return pc
+}
+
+// rejudge runs judge over every held path and returns the routes whose best
+// set changed (a path became rejected or accepted).
+func (r *rib) rejudge(judge func(peer netip.Addr, prefix netip.Prefix, c candidate) ImportVerdict) []Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Route
+	for p, m := range r.paths {
+		dirty := false
+		for peer, c := range m {
+			v := judge(peer, p, c)
+			if v.Reason != c.Reject || v.Detail != c.Detail {
+				c.Reject, c.Detail = v.Reason, v.Detail
+				m[peer] = c
+				dirty = true
+			}
+		}
+		if dirty {
+			if rt, changed := r.reselect(p); changed {
+				out = append(out, rt)
+			}
+		}
+	}
+	return out
 }
 
 // snapshot returns every current best route.
@@ -125,6 +175,9 @@ func (r *rib) snapshot() []Route {
 func (r *rib) reselect(prefix netip.Prefix) (Route, bool) {
 	var winners []candidate
 	for _, c := range r.paths[prefix] {
+		if c.Reject != "" {
+			continue
+		}
 		if len(winners) == 0 {
 			winners = append(winners, c)
 			continue

@@ -45,8 +45,13 @@ type Speaker struct {
 	client  api.GobgpApiClient
 
 	rib *rib
+	// evMu serialises RIB changes with their publication, so subscribers
+	// see the changes of gobgp's events and of re-judging in order.
+	evMu sync.Mutex
 
 	mu      sync.Mutex
+	prot    Protected // the node's facts for the import policy
+	bad     map[netip.Addr]badUpdates
 	peers   map[netip.Addr]PeerConfig
 	since   map[netip.Addr]time.Time
 	flaps   map[netip.Addr]uint32
@@ -79,6 +84,8 @@ func New(cfg Config, logger *slog.Logger) (*Speaker, error) {
 		state: map[netip.Addr]SessionState{},
 		subs:  map[int]func([]Route){},
 		adv:   map[netip.Prefix]struct{}{},
+		bad:   map[netip.Addr]badUpdates{},
+		prot:  Protected{PodCIDRs: slices.Clone(cfg.PodCIDRs)},
 	}, nil
 }
 
@@ -142,6 +149,9 @@ func (s *Speaker) Start(ctx context.Context) (err error) {
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	// The node's subnets are known before the first path is judged.
+	s.refreshProtected()
+	go s.watchProtected(wctx)
 	if err := s.srv.WatchEvent(wctx, &api.WatchEventRequest{
 		Peer: &api.WatchEventRequest_Peer{},
 		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
@@ -385,20 +395,24 @@ func (s *Speaker) apiPeer(p PeerConfig) *api.Peer {
 	}
 	var afs []*api.AfiSafi
 	for _, f := range []*api.Family{fam4, fam6} {
-		af := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}}
+		af := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true},
+			// Per family: gobgp counts and limits each family on its own.
+			PrefixLimits: &api.PrefixLimit{Family: f, MaxPrefixes: p.maxPrefixes()}}
 		if p.GracefulRestart {
 			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		}
 		afs = append(afs, af)
 	}
 	peer.AfiSafis = afs
-	if p.GracefulRestart {
-		rt := p.RestartTime
-		if rt == 0 {
-			rt = 120 * time.Second
-		}
-		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(secs(rt))}
+	rt := p.RestartTime
+	if rt == 0 {
+		rt = defaultRestartTime
 	}
+	// Every session carries the GR capability, so peers send End-of-RIB
+	// (the installer waits for it after a restart). Without
+	// GracefulRestart it is helper only: no forwarding state is claimed,
+	// so peers drop our routes when we go away.
+	peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(secs(rt)), HelperOnly: !p.GracefulRestart}
 	return peer
 }
 
@@ -440,7 +454,17 @@ func (s *Speaker) UpdatePeer(ctx context.Context, p PeerConfig) error {
 	if !ok {
 		return s.AddPeer(ctx, p)
 	}
-	if old == p {
+	if old.Equal(p) {
+		return nil
+	}
+	if old.sameSession(p) {
+		// Only the import policy changed: judge the peer's paths again,
+		// the session stays up.
+		s.mu.Lock()
+		s.peers[p.Address] = p
+		s.mu.Unlock()
+		s.rejudge()
+		s.log.Info("bgp peer import policy changed", "peer", p.Address, "allow", p.Import.Allow)
 		return nil
 	}
 	if err := s.RemovePeer(ctx, p.Address); err != nil {
@@ -466,8 +490,11 @@ func (s *Speaker) RemovePeer(ctx context.Context, addr netip.Addr) error {
 	delete(s.state, addr)
 	delete(s.since, addr)
 	delete(s.flaps, addr)
+	delete(s.bad, addr)
 	s.mu.Unlock()
+	s.evMu.Lock()
 	s.publish(s.rib.dropPeer(addr))
+	s.evMu.Unlock()
 	s.log.Info("bgp peer removed", "peer", addr)
 	return nil
 }
@@ -802,6 +829,8 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 	if t == nil {
 		return
 	}
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
 	var changed []Route
 	for _, p := range t.Paths {
 		peer, err := netip.ParseAddr(p.NeighborIp)
@@ -810,21 +839,106 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		}
 		peer = peer.Unmap()
 		s.mu.Lock()
-		_, known := s.peers[peer]
+		cfg, known := s.peers[peer]
+		prot := s.prot
 		s.mu.Unlock()
 		if !known {
 			continue // our own originated paths
 		}
+		if p.Nlri == nil && len(p.NlriBinary) == 0 {
+			continue // End-of-RIB
+		}
 		prefix, c, err := decodePath(p)
 		if err != nil {
-			s.log.Warn("bgp: skip undecodable path", "peer", peer, "err", err)
+			s.badUpdate(peer, err)
 			continue
+		}
+		if !p.IsWithdraw {
+			v := JudgeImport(prefix, c.NextHop, cfg.Import, prot)
+			c.Reject, c.Detail = v.Reason, v.Detail
 		}
 		if rt, ok := s.rib.update(peer, prefix, c, p.IsWithdraw); ok {
 			changed = append(changed, rt)
 		}
 	}
 	s.publish(changed)
+}
+
+// badUpdates is one peer's count of paths that could not be used.
+type badUpdates struct {
+	n    uint64
+	last string
+}
+
+func (s *Speaker) badUpdate(peer netip.Addr, err error) {
+	s.mu.Lock()
+	b := s.bad[peer]
+	b.n++
+	b.last = err.Error()
+	s.bad[peer] = b
+	s.mu.Unlock()
+	// Counted and shown in status; the log line is for the first only, so
+	// a peer sending garbage cannot flood it.
+	if b.n == 1 {
+		s.log.Warn("bgp: skip undecodable path (counted in status)", "peer", peer, "err", err)
+	}
+}
+
+// rejudge applies the current import policies and node facts to every held
+// path and publishes what changed.
+func (s *Speaker) rejudge() {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	s.mu.Lock()
+	peers := make(map[netip.Addr]ImportPolicy, len(s.peers))
+	for a, p := range s.peers {
+		peers[a] = p.Import
+	}
+	prot := s.prot
+	s.mu.Unlock()
+	s.publish(s.rib.rejudge(func(peer netip.Addr, prefix netip.Prefix, c candidate) ImportVerdict {
+		return JudgeImport(prefix, c.NextHop, peers[peer], prot)
+	}))
+}
+
+// refreshProtected reads the node's addresses again and reports whether
+// they changed.
+func (s *Speaker) refreshProtected() bool {
+	pr, err := readProtected(s.cfg.NetNS, s.cfg.PodCIDRs, s.cfg.UnderlayIPs)
+	if err != nil {
+		// Keep the last known facts: judging against none would let a
+		// LAN route through.
+		s.log.Warn("bgp: import policy keeps the last known node subnets", "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pr.equal(s.prot) {
+		return false
+	}
+	s.prot = pr
+	return true
+}
+
+// watchProtected follows the node's addresses: a subnet added later rejects
+// learned routes that now collide with it, one removed accepts them again.
+func (s *Speaker) watchProtected(ctx context.Context) {
+	every := s.cfg.ProtectedRefresh
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.refreshProtected() {
+				s.rejudge()
+			}
+		}
+	}
 }
 
 func (s *Speaker) onPeerEvent(pe *api.WatchEventResponse_PeerEvent) {
@@ -854,7 +968,9 @@ func (s *Speaker) onPeerEvent(pe *api.WatchEventResponse_PeerEvent) {
 		s.log.Info("bgp peer state", "peer", addr, "from", prev, "to", st)
 	}
 	if prev == StateEstablished && st != StateEstablished {
+		s.evMu.Lock()
 		s.publish(s.rib.dropPeer(addr))
+		s.evMu.Unlock()
 	}
 }
 
@@ -933,13 +1049,15 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 			return
 		}
 		addr = addr.Unmap()
-		st := PeerStatus{Address: addr, ASN: p.Conf.PeerAsn, State: sessionState(p.State.SessionState)}
+		st := PeerStatus{Address: addr, ASN: p.Conf.PeerAsn, State: sessionState(p.State.SessionState),
+			OverLimit: p.State.AdminState == api.PeerState_PFX_CT}
 		for _, af := range p.AfiSafis {
 			if af.State != nil {
 				st.Accepted += af.State.Accepted
 			}
 		}
-		st.Received = s.rib.countFrom(addr)
+		pc := s.rib.countFrom(addr)
+		st.Received, st.Rejected, st.RejectedExample = pc.Accepted, pc.Rejected, pc.Example
 		out = append(out, st)
 	})
 	if err != nil {
@@ -951,12 +1069,17 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		a := out[i].Address
 		out[i].Since = s.since[a]
 		out[i].Flaps = s.flaps[a]
+		out[i].MaxPrefixes = s.peers[a].maxPrefixes()
+		out[i].BadUpdates, out[i].LastBadUpdate = s.bad[a].n, s.bad[a].last
 		if out[i].State == StateEstablished {
 			// The export policy sends only what we originate; gobgp's own
 			// counter counts before that policy.
 			out[i].Sent = uint64(len(s.adv))
 		}
-		if out[i].State != StateEstablished {
+		switch {
+		case out[i].OverLimit:
+			out[i].Reason = fmt.Sprintf("the peer sent more than maxPrefixes %d: the session was closed (Cease, maximum number of prefixes reached) and stays down; raise spec.maxPrefixes or fix the router's export, and the peer is re-created", out[i].MaxPrefixes)
+		case out[i].State != StateEstablished:
 			out[i].Reason = downReason(s.peers[a], out[i].State, s.md5Base, md5)
 		}
 	}

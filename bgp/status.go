@@ -19,7 +19,15 @@ type PeerJSON struct {
 	Flaps    uint32 `json:"flaps"`
 	Received uint64 `json:"received"`
 	Sent     uint64 `json:"sent"`
-	Reason   string `json:"reason,omitempty"`
+	// Rejected counts prefixes the import policy keeps out of the kernel,
+	// per reason; RejectedExample is one of each with why.
+	Rejected        map[string]uint64 `json:"rejected,omitempty"`
+	RejectedExample map[string]string `json:"rejectedExample,omitempty"`
+	MaxPrefixes     uint32            `json:"maxPrefixes"`
+	OverLimit       bool              `json:"overLimit,omitempty"`
+	BadUpdates      uint64            `json:"badUpdates,omitempty"`
+	LastBadUpdate   string            `json:"lastBadUpdate,omitempty"`
+	Reason          string            `json:"reason,omitempty"`
 }
 
 // StatusHandler serves the speaker's peers as JSON.
@@ -33,7 +41,15 @@ func StatusHandler(s *Speaker) http.Handler {
 		out := make([]PeerJSON, 0, len(ps))
 		for _, p := range ps {
 			j := PeerJSON{Peer: p.Address.String(), ASN: p.ASN, State: string(p.State), Flaps: p.Flaps,
-				Received: p.Received, Sent: p.Sent, Reason: p.Reason}
+				Received: p.Received, Sent: p.Sent, Reason: p.Reason, MaxPrefixes: p.MaxPrefixes, OverLimit: p.OverLimit,
+				BadUpdates: p.BadUpdates, LastBadUpdate: p.LastBadUpdate}
+			for r, n := range p.Rejected {
+				if j.Rejected == nil {
+					j.Rejected, j.RejectedExample = map[string]uint64{}, map[string]string{}
+				}
+				j.Rejected[string(r)] = n
+				j.RejectedExample[string(r)] = p.RejectedExample[r]
+			}
 			if !p.Since.IsZero() {
 				j.Since = p.Since.UTC().Format(time.RFC3339)
 			}

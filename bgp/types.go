@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"time"
 )
 
@@ -23,6 +24,15 @@ type Config struct {
 	// namespaces must use passive peers, because gobgp dials from goroutines
 	// that Strata cannot pin to a namespace).
 	NetNS string
+	// PodCIDRs are the node's own pod prefixes: a peer's route inside one
+	// is rejected (see JudgeImport).
+	PodCIDRs []netip.Prefix
+	// UnderlayIPs are the node's underlay addresses: a peer's route that
+	// overlaps the subnet one of them lives in is rejected.
+	UnderlayIPs []netip.Addr
+	// ProtectedRefresh is how often the node's interface addresses are
+	// read again for the import policy (0: 5 s).
+	ProtectedRefresh time.Duration
 }
 
 // Validate checks the configuration and names the field to fix.
@@ -36,6 +46,11 @@ func (c Config) Validate() error {
 	}
 	if c.ListenPort < 0 || c.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("ListenPort %d: must be 0 (no listener) or 1..65535", c.ListenPort))
+	}
+	for i, p := range c.PodCIDRs {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("PodCIDRs[%d] %q: not a CIDR", i, p))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -51,6 +66,9 @@ func ValidateASN(asn uint32) error {
 // defaultHoldTime is the hold time of a peer that sets none (RFC 4271's
 // suggested 90 s).
 const defaultHoldTime = 90 * time.Second
+
+// defaultRestartTime is the graceful-restart time of a peer that sets none.
+const defaultRestartTime = 120 * time.Second
 
 // PeerConfig describes one BGP neighbour.
 type PeerConfig struct {
@@ -77,6 +95,35 @@ type PeerConfig struct {
 	RemotePort uint16
 	// LocalAddress is the source address to dial from (optional).
 	LocalAddress netip.Addr
+	// Import opens the built-in import rejections for some prefixes.
+	Import ImportPolicy
+	// MaxPrefixes is how many prefixes the peer may send (0: 10000). One
+	// more and gobgp closes the session with a Cease and keeps it down.
+	MaxPrefixes uint32
+}
+
+// DefaultMaxPrefixes is a peer's prefix limit when none is set.
+const DefaultMaxPrefixes = 10000
+
+// maxPrefixes is the effective limit.
+func (p PeerConfig) maxPrefixes() uint32 {
+	if p.MaxPrefixes == 0 {
+		return DefaultMaxPrefixes
+	}
+	return p.MaxPrefixes
+}
+
+// Equal reports whether two peer configurations are the same.
+func (p PeerConfig) Equal(o PeerConfig) bool {
+	return p.sameSession(o) && p.Import.equal(o.Import)
+}
+
+// sameSession reports whether p and o differ at most in their import
+// policy, which the speaker applies without touching the session.
+func (p PeerConfig) sameSession(o PeerConfig) bool {
+	a, b := p, o
+	a.Import, b.Import = ImportPolicy{}, ImportPolicy{}
+	return reflect.DeepEqual(a, b)
 }
 
 // Validate checks a peer and names the field to fix.
@@ -114,6 +161,9 @@ func (p PeerConfig) Validate() error {
 	}
 	if p.RestartTime < 0 || p.RestartTime > 4095*time.Second {
 		errs = append(errs, fmt.Errorf("RestartTime %s: must be 0 (default 120s) up to 4095s, what the GR capability holds", p.RestartTime))
+	}
+	if err := p.Import.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -158,9 +208,21 @@ type PeerStatus struct {
 	State    SessionState
 	Since    time.Time
 	Flaps    uint32
-	Received uint64 // prefixes currently learned from the peer
-	Accepted uint64 // of those, accepted by policy
+	Received uint64 // prefixes currently learned from the peer and accepted
+	Accepted uint64 // gobgp's count of the peer's paths (before Strata's import policy)
 	Sent     uint64 // prefixes advertised to the peer
+	// Rejected counts the peer's prefixes the import policy keeps out of
+	// the kernel, per reason; RejectedExample shows one per reason.
+	Rejected        map[RejectReason]uint64
+	RejectedExample map[RejectReason]string
+	// MaxPrefixes is the peer's limit; OverLimit is true when gobgp closed
+	// the session because the peer sent more, and keeps it down.
+	MaxPrefixes uint32
+	OverLimit   bool
+	// BadUpdates counts paths from the peer that could not be decoded;
+	// LastBadUpdate says what was wrong with the last one.
+	BadUpdates    uint64
+	LastBadUpdate string
 	// Reason says why the session is not established, when known.
 	Reason string
 }

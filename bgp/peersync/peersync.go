@@ -167,7 +167,7 @@ func (s *Syncer) Reconcile(ctx context.Context) error {
 		if v.reason != "" {
 			continue
 		}
-		if prev, dup := want[v.peer.Address]; dup && prev != v.peer {
+		if prev, dup := want[v.peer.Address]; dup && !prev.Equal(v.peer) {
 			verdicts[i].reason, verdicts[i].msg = v1alpha1.ReasonInvalidSpec,
 				fmt.Sprintf("another BGPPeer selecting node %s already peers with %s", s.cfg.NodeName, v.peer.Address)
 			continue
@@ -227,6 +227,20 @@ func PeerFromSpec(sp v1alpha1.BGPPeerSpec) (bgp.PeerConfig, error) {
 	if sp.EBGPMultihop < 0 || sp.EBGPMultihop > 255 {
 		errs = append(errs, fmt.Errorf("spec.ebgpMultihop %d: want 0..255 (0 or 1 means directly connected)", sp.EBGPMultihop))
 	}
+	var allow []netip.Prefix
+	if ip := sp.ImportPolicy; ip != nil {
+		for i, a := range ip.Allow {
+			pf, err := netip.ParsePrefix(a)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("spec.importPolicy.allow[%d] %q is not a CIDR: write e.g. 192.168.10.0/24 or 0.0.0.0/0", i, a))
+			case pf != pf.Masked():
+				errs = append(errs, fmt.Errorf("spec.importPolicy.allow[%d] %q has host bits set: write %s", i, a, pf.Masked()))
+			default:
+				allow = append(allow, pf)
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return bgp.PeerConfig{}, errors.Join(errs...)
 	}
@@ -239,6 +253,8 @@ func PeerFromSpec(sp v1alpha1.BGPPeerSpec) (bgp.PeerConfig, error) {
 		ConnectRetry:  time.Duration(sp.ConnectRetrySeconds) * time.Second,
 		Passive:       sp.Passive,
 		RemotePort:    uint16(sp.PeerPort),
+		Import:        bgp.ImportPolicy{Allow: allow},
+		MaxPrefixes:   sp.MaxPrefixes,
 	}
 	if sp.EBGPMultihop > 1 {
 		p.MultihopTTL = uint8(sp.EBGPMultihop)
@@ -273,6 +289,11 @@ func (s *Syncer) judge(ctx context.Context, obj *v1alpha1.BGPPeer) verdict {
 			return v
 		case err != nil:
 			v.reason, v.msg = v1alpha1.ReasonMissingSecret, fmt.Sprintf("read Secret %s/%s: %v", s.cfg.SecretNamespace, ref.Name, err)
+			return v
+		}
+		if sec.Labels[v1alpha1.BGPPasswordLabel] != "true" {
+			v.reason, v.msg = v1alpha1.ReasonSecretNotForBGP, fmt.Sprintf("Secret %s/%s is not marked as a BGP password, so the agent does not read it: if it holds only the TCP MD5 password, run `kubectl -n %s label secret %s %s=true`; otherwise put the password in its own Secret with that label",
+				s.cfg.SecretNamespace, ref.Name, s.cfg.SecretNamespace, ref.Name, v1alpha1.BGPPasswordLabel)
 			return v
 		}
 		pw, ok := sec.Data[key]

@@ -48,7 +48,8 @@ func TestIntegrationBGPPeerCRD(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := kube.CoreV1().Secrets("strata-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-idc"},
+	if _, err := kube.CoreV1().Secrets("strata-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-idc",
+		Labels: map[string]string{v1alpha1.BGPPasswordLabel: "true"}},
 		Data: map[string][]byte{"password": []byte("s3cret")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -184,9 +185,19 @@ func TestIntegrationBGPPeerCRD(t *testing.T) {
 			}
 			return nil
 		})
-		// Creating the Secret heals the peer on the next resync.
-		if _, err := kube.CoreV1().Secrets("strata-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "absent"},
-			Data: map[string][]byte{"password": []byte("x")}}, metav1.CreateOptions{}); err != nil {
+		// A Secret without the BGP password label is not read as one.
+		sec, err := kube.CoreV1().Secrets("strata-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "absent"},
+			Data: map[string][]byte{"password": []byte("x")}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, dyn, "nosecret", metav1.ConditionFalse, v1alpha1.ReasonSecretNotForBGP)
+		if _, ok := peerOf("192.168.10.3")(); ok {
+			t.Fatal("a peer naming an unlabelled Secret reached the speaker")
+		}
+		// Labelling it heals the peer on the next resync.
+		sec.Labels = map[string]string{v1alpha1.BGPPasswordLabel: "true"}
+		if _, err := kube.CoreV1().Secrets("strata-system").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitCondition(t, dyn, "nosecret", metav1.ConditionTrue, v1alpha1.ReasonAccepted)

@@ -18,8 +18,16 @@ import (
 
 func TestJudge(t *testing.T) {
 	kube := fake.NewSimpleClientset(&corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bgp", Namespace: "strata-system"},
+		ObjectMeta: metav1.ObjectMeta{Name: "bgp", Namespace: "strata-system", Labels: map[string]string{v1alpha1.BGPPasswordLabel: "true"}},
 		Data:       map[string][]byte{"password": []byte("pw"), "other": []byte("pw2")},
+	}, &corev1.Secret{
+		// The gossip key lives in the same namespace: a BGPPeer naming it
+		// must not turn it into a password sent to a router.
+		ObjectMeta: metav1.ObjectMeta{Name: "strata-gossip", Namespace: "strata-system"},
+		Data:       map[string][]byte{"password": []byte("gossip-key")},
+	}, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "half", Namespace: "strata-system", Labels: map[string]string{v1alpha1.BGPPasswordLabel: "yes"}},
+		Data:       map[string][]byte{"password": []byte("pw")},
 	})
 	s := &Syncer{cfg: Config{Kube: kube, NodeName: "n1", SecretNamespace: "strata-system",
 		Reachable: func(a netip.Addr) error {
@@ -42,11 +50,18 @@ func TestJudge(t *testing.T) {
 		{"badaddr", v1alpha1.BGPPeerSpec{PeerAddress: "10.0.0.300", PeerASN: 1}, v1alpha1.ReasonInvalidSpec, "peerAddress"},
 		{"nosecret", v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 1, PasswordSecretRef: &v1alpha1.SecretKeyRef{Name: "absent"}}, v1alpha1.ReasonMissingSecret, "does not exist"},
 		{"nokey", v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 1, PasswordSecretRef: &v1alpha1.SecretKeyRef{Name: "bgp", Key: "nope"}}, v1alpha1.ReasonMissingSecret, "no key"},
+		{"unlabelled", v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 1, PasswordSecretRef: &v1alpha1.SecretKeyRef{Name: "strata-gossip"}},
+			v1alpha1.ReasonSecretNotForBGP, "kubectl -n strata-system label secret strata-gossip strata.io/bgp-password=true"},
+		{"label not true", v1alpha1.BGPPeerSpec{PeerAddress: "192.168.10.1", PeerASN: 1, PasswordSecretRef: &v1alpha1.SecretKeyRef{Name: "half"}},
+			v1alpha1.ReasonSecretNotForBGP, "Secret strata-system/half"},
 		{"far", v1alpha1.BGPPeerSpec{PeerAddress: "203.0.113.5", PeerASN: 1}, v1alpha1.ReasonUnreachable, "cannot reach"},
 	} {
 		v := s.judge(ctx, &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: c.name}, Spec: c.spec})
 		if v.reason != c.reason || !strings.Contains(v.msg, c.msg) {
 			t.Errorf("%s: reason %q msg %q, want %q containing %q", c.name, v.reason, v.msg, c.reason, c.msg)
+		}
+		if v.reason != "" && v.peer.Password != "" {
+			t.Errorf("%s: refused peer still carries a password", c.name)
 		}
 		if c.name == "valid" {
 			p := v.peer
@@ -88,6 +103,12 @@ func TestPeerFromSpecRefusesOutOfRange(t *testing.T) {
 			s.GracefulRestart = &v1alpha1.GracefulRestart{Enabled: true, RestartTimeSeconds: 5000}
 		}},
 		{"spec.peerAddress", func(s *v1alpha1.BGPPeerSpec) { s.PeerAddress = "router-1" }},
+		{"spec.importPolicy.allow[1]", func(s *v1alpha1.BGPPeerSpec) {
+			s.ImportPolicy = &v1alpha1.ImportPolicy{Allow: []string{"0.0.0.0/0", "lan"}}
+		}},
+		{"spec.importPolicy.allow[0] \"192.168.10.1/24\" has host bits set: write 192.168.10.0/24", func(s *v1alpha1.BGPPeerSpec) {
+			s.ImportPolicy = &v1alpha1.ImportPolicy{Allow: []string{"192.168.10.1/24"}}
+		}},
 	} {
 		sp := base
 		c.mut(&sp)
@@ -95,8 +116,10 @@ func TestPeerFromSpecRefusesOutOfRange(t *testing.T) {
 			t.Errorf("%+v: got %v, want an error naming %s", sp, err, c.field)
 		}
 	}
-	p, err := PeerFromSpec(v1alpha1.BGPPeerSpec{PeerAddress: "::ffff:192.168.10.1", PeerASN: 65010, PeerPort: 1179, EBGPMultihop: 255, HoldTimeSeconds: 9, KeepaliveTimeSeconds: 3})
-	if err != nil || p.RemotePort != 1179 || p.MultihopTTL != 255 || p.Address != netip.MustParseAddr("192.168.10.1") || p.HoldTime != 9*time.Second {
+	p, err := PeerFromSpec(v1alpha1.BGPPeerSpec{PeerAddress: "::ffff:192.168.10.1", PeerASN: 65010, PeerPort: 1179, EBGPMultihop: 255, HoldTimeSeconds: 9, KeepaliveTimeSeconds: 3,
+		ImportPolicy: &v1alpha1.ImportPolicy{Allow: []string{"192.168.10.0/24"}}, MaxPrefixes: 50})
+	if err != nil || p.RemotePort != 1179 || p.MultihopTTL != 255 || p.Address != netip.MustParseAddr("192.168.10.1") || p.HoldTime != 9*time.Second ||
+		len(p.Import.Allow) != 1 || p.Import.Allow[0] != netip.MustParsePrefix("192.168.10.0/24") || p.MaxPrefixes != 50 {
 		t.Fatalf("valid spec: got %+v, %v", p, err)
 	}
 }
@@ -110,6 +133,7 @@ func FuzzPeerFromSpec(f *testing.F) {
 		`{"peerAddress":"10.0.0.1","peerASN":0}`,
 		`{"peerAddress":"10.0.0.1","peerASN":1,"peerPort":70000,"ebgpMultihop":-1}`,
 		`{"peerAddress":"10.0.0.1","peerASN":1,"gracefulRestart":{"enabled":true,"restartTimeSeconds":4095}}`,
+		`{"peerAddress":"10.0.0.1","peerASN":1,"maxPrefixes":50,"importPolicy":{"allow":["0.0.0.0/0","10.1.2.3/8","x"]}}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -78,7 +78,10 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 	if err != nil {
 		return nil, err
 	}
-	sp, err := bgp.New(bgp.Config{RouterID: env.Facts.Underlay(), ASN: b.asn}, env.Logger.With("component", "bgp"))
+	// The import policy protects the node's own pod CIDR and underlay
+	// subnets (and every connected subnet it reads from the kernel).
+	sp, err := bgp.New(bgp.Config{RouterID: env.Facts.Underlay(), ASN: b.asn, PodCIDRs: env.Facts.PodAddrs(), UnderlayIPs: env.Facts.UnderlayIPs},
+		env.Logger.With("component", "bgp"))
 	if err != nil {
 		_ = st.Close()
 		return nil, err

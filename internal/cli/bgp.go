@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -50,9 +51,31 @@ func fetchBGPPeers(ctx context.Context, addr string) ([]bgp.PeerJSON, []byte, er
 // PrintBGPPeers writes peers as a table.
 func PrintBGPPeers(w io.Writer, ps []bgp.PeerJSON) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tRECEIVED\tSENT\tFLAPS\tREASON")
+	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tRECEIVED\tREJECTED\tMAX\tSENT\tFLAPS\tREASON")
 	for _, p := range ps {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Peer, p.ASN, p.State, p.Since, p.Received, p.Sent, p.Flaps, p.Reason)
+		state := p.State
+		if p.OverLimit {
+			state += " (over max-prefixes)"
+		}
+		var total uint64
+		for _, n := range p.Rejected {
+			total += n
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Peer, p.ASN, state, p.Since, p.Received, total, p.MaxPrefixes, p.Sent, p.Flaps, p.Reason)
 	}
 	_ = tw.Flush()
+	// Rejections and bad updates need their reasons: one line each.
+	for _, p := range ps {
+		reasons := make([]string, 0, len(p.Rejected))
+		for r := range p.Rejected {
+			reasons = append(reasons, r)
+		}
+		slices.Sort(reasons)
+		for _, r := range reasons {
+			fmt.Fprintf(w, "%s rejected %d prefixes as %s, e.g. %s\n", p.Peer, p.Rejected[r], r, p.RejectedExample[r])
+		}
+		if p.BadUpdates > 0 {
+			fmt.Fprintf(w, "%s sent %d paths that could not be decoded, last: %s\n", p.Peer, p.BadUpdates, p.LastBadUpdate)
+		}
+	}
 }

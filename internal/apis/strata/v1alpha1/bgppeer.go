@@ -57,7 +57,26 @@ type BGPPeerSpec struct {
 	Passive bool `json:"passive,omitempty"`
 	// NodeSelector picks the nodes that peer; empty selects every node.
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+	// ImportPolicy opens the built-in import rejections for some prefixes.
+	ImportPolicy *ImportPolicy `json:"importPolicy,omitempty"`
+	// MaxPrefixes is how many prefixes the peer may send (default 10000).
+	// One more closes the session, which stays down until the spec changes.
+	MaxPrefixes uint32 `json:"maxPrefixes,omitempty"`
 }
+
+// ImportPolicy is a peer's import policy. By default a node rejects a
+// learned default route, a route inside its own pod CIDR, one overlapping
+// its underlay subnet, and one replacing or splitting a connected subnet.
+type ImportPolicy struct {
+	// Allow lists CIDRs whose routes (equal or more specific) are accepted
+	// despite those rules; 0.0.0.0/0 and ::/0 open only the default route.
+	Allow []string `json:"allow,omitempty"`
+}
+
+// BGPPasswordLabel must be "true" on a Secret a BGPPeer names: the agent
+// reads only Secrets meant for BGP passwords, never the gossip key or cloud
+// credentials that live in the same namespace.
+const BGPPasswordLabel = "strata.io/bgp-password"
 
 // SecretKeyRef points at one key of a Secret.
 type SecretKeyRef struct {
@@ -95,8 +114,10 @@ const (
 
 	ReasonInvalidSpec   = "InvalidSpec"
 	ReasonMissingSecret = "MissingSecret"
-	ReasonUnreachable   = "Unreachable"
-	ReasonAccepted      = "Accepted"
+	// ReasonSecretNotForBGP: the Secret lacks the BGPPasswordLabel.
+	ReasonSecretNotForBGP = "SecretNotForBGP"
+	ReasonUnreachable     = "Unreachable"
+	ReasonAccepted        = "Accepted"
 )
 
 // FromUnstructured decodes a BGPPeer read through the dynamic client.
