@@ -149,8 +149,15 @@ func (s *Speaker) Start(ctx context.Context) (err error) {
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	// The node's subnets are known before the first path is judged.
-	s.refreshProtected()
+	// The node's subnets are known before the first path is judged:
+	// without them the LAN route would get through.
+	pr, err := readProtected(s.cfg.NetNS, s.cfg.PodCIDRs, s.cfg.UnderlayIPs)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.prot = pr
+	s.mu.Unlock()
 	go s.watchProtected(wctx)
 	if err := s.srv.WatchEvent(wctx, &api.WatchEventRequest{
 		Peer: &api.WatchEventRequest_Peer{},
