@@ -56,6 +56,12 @@ func (l *Lab) createNodes(ctx context.Context) error {
 		if n.Interconnect == string(topology.InterconnectLeasedLine) || n.Interconnect == string(topology.InterconnectInternet) {
 			node.Labels[topology.LabelInterconnect] = n.Interconnect
 		}
+		for k, v := range n.Labels {
+			node.Labels[k] = v
+		}
+		if n.Public != nil {
+			node.Annotations = map[string]string{publicEndpointAnnotation: n.Public.Endpoint().String()}
+		}
 		if n.PodCIDR.IsValid() {
 			node.Spec.PodCIDR = n.PodCIDR.String()
 			node.Spec.PodCIDRs = []string{n.PodCIDR.String()}

@@ -82,6 +82,11 @@ func (l *Lab) buildNetwork() error {
 			return fmt.Errorf("switch %s: %w", sw.Name, err)
 		}
 	}
+	for host, script := range l.spec.natScripts() {
+		if err := l.nft(host, script); err != nil {
+			return fmt.Errorf("router %s NAT: %w", host, err)
+		}
+	}
 	return os.WriteFile(marker, nil, 0o644)
 }
 

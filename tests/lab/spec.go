@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/strata-net/strata/wan"
 )
 
 // Spec is the lab description (lab.yaml).
@@ -52,6 +54,23 @@ type Router struct {
 	Name   string  `json:"name"`
 	Routes []Route `json:"routes,omitempty"`
 	BGP    *BGP    `json:"bgp,omitempty"`
+	// Internet marks the router as the internet: it routes public
+	// addresses only, and every address on its links is public (Validate
+	// refuses a private route or link address there).
+	Internet bool `json:"internet,omitempty"`
+	// NAT makes the router a site's NAT: its LAN leaves through the public
+	// interface with the site's public address, and the nodes' declared
+	// public addresses (Node.Public) are DNATed/SNATed here.
+	NAT *NAT `json:"nat,omitempty"`
+}
+
+// NAT is a site router's (or the VPC's NAT gateway's) address translation.
+type NAT struct {
+	// Public is the interface towards the internet; its address is the
+	// site's public address (the masquerade source).
+	Public string `json:"public"`
+	// Inside are the prefixes masqueraded when they leave through Public.
+	Inside []netip.Prefix `json:"inside"`
 }
 
 // Route is a static route.
@@ -115,6 +134,33 @@ type Node struct {
 	// ENIPrefixes runs a cloud node's pool in /28 prefix mode
 	// (--eni-ipv4-prefixes), so the lab covers both ENIIP pool kinds.
 	ENIPrefixes bool `json:"eniPrefixes,omitempty"`
+	// Labels are extra labels on the Node object (e.g.
+	// strata.io/wan-gateway: "true").
+	Labels map[string]string `json:"labels,omitempty"`
+	// Public gives the node a public address on its site router's NAT: a
+	// 1:1 address (an EIP, an ENS public IP) or, with UDPPort, a port
+	// forward on the site's public address. The lab publishes it as the
+	// Node annotation strata.io/public-endpoint.
+	Public *Public `json:"public,omitempty"`
+}
+
+// Public is a node's public address.
+type Public struct {
+	// IP is the public address: the node's own (1:1) or, with UDPPort, the
+	// site router's public address.
+	IP netip.Addr `json:"ip"`
+	// UDPPort, when set, forwards only this UDP port of IP to the same port
+	// on the node; the node's WAN listens there.
+	UDPPort uint16 `json:"udpPort,omitempty"`
+}
+
+// Endpoint is where the internet reaches the node's WAN: the 1:1 address
+// at the WAN's port, or the forwarded port.
+func (p Public) Endpoint() netip.AddrPort {
+	if p.UDPPort != 0 {
+		return netip.AddrPortFrom(p.IP, p.UDPPort)
+	}
+	return netip.AddrPortFrom(p.IP, wan.DefaultPort)
 }
 
 // Load reads and validates a lab description.
@@ -199,6 +245,7 @@ func (s *Spec) Validate() error {
 			errs = append(errs, fmt.Errorf("node %s: podCIDR is required on %s nodes", n.Name, n.Location))
 		}
 	}
+	errs = append(errs, s.validateInternet()...)
 	return errors.Join(errs...)
 }
 
