@@ -59,6 +59,7 @@ type Datapath struct {
 	ifidx    atomic.Int32 // ifindex for the event filter, read without the lock
 	status   Status
 	metrics  *metrics
+	filter   memberFilter
 }
 
 type runHandle struct {
@@ -92,6 +93,14 @@ type Status struct {
 	// netlink event since, so a repeat Reconcile needs no dumps.
 	Verified  bool
 	LastError string
+	// MemberFilter is the state of the nftables filter that accepts VXLAN
+	// only from cluster members: "enforcing", or "not enforcing: <why>"
+	// (then any host that reaches the VTEP port can inject into pods).
+	MemberFilter string
+	// Members is how many sources the filter accepts; NonMemberDrops the
+	// packets it has dropped (at the last check).
+	Members        int
+	NonMemberDrops uint64
 }
 
 // New validates cfg and binds the datapath to the current network namespace.
@@ -134,6 +143,7 @@ func New(cfg DeviceConfig, log *slog.Logger) (*Datapath, error) {
 	d := &Datapath{cfg: cfg, log: log.With("component", "vxlan", "device", cfg.Name), nl: hs[0], nlNeigh: hs[1], nlFDB: hs[2],
 		rt: rs[0], rtNeigh: rs[1], rtFDB: rs[2], ns: ns, metrics: newMetrics()}
 	d.status = Status{Device: cfg.Name, VNI: cfg.VNI, Port: cfg.Port, MAC: cfg.MAC.String(), LocalIP: cfg.LocalIP}
+	d.filterMetrics()
 	return d, nil
 }
 
@@ -196,6 +206,7 @@ func (d *Datapath) applyDelta(ctx context.Context, old desired) error {
 		if err == nil {
 			c := cs.counts()
 			err = d.apply(ctx, cs)
+			d.syncFilter()
 			d.metrics.observe("reconcile-delta", time.Since(start), c, err)
 			d.status.LastChanges, d.status.LastReconcile = c, c
 		}
@@ -242,6 +253,10 @@ func (d *Datapath) Status() Status {
 	defer d.mu.Unlock()
 	st := d.status
 	st.Verified = d.trusted()
+	st.MemberFilter, st.Members, st.NonMemberDrops = d.filter.state, d.filter.members, d.filter.dropped.Load()
+	if st.MemberFilter == "" {
+		st.MemberFilter = "not enforcing: no peers programmed yet"
+	}
 	return st
 }
 
@@ -263,6 +278,7 @@ func (d *Datapath) syncLocked(ctx context.Context, why string) (Counts, error) {
 	start := time.Now()
 	g0, e0, ok0 := d.evGen.Load(), d.subEpoch.Load(), d.subOK.Load()
 	c, err := d.sync(ctx)
+	d.syncFilter()
 	d.metrics.observe(why, time.Since(start), c, err)
 	// Verified only if nothing was written (our own writes echo back as
 	// events still in flight) and no event or subscription change raced
@@ -504,6 +520,10 @@ func (d *Datapath) Close() error {
 			}
 		}
 	}
+	if err := d.removeFilter(); err != nil && d.filter.ok.Load() {
+		errs = append(errs, err)
+	}
+	d.filter.ok.Store(false)
 	d.hasWant = false
 	d.verified = false
 	d.closed = true

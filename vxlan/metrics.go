@@ -13,6 +13,8 @@ type metrics struct {
 	changes     *prometheus.CounterVec
 	duration    prometheus.Histogram
 	recreations prometheus.Counter
+	// Set by New: they read the member filter's state.
+	filterOn, filterDrops prometheus.Collector
 }
 
 func newMetrics() *metrics {
@@ -61,6 +63,8 @@ func (d *Datapath) Describe(ch chan<- *prometheus.Desc) {
 	d.metrics.changes.Describe(ch)
 	d.metrics.duration.Describe(ch)
 	d.metrics.recreations.Describe(ch)
+	d.metrics.filterOn.Describe(ch)
+	d.metrics.filterDrops.Describe(ch)
 }
 
 // Collect implements prometheus.Collector, so callers can
@@ -70,4 +74,23 @@ func (d *Datapath) Collect(ch chan<- prometheus.Metric) {
 	d.metrics.changes.Collect(ch)
 	d.metrics.duration.Collect(ch)
 	d.metrics.recreations.Collect(ch)
+	d.metrics.filterOn.Collect(ch)
+	d.metrics.filterDrops.Collect(ch)
+}
+
+// filterMetrics reads the member filter's state.
+func (d *Datapath) filterMetrics() {
+	d.metrics.filterOn = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strata_vxlan_member_filter_enforcing",
+		Help: "1 when the nftables filter accepting VXLAN only from cluster members is in place; 0 means any host reaching the VTEP port can inject into pods (see strata status).",
+	}, func() float64 {
+		if d.filter.ok.Load() {
+			return 1
+		}
+		return 0
+	})
+	d.metrics.filterDrops = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "strata_vxlan_nonmember_dropped_packets_total",
+		Help: "VXLAN packets from sources that are not cluster members, dropped by the member filter (read at each check).",
+	}, func() float64 { return float64(d.filter.dropped.Load()) })
 }

@@ -369,6 +369,7 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 			}
 		}
 	}
+	a.overlay.SetMembers(overlayMembers(peers))
 	err := errors.Join(a.overlay.Reconcile(ctx, overlay), a.native.reconcile(native))
 	if err != nil {
 		a.log.Error("programming peers failed; retrying on the next resync", "err", err)
@@ -383,6 +384,23 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 	a.savePeers(plan)
 	a.m.topo.SetPlan(plan)
 	a.m.topo.Switched(changes, time.Since(since))
+}
+
+// overlayMembers are the underlay addresses VXLAN is accepted from: every
+// peer this node routes to, natively or over the overlay, so a pair moving
+// to the overlay is accepted before this node has reprogrammed it. Isolated
+// and unreachable peers are not members.
+func overlayMembers(peers []topology.PeerProgram) []netip.Addr {
+	var out []netip.Addr
+	for _, pp := range peers {
+		switch {
+		case pp.Path == topology.PathVXLAN && pp.VTEP.IsValid():
+			out = append(out, pp.VTEP)
+		case pp.Path == topology.PathNative && pp.NextHop.IsValid():
+			out = append(out, pp.NextHop)
+		}
+	}
+	return out
 }
 
 func (a *Agent) overlayPeer(plan *topology.Plan, pp topology.PeerProgram) (vxlan.Peer, error) {

@@ -27,6 +27,9 @@ type Status struct {
 	FastPath FastPathStatus         `json:"fastPath"`
 	Nodes    []topology.NodePlan    `json:"nodes"`
 	Peers    []topology.PeerProgram `json:"peers"`
+	// VXLANFilter is the overlay's member filter: "enforcing", or why not
+	// (then any host reaching the VTEP port can inject into pods).
+	VXLANFilter string `json:"vxlanFilter,omitempty"`
 }
 
 // idlePool is a role with a warm address pool (cloud-node's Manager).
@@ -37,6 +40,9 @@ func (a *Agent) status() Status {
 	plan := a.plan
 	a.mu.Unlock()
 	st := Status{Node: a.cfg.NodeName, Ready: "yes"}
+	if a.overlay != nil {
+		st.VXLANFilter = a.overlay.Status().MemberFilter
+	}
 	if a.fast != nil {
 		st.FastPath = a.fast.status()
 	}

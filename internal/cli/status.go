@@ -158,6 +158,9 @@ func agentJSON(ctx context.Context, method, addr, path string, v any, hint strin
 func PrintStatus(w io.Writer, st agent.Status) {
 	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
 	st.FastPath.BPFStatus().WriteText(w)
+	if st.VXLANFilter != "" {
+		fmt.Fprintf(w, "vxlan member filter: %s\n", st.VXLANFilter)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tPATH\tPOD PREFIXES\tREASON")
