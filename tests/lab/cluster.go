@@ -60,7 +60,7 @@ func (l *Lab) createNodes(ctx context.Context) error {
 			node.Labels[k] = v
 		}
 		if n.Public != nil {
-			node.Annotations = map[string]string{publicEndpointAnnotation: n.Public.Endpoint().String()}
+			node.Annotations = map[string]string{topology.AnnotationPublicEndpoint: n.Public.Endpoint().String()}
 		}
 		if n.PodCIDR.IsValid() {
 			node.Spec.PodCIDR = n.PodCIDR.String()

@@ -273,7 +273,3 @@ func (s *Spec) natScripts() map[string]string {
 	}
 	return out
 }
-
-// publicEndpoint is the Node annotation carrying a node's declared public
-// WAN endpoint ("ip:port"), as the WAN reads it.
-const publicEndpointAnnotation = "strata.io/public-endpoint"
