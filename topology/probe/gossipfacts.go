@@ -25,6 +25,13 @@ import (
 // authenticates like the rest of gossip, and accepts the answer only if it
 // hashes to the digest in the owner's summary. The facts of a peer reach
 // OnFacts only complete: summary and the matching prefix set.
+//
+// WAN facts (a WireGuard key, a public endpoint, the gateway label) add
+// about 120 bytes. When they would push the summary over the limit (long
+// node names, dual-stack addresses), they move into the prefix set message
+// instead, and the summary's digest covers them too (prefixSetRef.WAN).
+// Members of the version before this cannot take such a set (the digest
+// differs) and use the API server's copy of that node's facts.
 
 // MaxPodPrefixes bounds one node's pod prefix set over gossip: more than any
 // ECS instance type's ENI × address quota, and it bounds what one peer can
@@ -44,7 +51,28 @@ const (
 // prefixSetRef names a prefix set without carrying it.
 type prefixSetRef struct {
 	Count  int    `json:"n"`
-	SHA256 string `json:"sha256,omitempty"` // hex of the first 16 bytes; empty when Count is 0
+	SHA256 string `json:"sha256,omitempty"` // hex of the first 16 bytes; empty when Count is 0 and WAN is not set
+	// WAN: the set message also carries the node's WAN facts, and SHA256
+	// covers them.
+	WAN bool `json:"wan,omitempty"`
+}
+
+// wanFacts are a node's WAN facts when they travel in the set message.
+type wanFacts struct {
+	Gateway  bool           `json:"gateway,omitempty"`
+	Key      string         `json:"key,omitempty"`
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+}
+
+func wanOf(f *topology.NodeFacts) *wanFacts {
+	if !f.WANGateway && f.WANPublicKey == "" && !f.PublicEndpoint.IsValid() {
+		return nil
+	}
+	return &wanFacts{Gateway: f.WANGateway, Key: f.WANPublicKey, Endpoint: f.PublicEndpoint}
+}
+
+func (w *wanFacts) apply(f *topology.NodeFacts) {
+	f.WANGateway, f.WANPublicKey, f.PublicEndpoint = w.Gateway, w.Key, w.Endpoint
 }
 
 // gossipFacts is the metadata a member publishes: its facts without
@@ -56,8 +84,13 @@ type gossipFacts struct {
 
 // digestPrefixes is the digest of a prefix set: SHA-256 over the canonical
 // (sorted, comma-joined) text, first 16 bytes in hex. Order does not matter.
-func digestPrefixes(pfx []netip.Prefix) prefixSetRef {
-	if len(pfx) == 0 {
+func digestPrefixes(pfx []netip.Prefix) prefixSetRef { return digestSet(pfx, nil) }
+
+// digestSet is digestPrefixes extended with WAN facts: after the prefixes,
+// a newline and the WAN facts' JSON. Without WAN facts it is
+// digestPrefixes, unchanged.
+func digestSet(pfx []netip.Prefix, wan *wanFacts) prefixSetRef {
+	if len(pfx) == 0 && wan == nil {
 		return prefixSetRef{}
 	}
 	s := sortedPrefixes(pfx)
@@ -68,7 +101,12 @@ func digestPrefixes(pfx []netip.Prefix) prefixSetRef {
 		}
 		h.Write([]byte(p.String()))
 	}
-	return prefixSetRef{Count: len(s), SHA256: hex.EncodeToString(h.Sum(nil)[:16])}
+	if wan != nil {
+		b, _ := json.Marshal(wan)
+		h.Write([]byte{'\n'})
+		h.Write(b)
+	}
+	return prefixSetRef{Count: len(s), SHA256: hex.EncodeToString(h.Sum(nil)[:16]), WAN: wan != nil}
 }
 
 func sortedPrefixes(pfx []netip.Prefix) []netip.Prefix {
@@ -101,20 +139,37 @@ func checkPrefixes(node string, pfx []netip.Prefix) error {
 }
 
 // encodeMeta is the metadata of f: bounded whatever the number of pods.
-func encodeMeta(f topology.NodeFacts) ([]byte, error) {
+// spill is non-nil when f's WAN facts travel in the set message.
+func encodeMeta(f topology.NodeFacts) (meta []byte, spill *wanFacts, err error) {
 	if err := checkPrefixes(f.Name, f.PodPrefixes); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	ref := digestPrefixes(f.PodPrefixes)
+	b, err := encodeSummary(f, nil)
+	if err == nil && len(b) > memberlist.MetaMaxSize {
+		if spill = wanOf(&f); spill != nil {
+			b, err = encodeSummary(f, spill)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return nil, nil, fmt.Errorf("node %s facts are %d bytes without pod prefixes and WAN facts, over gossip's %d-byte metadata limit: check its underlay IPs and capabilities", f.Name, len(b), memberlist.MetaMaxSize)
+	}
+	return b, spill, nil
+}
+
+func encodeSummary(f topology.NodeFacts, spill *wanFacts) ([]byte, error) {
+	ref := digestSet(f.PodPrefixes, spill)
 	g := gossipFacts{NodeFacts: f}
 	g.PodPrefixes = nil
+	if spill != nil {
+		(&wanFacts{}).apply(&g.NodeFacts)
+	}
 	g.PodPrefixSet = &ref
 	b, err := json.Marshal(g)
 	if err != nil {
 		return nil, fmt.Errorf("encode node facts for gossip: %w", err)
-	}
-	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("node %s facts are %d bytes without pod prefixes, over gossip's %d-byte metadata limit: check its underlay IPs and capabilities", f.Name, len(b), memberlist.MetaMaxSize)
 	}
 	return b, nil
 }
@@ -150,6 +205,9 @@ func decodeMeta(member string, b []byte) (topology.NodeFacts, prefixSetRef, []ne
 	if err := ref.check(member); err != nil {
 		return topology.NodeFacts{}, prefixSetRef{}, nil, err
 	}
+	if ref.WAN && wanOf(&f) != nil {
+		return topology.NodeFacts{}, prefixSetRef{}, nil, fmt.Errorf("gossip facts of %s carry WAN facts both in the summary and in the set", member)
+	}
 	return f, ref, nil, nil
 }
 
@@ -157,9 +215,9 @@ func (r prefixSetRef) check(member string) error {
 	switch {
 	case r.Count < 0 || r.Count > MaxPodPrefixes:
 		return fmt.Errorf("gossip facts of %s: prefix set of %d, want 0..%d", member, r.Count, MaxPodPrefixes)
-	case r.Count == 0 && r.SHA256 != "":
+	case r.Count == 0 && !r.WAN && r.SHA256 != "":
 		return fmt.Errorf("gossip facts of %s: an empty prefix set with a digest", member)
-	case r.Count > 0:
+	case r.Count > 0 || r.WAN:
 		if d, err := hex.DecodeString(r.SHA256); err != nil || len(d) != 16 {
 			return fmt.Errorf("gossip facts of %s: prefix set digest %q, want 32 hex digits", member, r.SHA256)
 		}
@@ -176,6 +234,7 @@ type prefixRequest struct {
 type prefixSet struct {
 	Node     string         `json:"node"`
 	Prefixes []netip.Prefix `json:"prefixes"`
+	WAN      *wanFacts      `json:"wan,omitempty"` // when the summary had no room for them
 }
 
 func encodeRequest(from string) []byte {
@@ -183,8 +242,8 @@ func encodeRequest(from string) []byte {
 	return append([]byte{msgPrefixRequest}, b...)
 }
 
-func encodePrefixSet(node string, pfx []netip.Prefix) []byte {
-	b, _ := json.Marshal(prefixSet{Node: node, Prefixes: sortedPrefixes(pfx)})
+func encodePrefixSet(node string, pfx []netip.Prefix, wan *wanFacts) []byte {
+	b, _ := json.Marshal(prefixSet{Node: node, Prefixes: sortedPrefixes(pfx), WAN: wan})
 	return append([]byte{msgPrefixSet}, b...)
 }
 
@@ -220,7 +279,7 @@ func decodeMsg(b []byte) (req *prefixRequest, set *prefixSet, ref prefixSetRef, 
 		if err := checkPrefixes(s.Node, s.Prefixes); err != nil {
 			return nil, nil, ref, err
 		}
-		return nil, &s, digestPrefixes(s.Prefixes), nil
+		return nil, &s, digestSet(s.Prefixes, s.WAN), nil
 	}
 	return nil, nil, ref, fmt.Errorf("%w %q", errUnknownMsg, b[0])
 }

@@ -37,7 +37,7 @@ func cloudFacts(name string, probe string, pfx []netip.Prefix) topology.NodeFact
 // number of pods; before, 16 /32 pods were enough to exceed it.
 func TestGossipMetaIsBoundedWhateverThePods(t *testing.T) {
 	for _, n := range []int{0, 1, 16, 100, MaxPodPrefixes} {
-		b, err := encodeMeta(cloudFacts("cloud-1", "10.0.64.250", podPrefixes(n, 32)))
+		b, _, err := encodeMeta(cloudFacts("cloud-1", "10.0.64.250", podPrefixes(n, 32)))
 		if err != nil {
 			t.Fatalf("%d pods: %v", n, err)
 		}
@@ -140,6 +140,34 @@ func TestGossipPullsWholePrefixSets(t *testing.T) {
 	c.waitPrefixes(t, "edge-a1", "cloud-1", single.PodPrefixes)
 	c.waitPrefixes(t, "cloud-2", "cloud-1", single.PodPrefixes)
 
+	// WAN facts too big for the metadata (dual stack, IPv6 endpoint) come
+	// with the set: a new key reaches every peer.
+	single.UnderlayIPs = append(single.UnderlayIPs, netip.MustParseAddr("2408:4005:3a1:1200:abcd:ef01:2345:6789"))
+	single.WANIP, single.Capabilities.BGPPeers, single.Capabilities.IPVlan = netip.MustParseAddr("203.0.113.11"), 2, true
+	single.WANGateway, single.WANPublicKey = true, "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8="
+	single.PublicEndpoint = netip.MustParseAddrPort("[2408:4005:3a1:1200:abcd:ef01:2345:6789]:51871")
+	if _, spill, _ := encodeMeta(single); spill == nil {
+		t.Fatal("test facts fit the metadata: they test nothing")
+	}
+	if err := a.SetFacts(single); err != nil {
+		t.Fatal(err)
+	}
+	for _, obs := range []string{"edge-a1", "cloud-2"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c.mu.Lock()
+			f := c.facts[obs]["cloud-1"]
+			c.mu.Unlock()
+			if f.WANPublicKey == single.WANPublicKey && f.PublicEndpoint == single.PublicEndpoint && f.WANGateway && len(f.PodPrefixes) == len(single.PodPrefixes) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never got cloud-1's WAN facts: %+v", obs, f)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
 	for _, p := range []*Prober{a, b, q, e} {
 		if st := p.Stats(); st.RejectedFacts != 0 {
 			t.Errorf("a healthy group rejected %d facts", st.RejectedFacts)
@@ -163,14 +191,14 @@ func TestBadGossipPeerStopsNoOther(t *testing.T) {
 	got := map[string]topology.NodeFacts{}
 	p := testProber(t, func(f topology.NodeFacts) { got[f.Name] = f })
 	good := cloudFacts("good", "10.0.64.250", podPrefixes(100, 32))
-	goodMeta, err := encodeMeta(good)
+	goodMeta, _, err := encodeMeta(good)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := cloudFacts("bad", "10.0.64.251", podPrefixes(3, 32))
-	badMeta, _ := encodeMeta(bad)
+	badMeta, _, _ := encodeMeta(bad)
 	p.member("bad", badMeta, true)
-	p.handleMsg(encodePrefixSet("bad", bad.PodPrefixes))
+	p.handleMsg(encodePrefixSet("bad", bad.PodPrefixes, nil))
 	if len(got["bad"].PodPrefixes) != 3 {
 		t.Fatalf("bad's first good facts not delivered: %+v", got["bad"])
 	}
@@ -187,11 +215,11 @@ func TestBadGossipPeerStopsNoOther(t *testing.T) {
 		t.Fatal("good's facts delivered before its prefix set arrived")
 	}
 	// A set for good that is not the one its summary names: refused.
-	p.handleMsg(encodePrefixSet("good", podPrefixes(99, 32)))
+	p.handleMsg(encodePrefixSet("good", podPrefixes(99, 32), nil))
 	if _, ok := got["good"]; ok {
 		t.Fatal("a prefix set not matching the summary's digest was taken")
 	}
-	p.handleMsg(encodePrefixSet("good", good.PodPrefixes))
+	p.handleMsg(encodePrefixSet("good", good.PodPrefixes, nil))
 	if f := got["good"]; len(f.PodPrefixes) != 100 || f.VTEPPort != 4789 {
 		t.Fatalf("good's facts after bad gossip from another peer: %+v", f)
 	}
@@ -205,12 +233,13 @@ func TestBadGossipPeerStopsNoOther(t *testing.T) {
 
 func FuzzDecodeMeta(f *testing.F) {
 	for _, n := range []int{0, 3, 100} {
-		b, _ := encodeMeta(cloudFacts("n1", "10.0.64.250", podPrefixes(n, 32)))
+		b, _, _ := encodeMeta(cloudFacts("n1", "10.0.64.250", podPrefixes(n, 32)))
 		f.Add("n1", b)
 	}
 	legacy, _ := json.Marshal(cloudFacts("n1", "10.0.64.250", podPrefixes(5, 32)))
 	f.Add("n1", legacy)
 	f.Add("n1", []byte(`{"name":"n1","podPrefixSet":{"n":1,"sha256":"00112233445566778899aabbccddeeff"}}`))
+	f.Add("n1", []byte(`{"name":"n1","podPrefixSet":{"n":0,"sha256":"00112233445566778899aabbccddeeff","wan":true}}`))
 	f.Add("x", []byte(`{"name":"x","podPrefixes":["10.0.0.0/8","10.0.0.0/8"]}`))
 	f.Fuzz(func(t *testing.T, member string, b []byte) {
 		facts, ref, inline, err := decodeMeta(member, b)
@@ -226,7 +255,7 @@ func FuzzDecodeMeta(f *testing.F) {
 		var got []string
 		p := testProber(t, func(f topology.NodeFacts) { got = append(got, f.Name) })
 		p.member("m-"+member, b, true)
-		other, _ := encodeMeta(cloudFacts("other", "10.0.64.251", nil))
+		other, _, _ := encodeMeta(cloudFacts("other", "10.0.64.251", nil))
 		p.member("other", other, true)
 		if !slices.Contains(got, "other") {
 			t.Fatalf("facts of %q stopped another peer's", b)
@@ -236,8 +265,9 @@ func FuzzDecodeMeta(f *testing.F) {
 
 func FuzzDecodeMsg(f *testing.F) {
 	f.Add(encodeRequest("n1"))
-	f.Add(encodePrefixSet("n1", podPrefixes(10, 32)))
-	f.Add(encodePrefixSet("n1", nil))
+	f.Add(encodePrefixSet("n1", podPrefixes(10, 32), nil))
+	f.Add(encodePrefixSet("n1", nil, nil))
+	f.Add(encodePrefixSet("n1", podPrefixes(2, 32), &wanFacts{Gateway: true, Key: "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=", Endpoint: netip.MustParseAddrPort("[2001:db8::1]:51871")}))
 	f.Add([]byte(`P{"node":"n1","prefixes":["::/0","10.0.0.1/32","10.0.0.1/32"]}`))
 	f.Add([]byte("Q"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -252,7 +282,7 @@ func FuzzDecodeMsg(f *testing.F) {
 				t.Fatalf("request %+v", req)
 			}
 		case set != nil:
-			if set.Node == "" || checkPrefixes(set.Node, set.Prefixes) != nil || ref != digestPrefixes(set.Prefixes) {
+			if set.Node == "" || checkPrefixes(set.Node, set.Prefixes) != nil || ref != digestSet(set.Prefixes, set.WAN) {
 				t.Fatalf("prefix set %+v", set)
 			}
 		default:
@@ -275,5 +305,72 @@ func TestDigestIgnoresOrder(t *testing.T) {
 	}
 	if err := checkPrefixes("n", []netip.Prefix{a[0], a[0]}); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("duplicate: %v", err)
+	}
+}
+
+// A node whose WAN facts do not fit memberlist's metadata (a long name,
+// dual-stack addresses, an IPv6 public endpoint: 568 bytes) still gossips:
+// its WAN facts travel with its prefix set, covered by the summary's
+// digest, and reach OnFacts complete. Before, the prober refused to start
+// ("over gossip's 512-byte metadata limit").
+func TestGossipWANFactsThatDoNotFitTravelWithTheSet(t *testing.T) {
+	big := func(name string, pods int) topology.NodeFacts {
+		f := cloudFacts(name, "10.0.64.250", podPrefixes(pods, 32))
+		f.UnderlayIPs = append(f.UnderlayIPs, netip.MustParseAddr("2408:4005:3a1:1200:abcd:ef01:2345:6789"))
+		f.WANIP = netip.MustParseAddr("203.0.113.11")
+		f.Capabilities.BGPPeers, f.Capabilities.IPVlan = 2, true
+		f.WANGateway, f.WANPublicKey = true, "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8="
+		f.PublicEndpoint = netip.MustParseAddrPort("[2408:4005:3a1:1200:abcd:ef01:2345:6789]:51871")
+		return f
+	}
+	for _, pods := range []int{0, 100} {
+		name := "cn-hangzhou.i-bp1a2b3c4d5e6f7g8h9i0j"
+		f := big(name, pods)
+		meta, spill, err := encodeMeta(f)
+		if err != nil || spill == nil || len(meta) > memberlist.MetaMaxSize {
+			t.Fatalf("%d pods: %d bytes, spill %+v, %v", pods, len(meta), spill, err)
+		}
+		got := map[string]topology.NodeFacts{}
+		p := testProber(t, func(f topology.NodeFacts) { got[f.Name] = f })
+		p.member(name, meta, true)
+		if _, ok := got[name]; ok {
+			t.Fatalf("%d pods: delivered without its WAN facts", pods)
+		}
+		// The set without the WAN facts (what an older member sends), or
+		// with other WAN facts: not the one the summary names.
+		p.handleMsg(encodePrefixSet(name, f.PodPrefixes, nil))
+		forged := *spill
+		forged.Key = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+		p.handleMsg(encodePrefixSet(name, f.PodPrefixes, &forged))
+		if _, ok := got[name]; ok {
+			t.Fatalf("%d pods: a set not matching the summary was taken", pods)
+		}
+		p.handleMsg(encodePrefixSet(name, f.PodPrefixes, spill))
+		g, ok := got[name]
+		if !ok || g.WANPublicKey != f.WANPublicKey || g.PublicEndpoint != f.PublicEndpoint || !g.WANGateway || len(g.PodPrefixes) != pods || g.WANIP != f.WANIP {
+			t.Fatalf("%d pods: delivered %+v", pods, g)
+		}
+	}
+	// WAN facts that fit stay in the summary: no pull needed without pods.
+	small := cloudFacts("cloud-1", "10.0.64.250", nil)
+	small.WANPublicKey, small.PublicEndpoint = "EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=", netip.MustParseAddrPort("203.0.113.11:51871")
+	meta, spill, err := encodeMeta(small)
+	if err != nil || spill != nil {
+		t.Fatalf("%v %+v", err, spill)
+	}
+	got := map[string]topology.NodeFacts{}
+	p := testProber(t, func(f topology.NodeFacts) { got[f.Name] = f })
+	p.member("cloud-1", meta, true)
+	if g := got["cloud-1"]; g.WANPublicKey != small.WANPublicKey || g.PublicEndpoint != small.PublicEndpoint {
+		t.Fatalf("%+v", g)
+	}
+	// Without WAN facts the digest is the one older members compute.
+	if digestSet(podPrefixes(3, 32), nil) != digestPrefixes(podPrefixes(3, 32)) || digestSet(nil, nil) != (prefixSetRef{}) {
+		t.Fatal("digest of a set without WAN facts changed")
+	}
+	// A summary claiming both is refused.
+	both := []byte(`{"name":"x","wanPublicKey":"EBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8=","podPrefixSet":{"n":0,"sha256":"00112233445566778899aabbccddeeff","wan":true}}`)
+	if _, _, _, err := decodeMeta("x", both); err == nil {
+		t.Fatal("WAN facts in the summary and the set accepted")
 	}
 }

@@ -178,6 +178,9 @@ type Prober struct {
 	ml   *memberlist.Memberlist
 	conn *net.UDPConn
 	meta []byte
+	// spill: this node's WAN facts when the metadata had no room for them;
+	// they go with its prefix set answers.
+	spill *wanFacts
 
 	mu       sync.Mutex
 	facts    topology.NodeFacts
@@ -207,6 +210,7 @@ type peerState struct {
 	facts   topology.NodeFacts // the summary: no PodPrefixes
 	want    prefixSetRef       // the prefix set the summary names
 	have    []netip.Prefix     // the last prefix set received
+	haveWAN *wanFacts          // and the WAN facts it carried (summary too big for them)
 	haveRef prefixSetRef       // its digest
 	gen     uint64             // bumped with every summary
 	asked   time.Time          // last prefix request sent
@@ -244,11 +248,11 @@ func Start(cfg Config) (*Prober, error) {
 		return nil, err
 	}
 	p := newProber(cfg)
-	meta, err := encodeMeta(cfg.Facts)
+	meta, spill, err := encodeMeta(cfg.Facts)
 	if err != nil {
 		return nil, err
 	}
-	p.meta = meta
+	p.meta, p.spill = meta, spill
 	inNS := func(fn func() error) error {
 		if cfg.NS == nil {
 			return fn()
@@ -391,12 +395,12 @@ func (p *Prober) NumMembers() int { return p.ml.NumMembers() }
 
 // SetFacts publishes new facts for this node over gossip.
 func (p *Prober) SetFacts(f topology.NodeFacts) error {
-	meta, err := encodeMeta(f)
+	meta, spill, err := encodeMeta(f)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	p.facts, p.meta = f, meta
+	p.facts, p.meta, p.spill = f, meta, spill
 	p.mu.Unlock()
 	return p.ml.UpdateNode(5 * time.Second)
 }
@@ -627,8 +631,8 @@ func (p *Prober) member(name string, meta []byte, alive bool) {
 	}
 	ps.facts, ps.want = f, ref
 	ps.gen++
-	if inline != nil || ref.Count == 0 {
-		ps.have, ps.haveRef = inline, ref
+	if inline != nil || (ref.Count == 0 && !ref.WAN) {
+		ps.have, ps.haveRef, ps.haveWAN = inline, ref, nil
 	}
 	gen, complete := ps.gen, ps.complete()
 	p.dirty = true
@@ -657,6 +661,9 @@ func (p *Prober) deliver(name string, gen uint64) {
 	}
 	f := ps.facts
 	f.PodPrefixes = slices.Clone(ps.have)
+	if ps.want.WAN && ps.haveWAN != nil {
+		ps.haveWAN.apply(&f)
+	}
 	p.mu.Unlock()
 	p.cfg.OnFacts(f)
 }
@@ -692,7 +699,7 @@ func (p *Prober) handleMsg(b []byte) {
 		}
 		return
 	}
-	ps.have, ps.haveRef = set.Prefixes, ref
+	ps.have, ps.haveRef, ps.haveWAN = set.Prefixes, ref, set.WAN
 	gen := ps.gen
 	p.mu.Unlock()
 	p.deliver(set.Node, gen)
@@ -767,7 +774,7 @@ func (p *Prober) answerLoop() {
 		}
 		p.mu.Lock()
 		delete(p.asked, to)
-		msg := encodePrefixSet(p.facts.Name, p.facts.PodPrefixes)
+		msg := encodePrefixSet(p.facts.Name, p.facts.PodPrefixes, p.spill)
 		p.mu.Unlock()
 		n, ok := p.members()[to]
 		if !ok {
