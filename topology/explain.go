@@ -5,6 +5,8 @@ package topology
 type PairInfo struct {
 	PairPath
 	NativeFailed bool `json:"nativeFailed,omitempty"`
+	// Relay is the gateway of a relayed wan pair.
+	Relay string `json:"relay,omitempty"`
 }
 
 // Pair is Path with NativeFailed.
@@ -16,6 +18,10 @@ func (p *Plan) Pair(a, b string) (PairInfo, bool) {
 	}
 	ea, eb := p.nodes[ia], p.nodes[ib]
 	v := p.verdict(ea, eb)
-	return PairInfo{PairPath: PairPath{From: a, To: b, Path: v.path, Reason: p.reason(ea, eb, v)},
-		NativeFailed: v.why == whyLinkDown || v.why == whyLinkRecovering || v.why == whyNodeDown || v.why == whyNodeRecovering}, true
+	pi := PairInfo{PairPath: PairPath{From: a, To: b, Path: v.path, Reason: p.reason(ea, eb, v)},
+		NativeFailed: v.why == whyLinkDown || v.why == whyLinkRecovering || v.why == whyNodeDown || v.why == whyNodeRecovering}
+	if v.path == PathWAN && v.relay != nil {
+		pi.Relay = v.relay.facts.Name
+	}
+	return pi, true
 }

@@ -110,7 +110,7 @@ func DOT(p *topology.Plan) ([]byte, error) {
 		for _, c := range names[i+1:] {
 			ab, _ := p.Pair(a, c)
 			ba, _ := p.Pair(c, a)
-			if ab.Path == ba.Path && ab.NativeFailed == ba.NativeFailed {
+			if ab.Path == ba.Path && ab.NativeFailed == ba.NativeFailed && ab.Relay == ba.Relay {
 				edge(&b, ab, "none")
 			} else {
 				edge(&b, ab, "forward")
@@ -127,12 +127,15 @@ func DOT(p *topology.Plan) ([]byte, error) {
 }
 
 func edge(b *bytes.Buffer, pi topology.PairInfo, dir string) {
-	style := "solid"
+	style, label := "solid", string(pi.Path)
 	if pi.NativeFailed {
 		style = "dashed"
 	}
+	if pi.Relay != "" {
+		label += " via " + pi.Relay
+	}
 	fmt.Fprintf(b, "  %s -> %s [color=%s, fontcolor=%s, label=%s, style=%s, dir=%s, tooltip=%s];\n",
-		quote(pi.From), quote(pi.To), quote(PathColors[pi.Path]), quote(PathColors[pi.Path]), quote(string(pi.Path)), style, dir, quote(pi.Reason))
+		quote(pi.From), quote(pi.To), quote(PathColors[pi.Path]), quote(PathColors[pi.Path]), quote(label), style, dir, quote(pi.Reason))
 }
 
 // ErrNoDot means Graphviz is not installed.

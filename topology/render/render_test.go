@@ -74,3 +74,25 @@ func TestCheckSVG(t *testing.T) {
 		}
 	}
 }
+
+// The WAN lab: wan edges in their colour, relayed ones name the gateway.
+func TestDOTWAN(t *testing.T) {
+	p := labPlan(t, "lab-wan.yaml")
+	dot, err := DOT(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, _ := p.Pair("edge-a2", "edge-b1")
+	if relay.Relay == "" {
+		t.Fatalf("edge-a2→edge-b1 not relayed: %+v", relay)
+	}
+	s := string(dot)
+	for _, want := range []string{
+		`"cloud-1" -> "edge-b1" [color="#ef6c00", fontcolor="#ef6c00", label="wan", style=solid`,
+		`"edge-a2" -> "edge-b1" [color="#ef6c00", fontcolor="#ef6c00", label="wan via ` + relay.Relay + `"`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("DOT lacks %q:\n%s", want, s)
+		}
+	}
+}
