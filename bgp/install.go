@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
@@ -30,6 +32,9 @@ const batchSize = 2000
 type Installer struct {
 	nsPath string
 	table  int
+
+	repMu sync.Mutex
+	rep   InstallReport
 
 	mu  sync.Mutex
 	fd  int
@@ -88,22 +93,45 @@ func (in *Installer) Close() error {
 // Apply installs routes with next hops (replacing what is there, with ECMP
 // for several next hops) and deletes routes without next hops.
 func (in *Installer) Apply(routes []Route) error {
+	_, err := in.apply(routes)
+	return err
+}
+
+// apply is Apply that also says which routes failed and why (a route of a
+// batch the kernel never saw counts as failed with the batch's error).
+func (in *Installer) apply(routes []Route) (map[netip.Prefix]error, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	failed := map[netip.Prefix]error{}
 	if in.fd < 0 {
-		return errors.New("bgp installer: closed")
+		err := errors.New("bgp installer: closed")
+		for _, r := range routes {
+			failed[r.Prefix.Masked()] = err
+		}
+		return failed, err
 	}
 	var errs []error
 	for start := 0; start < len(routes); start += batchSize {
 		end := min(start+batchSize, len(routes))
-		if err := in.sendBatch(routes[start:end]); err != nil {
+		routeErrs, err := in.sendBatch(routes[start:end], failed)
+		errs = append(errs, routeErrs...)
+		if err != nil {
+			// A socket error leaves the fate of the batch unknown: every
+			// route in it counts as failed.
 			errs = append(errs, err)
+			for _, r := range routes[start:end] {
+				if _, ok := failed[r.Prefix.Masked()]; !ok {
+					failed[r.Prefix.Masked()] = err
+				}
+			}
 		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
-func (in *Installer) sendBatch(routes []Route) error {
+// sendBatch writes one batch. It returns the per-route errors (also put in
+// failed) and an error of the batch as a whole.
+func (in *Installer) sendBatch(routes []Route, failed map[netip.Prefix]error) ([]error, error) {
 	in.buf = in.buf[:0]
 	first := in.seq + 1
 	var errs []error
@@ -116,6 +144,7 @@ func (in *Installer) sendBatch(routes []Route) error {
 		in.buf, err = appendRouteMsg(in.buf, r, in.table, in.seq)
 		if err != nil {
 			errs = append(errs, err)
+			failed[r.Prefix.Masked()] = err
 			in.seq-- // nothing sent under this number
 			continue
 		}
@@ -128,11 +157,11 @@ func (in *Installer) sendBatch(routes []Route) error {
 	}
 	n := int(in.seq - first + 1)
 	if n <= 0 {
-		return errors.Join(errs...)
+		return errs, nil
 	}
 	binary.NativeEndian.PutUint16(in.buf[last+6:], binary.NativeEndian.Uint16(in.buf[last+6:])|unix.NLM_F_ACK)
 	if err := unix.Sendto(in.fd, in.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return errors.Join(append(errs, fmt.Errorf("bgp installer: send %d route messages: %w", n, err))...)
+		return errs, fmt.Errorf("bgp installer: send %d route messages: %w", n, err)
 	}
 	// Read errors until the barrier ack of the last message.
 	for done := false; !done; {
@@ -141,11 +170,11 @@ func (in *Installer) sendBatch(routes []Route) error {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return errors.Join(append(errs, fmt.Errorf("bgp installer: read acks of %d messages: %w", n, err))...)
+			return errs, fmt.Errorf("bgp installer: read acks of %d messages: %w", n, err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(in.rx[:m])
 		if err != nil {
-			return errors.Join(append(errs, fmt.Errorf("bgp installer: parse acks: %w", err))...)
+			return errs, fmt.Errorf("bgp installer: parse acks: %w", err)
 		}
 		for _, msg := range msgs {
 			if msg.Header.Type != unix.NLMSG_ERROR || msg.Header.Seq < first || msg.Header.Seq > in.seq {
@@ -166,10 +195,12 @@ func (in *Installer) sendBatch(routes []Route) error {
 			if errno == unix.ESRCH && len(r.NextHops) == 0 {
 				continue // deleting a route that is already gone
 			}
-			errs = append(errs, fmt.Errorf("bgp installer: %s via %v: %w", r.Prefix, r.NextHops, errno))
+			e := fmt.Errorf("bgp installer: %s via %v: %w", r.Prefix, r.NextHops, errno)
+			errs = append(errs, e)
+			failed[r.Prefix.Masked()] = e
 		}
 	}
-	return errors.Join(errs...)
+	return errs, nil
 }
 
 // appendRouteMsg encodes one RTM_NEWROUTE (replace) or RTM_DELROUTE.
@@ -325,22 +356,90 @@ func (in *Installer) inNS(fn func(*netlink.Handle) error) error {
 	})
 }
 
-// RunInstaller keeps the kernel in step with the speaker's learned routes
+// RouteSource is what RunInstaller follows: *Speaker.
+type RouteSource interface {
+	Watch(ctx context.Context, fn func([]Route))
+	Learned() []Route
+	GracefulRestartState() RestartState
+}
+
+// InstallOptions tune RunInstaller.
+type InstallOptions struct {
+	// Keep leaves the routes in place when ctx ends (graceful restart);
+	// otherwise they are flushed.
+	Keep bool
+	// SweepStale removes rtproto.BGP routes nobody announces (an earlier
+	// run's) once every configured peer has sent End-of-RIB, or when the
+	// peers' graceful-restart time has passed since the start. Until then
+	// they keep forwarding.
+	SweepStale bool
+	// Backoff paces the retries of a route that failed to install; the
+	// zero value means 1 s doubling up to 60 s, with 10% jitter.
+	Backoff wait.Backoff
+	Log     *slog.Logger
+}
+
+// DefaultInstallBackoff is the retry pacing of a failed route.
+var DefaultInstallBackoff = wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 64, Cap: time.Minute}
+
+// FailedRoute is a learned route the kernel refused, retried until it holds.
+type FailedRoute struct {
+	Prefix    netip.Prefix
+	NextHops  []netip.Addr // empty: a delete that failed
+	Error     string
+	Attempts  int
+	Since     time.Time
+	NextRetry time.Time
+}
+
+// InstallReport is the installer's state for status and metrics.
+type InstallReport struct {
+	Failing []FailedRoute
+	// ErrorsTotal counts every failed route write since start.
+	ErrorsTotal uint64
+	// StaleWaiting is true while routes of an earlier run are kept,
+	// waiting for End-of-RIB or the restart time; Stale says how it went.
+	StaleWaiting bool
+	Stale        string
+}
+
+// Report returns the installer's current state.
+func (in *Installer) Report() InstallReport {
+	in.repMu.Lock()
+	defer in.repMu.Unlock()
+	r := in.rep
+	r.Failing = slices.Clone(r.Failing)
+	return r
+}
+
+type retryState struct {
+	route    Route
+	err      string
+	attempts int
+	since    time.Time
+	next     time.Time
+	backoff  wait.Backoff
+}
+
+// RunInstaller keeps the kernel in step with the source's learned routes
 // until ctx ends. Changes that arrive while a batch is being written are
-// coalesced per prefix into the next batch. After settle it removes
-// rtproto.BGP routes nobody announced (an earlier run's leftovers; waiting
-// first keeps forwarding up across an agent restart). On exit the routes
-// stay when keep is true (graceful restart) and are flushed otherwise.
-func RunInstaller(ctx context.Context, s *Speaker, in *Installer, settle time.Duration, keep bool, log *slog.Logger) error {
+// coalesced per prefix into the next batch. A route the kernel refuses is
+// retried with backoff until it holds or a newer change replaces it, and
+// shows in Report meanwhile. See InstallOptions for stale routes and exit.
+func RunInstaller(ctx context.Context, src RouteSource, in *Installer, opts InstallOptions) error {
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if opts.Backoff.Duration <= 0 {
+		opts.Backoff = DefaultInstallBackoff
 	}
 	var mu sync.Mutex
 	pending := map[netip.Prefix]Route{}
 	kick := make(chan struct{}, 1)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.Watch(wctx, func(rs []Route) {
+	src.Watch(wctx, func(rs []Route) {
 		mu.Lock()
 		for _, r := range rs {
 			pending[r.Prefix] = r
@@ -351,22 +450,122 @@ func RunInstaller(ctx context.Context, s *Speaker, in *Installer, settle time.Du
 		default:
 		}
 	})
-	var settleC <-chan time.Time
-	if settle > 0 {
-		t := time.NewTimer(settle)
-		defer t.Stop()
-		settleC = t.C
+	start := time.Now()
+	failing := map[netip.Prefix]*retryState{}
+	var errorsTotal uint64
+	report := func(staleWaiting bool, stale string) {
+		fs := make([]FailedRoute, 0, len(failing))
+		for p, st := range failing {
+			fs = append(fs, FailedRoute{Prefix: p, NextHops: slices.Clone(st.route.NextHops), Error: st.err,
+				Attempts: st.attempts, Since: st.since, NextRetry: st.next})
+		}
+		slices.SortFunc(fs, func(a, b FailedRoute) int { return comparePrefix(a.Prefix, b.Prefix) })
+		in.repMu.Lock()
+		in.rep = InstallReport{Failing: fs, ErrorsTotal: errorsTotal, StaleWaiting: staleWaiting, Stale: stale}
+		in.repMu.Unlock()
 	}
+	staleWaiting, stale := opts.SweepStale, "not swept: this installer does not remove routes of an earlier run"
+	if opts.SweepStale {
+		stale = "keeping routes of an earlier run until every peer sends End-of-RIB or the restart time passes"
+	}
+	apply := func(batch []Route) {
+		if len(batch) == 0 {
+			return
+		}
+		failed, _ := in.apply(batch)
+		now := time.Now()
+		var newFailures, recovered int
+		for _, r := range batch {
+			p := r.Prefix.Masked()
+			err, bad := failed[p]
+			st := failing[p]
+			if !bad {
+				if st != nil {
+					recovered++
+					delete(failing, p)
+				}
+				continue
+			}
+			errorsTotal++
+			if st == nil {
+				st = &retryState{since: now, backoff: opts.Backoff}
+				failing[p] = st
+				newFailures++
+			}
+			st.route, st.err = r, err.Error()
+			st.attempts++
+			st.next = now.Add(st.backoff.Step())
+		}
+		if newFailures > 0 {
+			log.Warn("bgp: kernel refused learned routes; retrying with backoff (see strata bgp peers)",
+				"new", newFailures, "failing", len(failing), "example", firstError(failed))
+		}
+		if recovered > 0 {
+			log.Info("bgp: learned routes installed after retries", "routes", recovered, "still_failing", len(failing))
+		}
+		report(staleWaiting, stale)
+	}
+	sweep := func(why string) {
+		have, err := in.Installed()
+		if err != nil {
+			stale = "could not list routes to sweep: " + err.Error() + " (retrying)"
+			report(staleWaiting, stale)
+			return
+		}
+		want := src.Learned()
+		keep := make(map[netip.Prefix]bool, len(want))
+		for _, r := range want {
+			keep[r.Prefix] = true
+		}
+		var gone []Route
+		for _, r := range have {
+			if !keep[r.Prefix] {
+				gone = append(gone, Route{Prefix: r.Prefix})
+			}
+		}
+		staleWaiting = false
+		stale = fmt.Sprintf("%s at %s: removed %d stale routes", why, time.Now().UTC().Format(time.RFC3339), len(gone))
+		log.Info("bgp: swept routes of an earlier run", "reason", why, "removed", len(gone))
+		apply(gone)
+		report(staleWaiting, stale)
+	}
+	report(staleWaiting, stale)
+	var sweepC <-chan time.Time
+	if opts.SweepStale {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		sweepC = t.C
+	}
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if keep {
+			if opts.Keep {
 				return nil
 			}
 			return in.Flush()
-		case <-settleC:
-			if err := in.Sync(s.Learned()); err != nil {
-				log.Warn("bgp: remove stale kernel routes", "err", err)
+		case <-sweepC:
+			if !staleWaiting {
+				sweepC = nil
+				break
+			}
+			st := src.GracefulRestartState()
+			switch {
+			case st.Peers > 0 && len(st.Waiting) == 0:
+				sweep("every peer sent End-of-RIB")
+			case time.Since(start) >= st.RestartTime:
+				sweep(fmt.Sprintf("graceful-restart time %s passed (no End-of-RIB from %v)", st.RestartTime, st.Waiting))
+			default:
+				msg := fmt.Sprintf("keeping routes of an earlier run until End-of-RIB from %v or %s", st.Waiting,
+					start.Add(st.RestartTime).UTC().Format(time.RFC3339))
+				if st.Peers == 0 {
+					msg = fmt.Sprintf("keeping routes of an earlier run: no peers configured yet; until %s", start.Add(st.RestartTime).UTC().Format(time.RFC3339))
+				}
+				if msg != stale {
+					stale = msg
+					report(staleWaiting, stale)
+				}
 			}
 		case <-kick:
 			mu.Lock()
@@ -376,9 +575,40 @@ func RunInstaller(ctx context.Context, s *Speaker, in *Installer, settle time.Du
 			}
 			clear(pending)
 			mu.Unlock()
-			if err := in.Apply(batch); err != nil {
-				log.Warn("bgp: install learned routes", "routes", len(batch), "err", err)
+			apply(batch)
+		case <-retry.C:
+			now := time.Now()
+			var due []Route
+			for _, st := range failing {
+				if !st.next.After(now) {
+					due = append(due, st.route)
+				}
+			}
+			apply(due)
+		}
+		// A newer change for a failing prefix supersedes its retry.
+		mu.Lock()
+		for p := range pending {
+			delete(failing, p)
+		}
+		mu.Unlock()
+		next := time.Hour
+		for _, st := range failing {
+			next = min(next, max(time.Until(st.next), 0))
+		}
+		if !retry.Stop() {
+			select {
+			case <-retry.C:
+			default:
 			}
 		}
+		retry.Reset(next)
 	}
+}
+
+func firstError(m map[netip.Prefix]error) string {
+	for _, e := range m {
+		return e.Error()
+	}
+	return ""
 }

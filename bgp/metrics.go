@@ -83,3 +83,40 @@ func formatASN(a uint32) string {
 	}
 	return string(b[i:])
 }
+
+// InstallCollector exports the installer's report: failed route writes,
+// routes failing now, and whether routes of an earlier run are being kept.
+type InstallCollector struct {
+	in                    *Installer
+	errors, failing, kept *prometheus.Desc
+}
+
+// NewInstallCollector builds the collector; it reads the installer on each
+// scrape.
+func NewInstallCollector(in *Installer) *InstallCollector {
+	return &InstallCollector{
+		in:      in,
+		errors:  prometheus.NewDesc("strata_bgp_install_errors_total", "Learned-route writes the kernel refused (each retry counts).", nil, nil),
+		failing: prometheus.NewDesc("strata_bgp_install_failing_routes", "Learned routes not in the kernel because it refused them; retried with backoff.", nil, nil),
+		kept:    prometheus.NewDesc("strata_bgp_stale_routes_kept", "1 while routes of an earlier run are kept, waiting for End-of-RIB or the restart time.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *InstallCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.errors
+	ch <- c.failing
+	ch <- c.kept
+}
+
+// Collect implements prometheus.Collector.
+func (c *InstallCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.in.Report()
+	kept := 0.0
+	if r.StaleWaiting {
+		kept = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(r.ErrorsTotal))
+	ch <- prometheus.MustNewConstMetric(c.failing, prometheus.GaugeValue, float64(len(r.Failing)))
+	ch <- prometheus.MustNewConstMetric(c.kept, prometheus.GaugeValue, kept)
+}

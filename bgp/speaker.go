@@ -52,6 +52,7 @@ type Speaker struct {
 	mu      sync.Mutex
 	prot    Protected // the node's facts for the import policy
 	bad     map[netip.Addr]badUpdates
+	eor     map[netip.Addr]bool // End-of-RIB received in the current session
 	peers   map[netip.Addr]PeerConfig
 	since   map[netip.Addr]time.Time
 	flaps   map[netip.Addr]uint32
@@ -85,6 +86,7 @@ func New(cfg Config, logger *slog.Logger) (*Speaker, error) {
 		subs:  map[int]func([]Route){},
 		adv:   map[netip.Prefix]struct{}{},
 		bad:   map[netip.Addr]badUpdates{},
+		eor:   map[netip.Addr]bool{},
 		prot:  Protected{PodCIDRs: slices.Clone(cfg.PodCIDRs)},
 	}, nil
 }
@@ -163,6 +165,7 @@ func (s *Speaker) Start(ctx context.Context) (err error) {
 		Peer: &api.WatchEventRequest_Peer{},
 		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
 			{Type: api.WatchEventRequest_Table_Filter_POST_POLICY, Init: true},
+			{Type: api.WatchEventRequest_Table_Filter_EOR},
 		}},
 	}, s.onEvent); err != nil {
 		return fmt.Errorf("bgp: watch events: %w", err)
@@ -498,6 +501,7 @@ func (s *Speaker) RemovePeer(ctx context.Context, addr netip.Addr) error {
 	delete(s.since, addr)
 	delete(s.flaps, addr)
 	delete(s.bad, addr)
+	delete(s.eor, addr)
 	s.mu.Unlock()
 	s.evMu.Lock()
 	s.publish(s.rib.dropPeer(addr))
@@ -807,6 +811,39 @@ func (s *Speaker) Watch(ctx context.Context, fn func([]Route)) {
 	}()
 }
 
+// RestartState says how far the peers are with their initial updates.
+type RestartState struct {
+	// Peers is how many peers are configured; Waiting are those that have
+	// not sent End-of-RIB in their current session.
+	Peers   int
+	Waiting []netip.Addr
+	// RestartTime is the longest graceful-restart time of the peers (120 s
+	// when none is set): how long routes of an earlier run are kept.
+	RestartTime time.Duration
+}
+
+// GracefulRestartState reports which peers have sent End-of-RIB.
+func (s *Speaker) GracefulRestartState() RestartState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := RestartState{Peers: len(s.peers)}
+	for a, p := range s.peers {
+		if !s.eor[a] {
+			st.Waiting = append(st.Waiting, a)
+		}
+		rt := p.RestartTime
+		if rt == 0 {
+			rt = defaultRestartTime
+		}
+		st.RestartTime = max(st.RestartTime, rt)
+	}
+	if st.RestartTime == 0 {
+		st.RestartTime = defaultRestartTime
+	}
+	slices.SortFunc(st.Waiting, netip.Addr.Compare)
+	return st
+}
+
 // Learned returns the current learned best routes.
 func (s *Speaker) Learned() []Route { return s.rib.snapshot() }
 
@@ -853,7 +890,14 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 			continue // our own originated paths
 		}
 		if p.Nlri == nil && len(p.NlriBinary) == 0 {
-			continue // End-of-RIB
+			s.mu.Lock()
+			first := !s.eor[peer]
+			s.eor[peer] = true
+			s.mu.Unlock()
+			if first {
+				s.log.Info("bgp: End-of-RIB received", "peer", peer)
+			}
+			continue
 		}
 		prefix, c, err := decodePath(p)
 		if err != nil {
@@ -965,6 +1009,9 @@ func (s *Speaker) onPeerEvent(pe *api.WatchEventResponse_PeerEvent) {
 		s.since[addr] = time.Now()
 		if prev == StateEstablished {
 			s.flaps[addr]++
+		}
+		if st != StateEstablished {
+			delete(s.eor, addr)
 		}
 	}
 	s.mu.Unlock()

@@ -126,7 +126,7 @@ func (l *interopLab) startNode(t *testing.T, ctx context.Context) (*bgp.Speaker,
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = bgp.RunInstaller(ictx, sp, inst, 0, true, nil)
+		_ = bgp.RunInstaller(ictx, sp, inst, bgp.InstallOptions{Keep: true})
 		inst.Close()
 	}()
 	return sp, func() { cancel(); <-done }

@@ -59,3 +59,49 @@ func StatusHandler(s *Speaker) http.Handler {
 		_ = json.NewEncoder(w).Encode(out)
 	})
 }
+
+// InstallPath is where the agent serves InstallHandler; `strata bgp peers`
+// reads it too.
+const InstallPath = "/bgp/install"
+
+// InstallJSON is the wire form of InstallReport.
+type InstallJSON struct {
+	// FailingRoutes is how many learned routes the kernel refuses right
+	// now; Failing lists up to 100 of them.
+	FailingRoutes int               `json:"failingRoutes"`
+	Failing       []FailedRouteJSON `json:"failing,omitempty"`
+	ErrorsTotal   uint64            `json:"errorsTotal"`
+	StaleWaiting  bool              `json:"staleWaiting,omitempty"`
+	Stale         string            `json:"stale,omitempty"`
+}
+
+// FailedRouteJSON is one refused route.
+type FailedRouteJSON struct {
+	Prefix    string   `json:"prefix"`
+	NextHops  []string `json:"nextHops,omitempty"`
+	Error     string   `json:"error"`
+	Attempts  int      `json:"attempts"`
+	Since     string   `json:"since"`
+	NextRetry string   `json:"nextRetry"`
+}
+
+// InstallHandler serves the installer's report as JSON.
+func InstallHandler(in *Installer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rep := in.Report()
+		out := InstallJSON{FailingRoutes: len(rep.Failing), ErrorsTotal: rep.ErrorsTotal, StaleWaiting: rep.StaleWaiting, Stale: rep.Stale}
+		for i, f := range rep.Failing {
+			if i == 100 {
+				break
+			}
+			j := FailedRouteJSON{Prefix: f.Prefix.String(), Error: f.Error, Attempts: f.Attempts,
+				Since: f.Since.UTC().Format(time.RFC3339), NextRetry: f.NextRetry.UTC().Format(time.RFC3339)}
+			for _, nh := range f.NextHops {
+				j.NextHops = append(j.NextHops, nh.String())
+			}
+			out.Failing = append(out.Failing, j)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+}

@@ -118,7 +118,7 @@ func (l *trustLab) start(t *testing.T, ctx context.Context, peers ...bgp.PeerCon
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = bgp.RunInstaller(ictx, sp, in, 0, true, nil)
+		_ = bgp.RunInstaller(ictx, sp, in, bgp.InstallOptions{Keep: true})
 		in.Close()
 	}()
 	stopped := false

@@ -95,7 +95,7 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 		return nil, err
 	}
 	go func() {
-		_ = bgp.RunInstaller(ctx, sp, in, 10*time.Second, true, env.Logger.With("component", "bgp-installer"))
+		_ = bgp.RunInstaller(ctx, sp, in, bgp.InstallOptions{Keep: true, SweepStale: true, Log: env.Logger.With("component", "bgp-installer")})
 	}()
 	if env.RESTConfig != nil {
 		dyn, err := dynamic.NewForConfig(env.RESTConfig)
@@ -115,10 +115,11 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 		return nil, err
 	}
 	if env.Registry != nil {
-		env.Registry.MustRegister(bgp.NewCollector(sp))
+		env.Registry.MustRegister(bgp.NewCollector(sp), bgp.NewInstallCollector(in))
 	}
 	if env.Handle != nil {
 		env.Handle(bgp.PeersPath, bgp.StatusHandler(sp))
+		env.Handle(bgp.InstallPath, bgp.InstallHandler(in))
 	}
 	return &bgpRole{Role: r, sp: sp}, nil
 }

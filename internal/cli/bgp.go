@@ -33,6 +33,10 @@ func newBGPCmd() *cobra.Command {
 				return err
 			}
 			PrintBGPPeers(os.Stdout, ps)
+			var inst bgp.InstallJSON
+			if _, err := getAgentJSON(cmd.Context(), addr, bgp.InstallPath, &inst, "is this an edge node with BGP?"); err == nil {
+				PrintBGPInstall(os.Stdout, inst)
+			}
 			return nil
 		},
 	}
@@ -77,5 +81,21 @@ func PrintBGPPeers(w io.Writer, ps []bgp.PeerJSON) {
 		if p.BadUpdates > 0 {
 			fmt.Fprintf(w, "%s sent %d paths that could not be decoded, last: %s\n", p.Peer, p.BadUpdates, p.LastBadUpdate)
 		}
+	}
+}
+
+// PrintBGPInstall writes the installer's state under the peers: refused
+// routes with their errors, and stale routes kept after a restart.
+func PrintBGPInstall(w io.Writer, in bgp.InstallJSON) {
+	if in.StaleWaiting || in.Stale != "" {
+		fmt.Fprintf(w, "stale routes: %s\n", in.Stale)
+	}
+	if in.FailingRoutes == 0 {
+		fmt.Fprintf(w, "kernel: every learned route installed (%d refused writes since start)\n", in.ErrorsTotal)
+		return
+	}
+	fmt.Fprintf(w, "kernel: %d learned routes NOT installed, retried with backoff (%d refused writes since start):\n", in.FailingRoutes, in.ErrorsTotal)
+	for _, f := range in.Failing {
+		fmt.Fprintf(w, "  %s via %v: %s (attempt %d, failing since %s, next retry %s)\n", f.Prefix, f.NextHops, f.Error, f.Attempts, f.Since, f.NextRetry)
 	}
 }

@@ -39,3 +39,14 @@ func TestBGPPeersFromAgent(t *testing.T) {
 		t.Fatalf("peers %+v\n%s", ps, out.String())
 	}
 }
+
+func TestPrintBGPInstall(t *testing.T) {
+	var out bytes.Buffer
+	PrintBGPInstall(&out, bgp.InstallJSON{FailingRoutes: 1, ErrorsTotal: 4, Stale: "keeping routes of an earlier run until End-of-RIB from [10.0.1.1]", StaleWaiting: true,
+		Failing: []bgp.FailedRouteJSON{{Prefix: "10.99.0.0/24", NextHops: []string{"10.0.9.1"}, Error: "network is unreachable", Attempts: 4}}})
+	for _, want := range []string{"1 learned routes NOT installed", "10.99.0.0/24 via [10.0.9.1]: network is unreachable (attempt 4", "End-of-RIB from [10.0.1.1]"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, out.String())
+		}
+	}
+}
