@@ -17,8 +17,9 @@ import (
 // types, so Reconcile is written once.
 type backend interface {
 	impl() Impl
-	// setup sets the private key and listen port (once, at New).
-	setup(priv wgtypes.Key, port int) error
+	// setup sets the private key, listen port and the outer packets' mark
+	// (once, at New).
+	setup(priv wgtypes.Key, port int, mark uint32) error
 	// configure adds, updates or removes one peer; its allowed IPs are
 	// replaced, never merged.
 	configure(pc peerConf) error
@@ -35,6 +36,7 @@ type peerConf struct {
 	endpoint   netip.AddrPort // zero: leave whatever the device has (learned)
 	keepalive  time.Duration
 	allowedIPs []netip.Prefix
+	routes     []netip.Prefix // kernel routes into the device; not device state
 }
 
 // devPeer is one peer as the device reports it.

@@ -66,12 +66,20 @@ type Config struct {
 	Impl Impl
 	// Source is the node's own address, set as the preferred source of the
 	// tunnel routes so host-originated packets carry an address the peer
-	// accepts (every peer's AllowedIPs include its node address). Optional.
+	// accepts (every peer's AllowedIPs include its node address), and put
+	// on the device as a /32 (loose reverse-path filtering needs the device
+	// to have an address). Without it, a node whose rp_filter is on drops
+	// what standby peers send.
 	Source netip.Addr
 	// Table is the routing table for the tunnel routes; default 254 (main).
 	Table int
 	// Keepalive for peers whose Peer.Keepalive is zero; default DefaultKeepalive.
 	Keepalive time.Duration
+	// Mark is set on the tunnel's own (outer) UDP packets, so a policy rule
+	// can send them by the underlay's default route, never by a pod route
+	// or a BGP route over the leased line the tunnel is there to bypass.
+	// 0 sets no mark.
+	Mark uint32
 	// Log; default slog.Default().
 	Log *slog.Logger
 }
@@ -136,9 +144,18 @@ type Peer struct {
 	// peer: its pod prefixes and its node address, plus, when it relays,
 	// the far nodes' prefixes. Each prefix belongs to one peer.
 	AllowedIPs []netip.Prefix
-	// Keepalive is the persistent keepalive; zero means Config.Keepalive.
+	// Keepalive is the persistent keepalive; zero means Config.Keepalive,
+	// NoKeepalive none (this side need not hold a NAT mapping open).
 	Keepalive time.Duration
+	// Routes are the allowed prefixes the kernel routes into the device
+	// (each must be one of AllowedIPs). The others are accepted from the
+	// peer but routed elsewhere: a standby peer, whose session is ready so
+	// a failover only adds routes.
+	Routes []netip.Prefix
 }
+
+// NoKeepalive as Peer.Keepalive turns persistent keepalives off for the peer.
+const NoKeepalive time.Duration = -1
 
 // PeerError is one peer that Reconcile could not apply; the others were.
 type PeerError struct {
@@ -185,13 +202,11 @@ func validatePeers(peers []Peer, self string) ([]Peer, []error) {
 			continue
 		}
 		names[p.Name], keys[p.PublicKey] = true, p.Name
-		p.AllowedIPs = slices.Clone(p.AllowedIPs)
-		for i, pf := range p.AllowedIPs {
-			p.AllowedIPs[i] = pf.Masked()
-			owner[pf.Masked()] = p.Name
+		p.AllowedIPs = normPrefixes(p.AllowedIPs)
+		for _, pf := range p.AllowedIPs {
+			owner[pf] = p.Name
 		}
-		slices.SortFunc(p.AllowedIPs, comparePrefix)
-		p.AllowedIPs = slices.Compact(p.AllowedIPs)
+		p.Routes = normPrefixes(p.Routes)
 		ok = append(ok, p)
 	}
 	return ok, errs
@@ -211,15 +226,35 @@ func validatePeer(p Peer, self string) error {
 	if p.Endpoint.IsValid() && (p.Endpoint.Port() == 0 || p.Endpoint.Addr().IsUnspecified() || p.Endpoint.Addr().Zone() != "") {
 		return fmt.Errorf("endpoint %s: want a routable ip:port with a non-zero port, or none", p.Endpoint)
 	}
+	allowed := map[netip.Prefix]bool{}
 	for _, pf := range p.AllowedIPs {
 		if !pf.IsValid() {
 			return errors.New("allowedIPs holds an invalid prefix")
 		}
+		allowed[pf.Masked()] = true
 	}
-	if p.Keepalive < 0 || p.Keepalive > 65535*time.Second || p.Keepalive%time.Second != 0 {
-		return fmt.Errorf("keepalive %s: want whole seconds 0..65535 (0: the transport's default)", p.Keepalive)
+	for _, pf := range p.Routes {
+		if !pf.IsValid() || !allowed[pf.Masked()] {
+			return fmt.Errorf("routes holds %s, which is not one of allowedIPs: a route into the tunnel needs the peer to accept it", pf)
+		}
+	}
+	if p.Keepalive != NoKeepalive && (p.Keepalive < 0 || p.Keepalive > 65535*time.Second || p.Keepalive%time.Second != 0) {
+		return fmt.Errorf("keepalive %s: want whole seconds 0..65535 (0: the transport's default) or NoKeepalive", p.Keepalive)
 	}
 	return nil
+}
+
+// normPrefixes masks, sorts and deduplicates (into a new slice).
+func normPrefixes(ps []netip.Prefix) []netip.Prefix {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, pf := range ps {
+		out[i] = pf.Masked()
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
 }
 
 func comparePrefix(a, b netip.Prefix) int {

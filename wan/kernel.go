@@ -27,8 +27,9 @@ func openKernel(name string) (*kernel, error) {
 
 func (k *kernel) impl() Impl { return ImplKernel }
 
-func (k *kernel) setup(priv wgtypes.Key, port int) error {
-	if err := k.c.ConfigureDevice(k.name, wgtypes.Config{PrivateKey: &priv, ListenPort: &port}); err != nil {
+func (k *kernel) setup(priv wgtypes.Key, port int, mark uint32) error {
+	fwmark := int(mark)
+	if err := k.c.ConfigureDevice(k.name, wgtypes.Config{PrivateKey: &priv, ListenPort: &port, FirewallMark: &fwmark}); err != nil {
 		return fmt.Errorf("wan: configure kernel WireGuard %s (key, port %d): %w", k.name, port, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -91,7 +92,7 @@ func New(cfg Config) (*Transport, error) {
 		t.be, err = openUserspace(cfg.Name, cfg.MTU, t.log)
 	}
 	if err == nil {
-		err = t.be.setup(priv, int(cfg.Port))
+		err = t.be.setup(priv, int(cfg.Port), cfg.Mark)
 		if err != nil {
 			_ = t.be.close()
 		}
@@ -134,6 +135,24 @@ func (t *Transport) linkUp() error {
 	}
 	if err := t.nl.LinkSetUp(l); err != nil {
 		return fmt.Errorf("wan: set %s up: %w", t.cfg.Name, err)
+	}
+	// Loose reverse-path filtering on the device: a standby peer's pod
+	// prefixes are routed elsewhere, so strict filtering would drop its
+	// probes and what it relays; WireGuard already accepts an inner source
+	// only from the peer whose allowed IPs hold it. (The kernel uses the
+	// higher of conf/all and the device's value, so 2 loosens a strict
+	// node.) Loose filtering passes a packet whose reverse route leaves by
+	// another device only if this device has an address, so the node's
+	// source address goes on it too (as /32: it adds no route).
+	if t.cfg.Source.IsValid() {
+		a := &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(t.cfg.Source, t.cfg.Source.BitLen()))}
+		if err := t.nl.AddrReplace(l, a); err != nil {
+			return fmt.Errorf("wan: address %s on %s: %w", t.cfg.Source, t.cfg.Name, err)
+		}
+	}
+	rp := "/proc/sys/net/ipv4/conf/" + t.cfg.Name + "/rp_filter"
+	if err := os.WriteFile(rp, []byte("2"), 0o644); err != nil {
+		return fmt.Errorf("wan: set %s to 2 (loose): %w", rp, err)
 	}
 	return nil
 }
@@ -210,10 +229,13 @@ func (t *Transport) reconcile(peers []Peer) error {
 	for _, p := range valid {
 		k, _ := parseKey(p.PublicKey)
 		ka := p.Keepalive
-		if ka == 0 {
+		switch ka {
+		case 0:
 			ka = t.cfg.Keepalive
+		case NoKeepalive:
+			ka = 0
 		}
-		want := peerConf{key: k, endpoint: p.Endpoint, keepalive: ka, allowedIPs: p.AllowedIPs}
+		want := peerConf{key: k, endpoint: p.Endpoint, keepalive: ka, allowedIPs: p.AllowedIPs, routes: p.Routes}
 		keep[k] = true
 		d, on := onDev[k]
 		prev, had := t.applied[k]
@@ -223,6 +245,7 @@ func (t *Transport) reconcile(peers []Peer) error {
 		}
 		if on && had && send.endpoint == (netip.AddrPort{}) && d.keepalive == want.keepalive &&
 			slices.Equal(d.allowedIPs, want.allowedIPs) && (!want.endpoint.IsValid() || d.endpoint.IsValid()) {
+			t.applied[k] = want // routes are ours alone: they may change with nothing on the device
 			t.setName(k, p.Name)
 			continue
 		}
@@ -275,13 +298,13 @@ func (t *Transport) setName(k wgtypes.Key, name string) {
 	t.names[k], t.byName[name] = name, k
 }
 
-// wantRoutes is one route per allowed prefix of every applied peer, except
+// wantRoutes is one route per routed prefix of every applied peer, except
 // a prefix holding the peer's own endpoint: routing that into the tunnel
 // would loop the tunnel's own packets.
 func (t *Transport) wantRoutes() map[netip.Prefix]bool {
 	out := map[netip.Prefix]bool{}
 	for _, pc := range t.applied {
-		for _, p := range pc.allowedIPs {
+		for _, p := range pc.routes {
 			if pc.endpoint.IsValid() && p.Contains(pc.endpoint.Addr()) {
 				continue
 			}

@@ -32,10 +32,10 @@ func openUserspace(name string, mtu int, log *slog.Logger) (*userspace, error) {
 
 func (u *userspace) impl() Impl { return ImplUserspace }
 
-func (u *userspace) setup(priv wgtypes.Key, port int) error {
-	// Listen port before Up, so the sockets open once, here, in this
-	// thread's namespace.
-	if err := u.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hexKey(priv), port)); err != nil {
+func (u *userspace) setup(priv wgtypes.Key, port int, mark uint32) error {
+	// Listen port and mark before Up, so the sockets open once, here, in
+	// this thread's namespace.
+	if err := u.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\nfwmark=%d\n", hexKey(priv), port, mark)); err != nil {
 		return fmt.Errorf("wan: configure userspace WireGuard (key, port %d): %w", port, err)
 	}
 	if err := u.dev.Up(); err != nil {

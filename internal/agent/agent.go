@@ -46,6 +46,7 @@ type Agent struct {
 	native  *nativeRoutes
 	prober  *probe.Prober
 	fast    *podFastpath
+	wan     *wanPath
 
 	events chan func() // serialised updates to the decider
 
@@ -66,8 +67,9 @@ func New(cfg Config, roles Roles, discover ...Discoverer) (*Agent, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Agent{cfg: cfg, roles: roles, discover: discover, log: cfg.Logger.With("node", cfg.NodeName), reg: reg, m: newMetrics(reg),
-		events: make(chan func(), 1024), programs: map[string]topology.PeerProgram{}}, nil
+	log := cfg.Logger.With("node", cfg.NodeName)
+	return &Agent{cfg: cfg, roles: roles, discover: discover, log: log, reg: reg, m: newMetrics(reg),
+		events: make(chan func(), 1024), programs: map[string]topology.PeerProgram{}, wan: newWANPath(cfg, log)}, nil
 }
 
 // Run starts the node and serves until ctx ends. On return everything the
@@ -112,7 +114,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
 		RESTConfig: a.rest, Handle: a.handle,
-		Registry: a.reg, Logger: a.log, PodMTU: ul.mtu - vxlan.Overhead}
+		Registry: a.reg, Logger: a.log, PodMTU: wanPodMTU(a.cfg.WAN.Setting, ul.mtu)}
 	if node.cached {
 		// Discoverers that need the API server find nothing now; the
 		// capabilities found at the last online start keep the same role.
@@ -161,6 +163,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	self.PodPrefixes = a.ownedPrefixes(self)
 	self.VTEPMAC = vxlan.DefaultMAC(a.cfg.VNI, self.ProbeIP).String()
 	self.VTEPPort = a.cfg.VXLANPort
+	if err := a.startWAN(&self); err != nil {
+		return err
+	}
+	defer a.wan.close()
 	a.self = self
 	if _, err := d.UpsertNode(self); err != nil {
 		return fmt.Errorf("this node's facts: %w", err)
@@ -200,6 +206,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = a.prober.Close() }()
+	if err := a.startWANProber(); err != nil {
+		return err
+	}
 	if a.kube != nil && node.cached {
 		go a.watchNodesWhenReachable(ctx)
 	}
@@ -370,7 +379,7 @@ func (a *Agent) program(ctx context.Context, since time.Time, full bool) {
 		}
 	}
 	a.overlay.SetMembers(overlayMembers(peers))
-	err := errors.Join(a.overlay.Reconcile(ctx, overlay), a.native.reconcile(native))
+	err := errors.Join(a.overlay.Reconcile(ctx, overlay), a.native.reconcile(native), a.programWAN(plan, peers))
 	if err != nil {
 		a.log.Error("programming peers failed; retrying on the next resync", "err", err)
 		a.m.programErrors.Inc()

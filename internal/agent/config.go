@@ -62,6 +62,8 @@ type Config struct {
 
 	// BPF is the eBPF fast path's switch (--bpf-fastpath, --bpf-attach).
 	BPF bpf.Config
+	// WAN is the encrypted WAN transport (--wan, see wan.go).
+	WAN WANConfig
 
 	Topology topology.Config
 	// APITimeout bounds the wait for the API server at start; past it the
@@ -112,6 +114,7 @@ func (c *Config) Defaults() {
 	if c.BPF.Setting == "" {
 		c.BPF.Setting = bpf.SettingAuto
 	}
+	c.WAN.defaults()
 }
 
 // Validate names the first bad field and the fix.
@@ -125,6 +128,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := bpf.ParseSetting(string(c.BPF.Setting)); err != nil {
 		errs = append(errs, fmt.Errorf("--bpf-fastpath: %w", err))
+	}
+	if err := c.WAN.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("topology settings: %w", err))
@@ -146,9 +152,10 @@ type RoleEnv struct {
 	Handle   func(path string, h http.Handler)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
-	// PodMTU is the underlay MTU minus the VXLAN overhead: every pod may
-	// need the overlay (after a failover), so pods use it from the start
-	// rather than rely on PMTU discovery (see docs/datapaths.md).
+	// PodMTU is the underlay MTU minus the VXLAN overhead, and at most the
+	// WAN device's MTU when the WAN is on: every pod may need the overlay or
+	// the WAN (after a failover), so pods use it from the start rather than
+	// rely on PMTU discovery (see docs/wan.md).
 	PodMTU int
 }
 

@@ -91,9 +91,16 @@ func (a *Agent) publish(ctx context.Context, dp topology.Datapath) {
 	if a.kube == nil {
 		return
 	}
-	_, ann := topology.Format(a.self)
+	_, facts := topology.Format(a.self)
+	ann := make(map[string]any, len(facts)+1)
+	for k, v := range facts {
+		ann[k] = v
+	}
 	if dp != "" {
 		ann[topology.AnnotationDatapath] = string(dp)
+	}
+	if a.self.WANPublicKey == "" {
+		ann[topology.AnnotationWANPublicKey] = nil // WAN off: withdraw an earlier run's key
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

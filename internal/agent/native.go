@@ -25,9 +25,15 @@ type nativeRoutes struct {
 	underlay underlay
 }
 
+// Rule priorities: every policy rule the agent adds, in lookup order.
 const (
 	probeRulePriority = 90
-	mainRulePriority  = 100
+	// wanRulePriority looks up the WAN table (WANConfig.Table) after the
+	// probe rule (so marked packets, WireGuard's own among them, keep to
+	// the underlay's default route) and before main, so a pair moved to the
+	// WAN wins over routes a routing protocol still holds for it.
+	wanRulePriority  = 95
+	mainRulePriority = 100
 	// nativeMetric keeps these routes behind any a routing protocol installs
 	// for the same prefix (BGP uses metric 0): they are the fallback.
 	nativeMetric = 100

@@ -24,9 +24,11 @@ type Status struct {
 	// cloud has given the node.
 	PoolIdle *int `json:"poolIdle,omitempty"`
 	// FastPath is the eBPF fast path: the decision, the switch, counters.
-	FastPath FastPathStatus         `json:"fastPath"`
-	Nodes    []topology.NodePlan    `json:"nodes"`
-	Peers    []topology.PeerProgram `json:"peers"`
+	FastPath FastPathStatus `json:"fastPath"`
+	// WAN is the encrypted WAN transport (nil before the agent made it).
+	WAN   *WANStatus             `json:"wan,omitempty"`
+	Nodes []topology.NodePlan    `json:"nodes"`
+	Peers []topology.PeerProgram `json:"peers"`
 	// VXLANFilter is the overlay's member filter: "enforcing", or why not
 	// (then any host reaching the VTEP port can inject into pods).
 	VXLANFilter string `json:"vxlanFilter,omitempty"`
@@ -46,6 +48,7 @@ func (a *Agent) status() Status {
 	if a.fast != nil {
 		st.FastPath = a.fast.status()
 	}
+	st.WAN = a.wan.status()
 	if a.role != nil {
 		st.Role = a.role.Name()
 		if err := a.role.Ready(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/internal/version"
 	"github.com/strata-net/strata/topology"
+	"github.com/strata-net/strata/wan"
 )
 
 // NewAgent returns the `strata-agent` command: the per-node daemon.
@@ -25,7 +26,7 @@ func NewAgent() *cobra.Command {
 	var cfg agent.Config
 	var cloud cloudFlags
 	var bgpf bgpFlags
-	var underlayIP, wanIP, logLevel string
+	var underlayIP, wanIP, logLevel, publicEndpoint, wanImpl string
 	cmd := &cobra.Command{
 		Use:   "strata-agent",
 		Short: "Per-node Strata daemon: discovers facts, builds the datapath, serves CNI",
@@ -52,6 +53,14 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 			}
 			if cfg.WANIP, err = optAddr("--wan-ip", wanIP); err != nil {
 				return err
+			}
+			if publicEndpoint != "" {
+				if cfg.WAN.PublicEndpoint, err = netip.ParseAddrPort(publicEndpoint); err != nil {
+					return fmt.Errorf("--public-endpoint %q: want ip:port reachable from the internet (an EIP or a port forward to UDP %d): %w", publicEndpoint, wan.DefaultPort, err)
+				}
+			}
+			if wanImpl != "auto" {
+				cfg.WAN.Impl = wan.Impl(wanImpl)
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
@@ -81,7 +90,12 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	f.StringVar(&cfg.ControlSocket, "control-socket", agent.DefaultControlSocket, "root-only unix socket (0600) serving the status endpoints and the run-time switches (strata fastpath on|off)")
 	f.StringVar(&underlayIP, "underlay-ip", "", "underlay address (default: the default route link's first IPv4 address)")
 	f.StringVar(&cfg.UnderlayLink, "underlay-link", "", "underlay link (default: the default route's link)")
-	f.StringVar(&wanIP, "wan-ip", "", "public/WAN address, when it differs from the underlay address")
+	f.StringVar(&wanIP, "wan-ip", "", "public/WAN address, when it differs from the underlay address (informational)")
+	f.StringVar(&cfg.WAN.Setting, "wan", agent.WANOff, "encrypted WAN transport (WireGuard, docs/wan.md): auto (on when the device can be made), on (stop if it cannot), off")
+	f.StringVar(&wanImpl, "wan-impl", "auto", "WireGuard implementation: auto (the kernel's where it has one, else userspace over TUN), kernel or userspace")
+	f.Uint16Var(&cfg.WAN.Port, "wan-port", wan.DefaultPort, "WireGuard UDP port")
+	f.StringVar(&publicEndpoint, "public-endpoint", "", "ip:port where the internet reaches this node's WAN port (an EIP, or a port forward on the site router); default: the node's strata.io/public-endpoint annotation; none: behind NAT")
+	f.IntVar(&cfg.WAN.Table, "wan-table", 251, "routing table of the routes into the WAN device (a rule ahead of main looks it up)")
 	f.Uint32Var(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
 	f.Uint16Var(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
 	f.IntVar(&cfg.GossipPort, "gossip-port", 7946, "memberlist gossip port on the underlay address")

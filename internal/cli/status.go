@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -161,6 +162,7 @@ func PrintStatus(w io.Writer, st agent.Status) {
 	if st.VXLANFilter != "" {
 		fmt.Fprintf(w, "vxlan member filter: %s\n", st.VXLANFilter)
 	}
+	printWAN(w, st.WAN)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tPATH\tPOD PREFIXES\tREASON")
@@ -168,4 +170,57 @@ func PrintStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.Peer, p.Path, len(p.PodPrefixes), p.Reason)
 	}
 	_ = tw.Flush()
+}
+
+// printWAN writes the WAN transport: implementation and why, key,
+// endpoints, and each WireGuard peer with its handshake age.
+func printWAN(w io.Writer, st *agent.WANStatus) {
+	if st == nil {
+		return
+	}
+	if st.Off != "" {
+		fmt.Fprintf(w, "wan: off (%s)\n", st.Off)
+		return
+	}
+	fmt.Fprintf(w, "wan: %s WireGuard (%s), port %d\n  public key %s\n", st.Impl, st.ImplReason, st.Port, st.PublicKey)
+	if st.PublicEndpoint.IsValid() {
+		fmt.Fprintf(w, "  public endpoint %s (declared, published)\n", st.PublicEndpoint)
+	} else {
+		fmt.Fprintln(w, "  public endpoint: none (behind NAT: this node initiates, with keepalives)")
+	}
+	for _, peer := range sortedKeys(st.SeenAs) {
+		fmt.Fprintf(w, "  seen by %s as %s (learned, not published)\n", peer, st.SeenAs[peer])
+	}
+	for _, e := range st.Errors {
+		fmt.Fprintf(w, "  not applied: %s\n", e)
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", st.LastError)
+	}
+	if len(st.Peers) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  WAN PEER\tENDPOINT\tHANDSHAKE\tALLOWED\tPROBES OK/FAILED\tRX/TX BYTES\tERROR")
+	for _, p := range st.Peers {
+		hs := "never"
+		if p.HandshakeAgeSeconds != nil {
+			hs = (time.Duration(*p.HandshakeAgeSeconds * float64(time.Second))).Round(time.Second).String() + " ago"
+		}
+		ep := "-"
+		if p.Endpoint.IsValid() {
+			ep = p.Endpoint.String()
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d/%d\t%d/%d\t%s\n", p.Name, ep, hs, len(p.AllowedIPs), p.Probes.OK, p.Probes.Failed, p.RxBytes, p.TxBytes, p.Error)
+	}
+	_ = tw.Flush()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
 }
