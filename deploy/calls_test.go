@@ -34,7 +34,23 @@ const (
 var (
 	gvrBGPPeers  = schema.GroupVersionResource{Group: "strata.io", Version: "v1alpha1", Resource: "bgppeers"}
 	gvrNodePools = schema.GroupVersionResource{Group: "strata.io", Version: "v1alpha1", Resource: "nodepools"}
+	gvrClaims    = schema.GroupVersionResource{Group: "strata.io", Version: "v1alpha1", Resource: "podcidrclaims"}
 )
+
+// fixtureClaim is the PodCIDRClaim of block 10.244.77.0/24 of fixturePool.
+const fixtureClaim = fixturePool + "-10-244-77-0-24"
+
+func claimFor(ctx context.Context, c callClients, node string) (*unstructured.Unstructured, error) {
+	n, err := c.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	uid := "unknown"
+	if err == nil {
+		uid = string(n.UID)
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "strata.io/v1alpha1", "kind": "PodCIDRClaim",
+		"metadata": map[string]any{"name": fixtureClaim, "labels": map[string]any{"strata.io/pool": fixturePool}},
+		"spec":     map[string]any{"pool": fixturePool, "cidr": "10.244.77.0/24", "nodeName": node, "nodeUID": uid}}}, nil
+}
 
 // callClients are what the agent's client code uses.
 type callClients struct {
@@ -87,6 +103,12 @@ var agentCalls = []agentCall{
 	{Group: "", Resource: "nodes", Verb: "patch", Why: "publish its facts as strata.io/ annotations",
 		Do: func(ctx context.Context, c callClients) error {
 			p := []byte(`{"metadata":{"annotations":{"strata.io/datapath":"bgp-underlay","strata.io/vtep-port":"4789"}}}`)
+			_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, p, metav1.PatchOptions{FieldManager: "strata-agent"})
+			return err
+		}},
+	{Group: "", Resource: "nodes", Verb: "patch", Why: "write its NodePool block into its own empty spec.podCIDR(s)",
+		Do: func(ctx context.Context, c callClients) error {
+			p := []byte(`{"spec":{"podCIDR":"10.244.77.0/24","podCIDRs":["10.244.77.0/24"]}}`)
 			_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, p, metav1.PatchOptions{FieldManager: "strata-agent"})
 			return err
 		}},
@@ -171,16 +193,35 @@ var agentCalls = []agentCall{
 			_, err := c.Dyn.Resource(gvrNodePools).Get(ctx, fixturePool, metav1.GetOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "nodepools", Verb: "list", Why: "every pool's interconnect and VXLAN profile",
+	{Group: "strata.io", Resource: "nodepools", Verb: "list", Why: "every pool's location and interconnect, for peers whose labels omit them",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Dyn.Resource(gvrNodePools).List(ctx, metav1.ListOptions{})
 			return err
 		}},
-	{Group: "strata.io", Resource: "nodepools", Verb: "watch", Why: "profile changes",
+	{Group: "strata.io", Resource: "nodepools/status", Verb: "update", Why: "block accounting and the PodCIDRsExhausted condition",
 		Do: func(ctx context.Context, c callClients) error {
-			return watchOnce(ctx, func(ctx context.Context, o metav1.ListOptions) (interface{ Stop() }, error) {
-				return c.Dyn.Resource(gvrNodePools).Watch(ctx, o)
-			})
+			u, err := c.Dyn.Resource(gvrNodePools).Get(ctx, fixturePool, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_ = unstructured.SetNestedMap(u.Object, map[string]any{"totalBlocks": int64(256), "allocatedBlocks": int64(1), "freeBlocks": int64(255)}, "status")
+			_, err = c.Dyn.Resource(gvrNodePools).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+			return err
+		}},
+	{Group: "strata.io", Resource: "podcidrclaims", Verb: "create", Why: "claim a pod CIDR block of its pool for its own Node",
+		Do: func(ctx context.Context, c callClients) error {
+			u, _ := claimFor(ctx, c, fixtureNode)
+			_, err := c.Dyn.Resource(gvrClaims).Create(ctx, u, metav1.CreateOptions{})
+			return err
+		}},
+	{Group: "strata.io", Resource: "podcidrclaims", Verb: "list", Why: "blocks held by every pool's nodes",
+		Do: func(ctx context.Context, c callClients) error {
+			_, err := c.Dyn.Resource(gvrClaims).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+	{Group: "strata.io", Resource: "podcidrclaims", Verb: "delete", Why: "sweep claims of deleted Nodes; release a claim that lost to another allocation",
+		Do: func(ctx context.Context, c callClients) error {
+			return c.Dyn.Resource(gvrClaims).Delete(ctx, fixtureClaim, metav1.DeleteOptions{})
 		}},
 }
 
@@ -263,6 +304,15 @@ var outOfScope = []struct {
 	}},
 	{"patch its own Node's spec", func(ctx context.Context, c callClients) error {
 		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})
+		return err
+	}},
+	{"claim a pod CIDR block for another Node", func(ctx context.Context, c callClients) error {
+		u, _ := claimFor(ctx, c, fixtureOtherNode)
+		_, err := c.Dyn.Resource(gvrClaims).Create(ctx, u, metav1.CreateOptions{})
+		return err
+	}},
+	{"set another Node's spec.podCIDR", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureOtherNode, types.MergePatchType, []byte(`{"spec":{"podCIDR":"10.244.78.0/24","podCIDRs":["10.244.78.0/24"]}}`), metav1.PatchOptions{})
 		return err
 	}},
 	{"delete an Event", func(ctx context.Context, c callClients) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 	"github.com/strata-net/strata/internal/cli"
+	"github.com/strata-net/strata/nodepool"
 	"github.com/strata-net/strata/topology"
 	"github.com/strata-net/strata/topology/probe"
 	"github.com/strata-net/strata/vxlan"
@@ -380,8 +381,12 @@ func TestConfigMapIsAgentDefaults(t *testing.T) {
 	if got, want := tun["fail-threshold"], strconv.Itoa(topology.DefaultConfig().FailThreshold); got != want {
 		t.Errorf("fail-threshold %s, topology default %s", got, want)
 	}
-	if got, want := tun["vxlan-port"], strconv.Itoa(vxlan.DefaultPort); got != want {
-		t.Errorf("vxlan-port %s, vxlan default %s", got, want)
+	// 0 leaves VNI and port to the NodePool, then the built-in default.
+	if tun["vxlan-port"] != "0" || tun["vxlan-vni"] != "0" {
+		t.Errorf("vxlan-vni %s, vxlan-port %s: want 0 (unset), or no NodePool's vxlan takes effect", tun["vxlan-vni"], tun["vxlan-port"])
+	}
+	if int(nodepool.DefaultVXLANPort) != vxlan.DefaultPort {
+		t.Errorf("nodepool default port %d, vxlan default %d", nodepool.DefaultVXLANPort, vxlan.DefaultPort)
 	}
 	checkTunablesWired(t, objs)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/cni/server"
 	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/nodepool"
 	"github.com/strata-net/strata/topology"
 	"github.com/strata-net/strata/topology/probe"
 	"github.com/strata-net/strata/vxlan"
@@ -49,6 +50,9 @@ type Agent struct {
 	wan     *wanPath
 
 	events chan func() // serialised updates to the decider
+
+	profile nodepool.Profile // the node's annotations and NodePool (nodepool.go)
+	pools   poolSpecs
 
 	apiNodes nameSet     // nodes the API server has shown us
 	offline  atomic.Bool // started from cached facts; gossip is the only channel
@@ -101,6 +105,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.applyPool(ctx, &node); err != nil {
+		return err
+	}
 	ul, err := discoverUnderlay(a.cfg.UnderlayIP, a.cfg.UnderlayLink)
 	if err != nil {
 		return err
@@ -114,7 +121,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
 		RESTConfig: a.rest, Handle: a.handle,
-		Registry: a.reg, Logger: a.log, PodMTU: wanPodMTU(a.cfg.WAN.Setting, ul.mtu)}
+		Registry: a.reg, Logger: a.log, PodMTU: wanPodMTU(a.cfg.WAN.Setting, ul.mtu), Profile: a.profile}
 	if node.cached {
 		// Discoverers that need the API server find nothing now; the
 		// capabilities found at the last online start keep the same role.

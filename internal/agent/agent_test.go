@@ -21,7 +21,9 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
-	if c.IPAMDir != "/run/strata" || c.VXLANPort != 4789 || c.ProbeMark == 0 {
+	// VNI and port stay 0: the node's NodePool, then the default, fill them
+	// at start (applyPool).
+	if c.IPAMDir != "/run/strata" || c.VXLANPort != 0 || c.VNI != 0 || c.ProbeMark == 0 {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/nodepool"
 	"github.com/strata-net/strata/topology"
 )
 
@@ -45,6 +46,8 @@ type Config struct {
 	UnderlayLink string     // empty: the default route's link
 	WANIP        netip.Addr
 
+	// VNI and VXLANPort: 0 leaves them to the node's NodePool, else the
+	// built-in defaults; a node annotation overrides them (nodepool.Profile).
 	VNI       uint32
 	VXLANPort uint16
 
@@ -89,12 +92,6 @@ func (c *Config) Defaults() {
 	}
 	if c.ControlSocket == "" {
 		c.ControlSocket = DefaultControlSocket
-	}
-	if c.VNI == 0 {
-		c.VNI = 1
-	}
-	if c.VXLANPort == 0 {
-		c.VXLANPort = 4789
 	}
 	if c.ProbeMark == 0 {
 		c.ProbeMark = 0x5354
@@ -152,6 +149,9 @@ type RoleEnv struct {
 	Handle   func(path string, h http.Handler)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// Profile is what the node's annotations and NodePool say about its
+	// VXLAN and BGP settings; roles resolve their flags against it.
+	Profile nodepool.Profile
 	// PodMTU is the underlay MTU minus the VXLAN overhead, and at most the
 	// WAN device's MTU when the WAN is on: every pod may need the overlay or
 	// the WAN (after a failover), so pods use it from the start rather than

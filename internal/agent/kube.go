@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 	"github.com/strata-net/strata/topology"
 )
 
@@ -26,8 +27,10 @@ type nodeInfo struct {
 	Labels      map[string]string `json:"labels"`
 	Annotations map[string]string `json:"annotations"`
 	PodCIDR     string            `json:"podCIDR,omitempty"`
-	obj         *corev1.Node
-	cached      bool // read from the cache: the API server was unreachable
+	// Pool is the node's NodePool profile (nodepool.go), for offline starts.
+	Pool   *v1alpha1.NodePoolSpec `json:"pool,omitempty"`
+	obj    *corev1.Node
+	cached bool // read from the cache: the API server was unreachable
 }
 
 func (a *Agent) cachePath() string { return filepath.Join(a.cfg.StateDir, "node.json") }
@@ -126,7 +129,7 @@ func (a *Agent) watchNodes(ctx context.Context) {
 			ann = copyWith(ann, topology.AnnotationPodCIDR, n.Spec.PodCIDR)
 		}
 		a.post(func() {
-			if _, err := a.decider.UpsertNodeMeta(n.Name, n.Labels, ann); err != nil {
+			if _, err := a.decider.UpsertNodeMeta(n.Name, a.peerLabels(n), ann); err != nil {
 				a.log.Warn("node facts rejected; its last good facts stay", "peer", n.Name, "err", err)
 				a.m.badFacts.Inc()
 			}

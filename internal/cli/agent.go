@@ -96,8 +96,8 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	f.Uint16Var(&cfg.WAN.Port, "wan-port", wan.DefaultPort, "WireGuard UDP port")
 	f.StringVar(&publicEndpoint, "public-endpoint", "", "ip:port where the internet reaches this node's WAN port (an EIP, or a port forward on the site router); default: the node's strata.io/public-endpoint annotation; none: behind NAT")
 	f.IntVar(&cfg.WAN.Table, "wan-table", 251, "routing table of the routes into the WAN device (a rule ahead of main looks it up)")
-	f.Uint32Var(&cfg.VNI, "vxlan-vni", 1, "VXLAN network identifier")
-	f.Uint16Var(&cfg.VXLANPort, "vxlan-port", 4789, "VXLAN UDP port")
+	f.Uint32Var(&cfg.VNI, "vxlan-vni", 0, "VXLAN network identifier; 0: the node's NodePool vxlan.vni, else 1 (a node's strata.io/vxlan-vni annotation overrides both)")
+	f.Uint16Var(&cfg.VXLANPort, "vxlan-port", 0, "VXLAN UDP port; 0: the node's NodePool vxlan.port, else 4789 (a node's strata.io/vxlan-port annotation overrides both)")
 	f.IntVar(&cfg.GossipPort, "gossip-port", 7946, "memberlist gossip port on the underlay address")
 	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "memberlist keyring file (base64 AES keys, one per line; first is primary)")
 	f.BoolVar(&cfg.GossipInsecure, "gossip-insecure", false, "allow unencrypted gossip (labs only)")
@@ -136,7 +136,7 @@ func agentRoles(cloud cloudFlags, bgpf bgpFlags) agent.Roles {
 // peers reach them over the overlay.
 func podCIDRRole(_ context.Context, env agent.RoleEnv) (role.Role, error) {
 	if !env.Facts.PodCIDR.IsValid() {
-		return nil, fmt.Errorf("node %s has no pod CIDR: set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs) or annotation %s", env.NodeName, topology.AnnotationPodCIDR)
+		return nil, fmt.Errorf("node %s has no pod CIDR: give its NodePool spec.podCIDRs, or set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs)", env.NodeName)
 	}
 	st, err := ipamstore.Open(filepath.Join(env.IPAMDir, "ipam.db"))
 	if err != nil {

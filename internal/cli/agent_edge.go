@@ -20,6 +20,7 @@ import (
 	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 	"github.com/strata-net/strata/internal/ipamstore"
 	"github.com/strata-net/strata/internal/role"
+	"github.com/strata-net/strata/nodepool"
 	"github.com/strata-net/strata/topology"
 )
 
@@ -30,7 +31,7 @@ type bgpFlags struct {
 }
 
 func (b *bgpFlags) register(f *pflag.FlagSet) {
-	f.Uint32Var(&b.asn, "bgp-asn", 64512, "this node's ASN (a BGPPeer's localASN overrides it per session)")
+	f.Uint32Var(&b.asn, "bgp-asn", 0, "this node's ASN; 0: the node's NodePool bgp.localASN, else 64512 (a node's strata.io/bgp-local-asn annotation overrides both; a BGPPeer's localASN overrides it per session)")
 	f.StringVar(&b.secretNamespace, "bgp-secret-namespace", "strata-system", "namespace of the Secrets BGPPeers take MD5 passwords from")
 }
 
@@ -72,7 +73,7 @@ func (b *bgpFlags) discover(ctx context.Context, env agent.RoleEnv, f *topology.
 // installer that puts learned routes into the kernel.
 func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, error) {
 	if !env.Facts.PodCIDR.IsValid() {
-		return nil, fmt.Errorf("node %s has no pod CIDR to announce: set Node.spec.podCIDR", env.NodeName)
+		return nil, fmt.Errorf("node %s has no pod CIDR to announce: give its NodePool spec.podCIDRs, or set Node.spec.podCIDR", env.NodeName)
 	}
 	st, err := ipamstore.Open(filepath.Join(env.IPAMDir, "ipam.db"))
 	if err != nil {
@@ -80,7 +81,8 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 	}
 	// The import policy protects the node's own pod CIDR and underlay
 	// subnets (and every connected subnet it reads from the kernel).
-	sp, err := bgp.New(bgp.Config{RouterID: env.Facts.Underlay(), ASN: b.asn, PodCIDRs: env.Facts.PodAddrs(), UnderlayIPs: env.Facts.UnderlayIPs},
+	asn := env.Profile.Resolve(nodepool.Settings{LocalASN: b.asn}).LocalASN
+	sp, err := bgp.New(bgp.Config{RouterID: env.Facts.Underlay(), ASN: asn, PodCIDRs: env.Facts.PodAddrs(), UnderlayIPs: env.Facts.UnderlayIPs},
 		env.Logger.With("component", "bgp"))
 	if err != nil {
 		_ = st.Close()
