@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/strata-net/strata/bgp"
+	"github.com/strata-net/strata/bgp/peersync"
 	"github.com/strata-net/strata/internal/rtproto"
 	"github.com/strata-net/strata/internal/testutil"
 	"github.com/strata-net/strata/tests/harness/netlab"
@@ -95,6 +98,14 @@ func newTrustLab(t *testing.T) *trustLab {
 // speaker gracefully.
 func (l *trustLab) start(t *testing.T, ctx context.Context, peers ...bgp.PeerConfig) (*bgp.Speaker, func()) {
 	t.Helper()
+	sp, _, stop := l.startWith(t, ctx, "", bgp.InstallOptions{Keep: true}, peers...)
+	return sp, stop
+}
+
+// startWith is start that first seeds peers from a cache file (when set),
+// as the edge role does, and runs the installer with opts.
+func (l *trustLab) startWith(t *testing.T, ctx context.Context, cache string, opts bgp.InstallOptions, peers ...bgp.PeerConfig) (*bgp.Speaker, *bgp.Installer, func()) {
+	t.Helper()
 	ns := l.lab.NS("tnode")
 	sp, err := bgp.New(bgp.Config{RouterID: l.nodeUnderlay, ASN: nodeASN, ListenPort: bgpPort, NetNS: ns.Path,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix(podCIDR)}, UnderlayIPs: []netip.Addr{l.nodeUnderlay}},
@@ -104,6 +115,11 @@ func (l *trustLab) start(t *testing.T, ctx context.Context, peers ...bgp.PeerCon
 	}
 	if err := sp.Start(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if cache != "" {
+		if n := peersync.Seed(ctx, sp, cache, nil); n == 0 {
+			t.Fatalf("no peers seeded from %s", cache)
+		}
 	}
 	for _, p := range peers {
 		if err := sp.AddPeer(ctx, p); err != nil {
@@ -118,7 +134,7 @@ func (l *trustLab) start(t *testing.T, ctx context.Context, peers ...bgp.PeerCon
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = bgp.RunInstaller(ictx, sp, in, bgp.InstallOptions{Keep: true})
+		_ = bgp.RunInstaller(ictx, sp, in, opts)
 		in.Close()
 	}()
 	stopped := false
@@ -132,7 +148,7 @@ func (l *trustLab) start(t *testing.T, ctx context.Context, peers ...bgp.PeerCon
 		_ = sp.Stop(ctx, bgp.StopGraceful)
 	}
 	t.Cleanup(stop)
-	return sp, stop
+	return sp, in, stop
 }
 
 func (l *trustLab) route(prefix string) (*netlink.Route, error) {
@@ -366,4 +382,79 @@ func gauge(reg *prometheus.Registry, name, peer string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s for peer %s", name, peer)
+}
+
+// TestIntegrationRestartFromCacheWithoutAPIServer: the node learns routes
+// from BIRD and FRR and caches its peers; its agent stops (graceful) and,
+// while FRR is gone too, comes back with no API server: the speaker starts
+// from the cache, BIRD's session returns and sends End-of-RIB, and FRR's
+// learned route stays in the kernel until the graceful-restart time, then
+// goes. Nothing is deleted at a fixed 10 s.
+func TestIntegrationRestartFromCacheWithoutAPIServer(t *testing.T) {
+	l := newTrustLab(t)
+	ctx := context.Background()
+	const restart = 14 * time.Second
+	birdP, frrP := l.birdP, l.frrP
+	birdP.GracefulRestart, birdP.RestartTime = true, restart
+	frrP.RestartTime = restart
+	sp, _, stop := l.startWith(t, ctx, "", bgp.InstallOptions{Keep: true, SweepStale: true}, birdP, frrP)
+	l.bird.WaitEstablished(t, "node", waitLong)
+	l.frr.WaitEstablished(t, "10.0.2.2", waitLong)
+	routerd.Eventually(t, waitLong, "BIRD's route installed", l.bgpRoute(birdGood, "10.0.1.1"))
+	routerd.Eventually(t, waitLong, "FRR's route installed", l.bgpRoute(frrGood, "10.0.2.1"))
+	cache := filepath.Join(t.TempDir(), peersync.CacheFile)
+	if err := peersync.SaveCache(cache, sp.PeerConfigs()); err != nil {
+		t.Fatal(err)
+	}
+
+	stop()
+	l.frr.Stop()
+	for _, c := range []struct{ p, gw string }{{birdGood, "10.0.1.1"}, {frrGood, "10.0.2.1"}} {
+		if err := l.bgpRoute(c.p, c.gw)(); err != nil {
+			t.Fatalf("learned route gone while the agent is stopped: %v", err)
+		}
+	}
+
+	// No API server: the peers come from the cache alone.
+	restarted := time.Now()
+	sp2, in2, _ := l.startWith(t, ctx, cache, bgp.InstallOptions{Keep: true, SweepStale: true})
+	if got := sp2.PeerConfigs(); !slices.EqualFunc(got, []bgp.PeerConfig{birdP, frrP}, bgp.PeerConfig.Equal) {
+		t.Fatalf("peers from the cache %+v, want %+v", got, []bgp.PeerConfig{birdP, frrP})
+	}
+	l.bird.WaitEstablished(t, "node", waitLong)
+	routerd.Eventually(t, waitLong, "BIRD's End-of-RIB counted, FRR awaited", func() error {
+		st := sp2.GracefulRestartState()
+		if !slices.Equal(st.Waiting, []netip.Addr{frrP.Address}) || st.RestartTime != restart {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	if err := l.bgpRoute(frrGood, "10.0.2.1")(); err != nil {
+		t.Fatalf("FRR's route went before End-of-RIB or the restart time (%s after the restart): %v", time.Since(restarted), err)
+	}
+	if rep := in2.Report(); !rep.StaleWaiting || !strings.Contains(rep.Stale, "10.0.2.1") {
+		t.Fatalf("report while keeping stale routes: %+v", rep)
+	}
+	routerd.Eventually(t, waitLong, "FRR's stale route goes after the restart time", func() error {
+		if err := l.noBGPRoute(frrGood); err != nil {
+			return err
+		}
+		return nil
+	})
+	if took := time.Since(restarted); took < restart {
+		t.Fatalf("stale route swept %s after the restart, before the restart time %s", took, restart)
+	} else {
+		t.Logf("stale route swept %s after the restart (restart time %s)", took.Round(100*time.Millisecond), restart)
+	}
+	if err := l.bgpRoute(birdGood, "10.0.1.1")(); err != nil {
+		t.Fatalf("BIRD's re-announced route was swept: %v", err)
+	}
+	for _, p := range []string{birdLAN, frrLAN} {
+		if err := l.connectedSurvives(p); err != nil {
+			t.Error(err)
+		}
+	}
+	if rep := in2.Report(); rep.StaleWaiting || !strings.Contains(rep.Stale, "graceful-restart time") {
+		t.Fatalf("report after the sweep: %+v", rep)
+	}
 }

@@ -58,7 +58,10 @@ type Config struct {
 	Reachable func(netip.Addr) error
 	// Resync re-checks Secrets, reachability and session state (default 30s).
 	Resync time.Duration
-	Logger *slog.Logger
+	// CachePath, when set, is where the peers are cached after each
+	// reconcile (SaveCache), for Seed at the next start.
+	CachePath string
+	Logger    *slog.Logger
 }
 
 // Syncer reconciles BGPPeers into the speaker.
@@ -66,6 +69,8 @@ type Syncer struct {
 	cfg      Config
 	log      *slog.Logger
 	informer cache.SharedIndexInformer
+	saved    []bgp.PeerConfig // what the cache holds
+	hasSaved bool
 }
 
 // New builds a Syncer; Run starts it.
@@ -198,7 +203,26 @@ func (s *Syncer) Reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := s.saveCache(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// saveCache writes the speaker's peers to the cache when they changed.
+func (s *Syncer) saveCache() error {
+	if s.cfg.CachePath == "" {
+		return nil
+	}
+	peers := s.cfg.Speaker.PeerConfigs()
+	if s.hasSaved && slices.EqualFunc(peers, s.saved, bgp.PeerConfig.Equal) {
+		return nil
+	}
+	if err := SaveCache(s.cfg.CachePath, peers); err != nil {
+		return err
+	}
+	s.saved, s.hasSaved = peers, true
+	return nil
 }
 
 func selector(ls *metav1.LabelSelector) (labels.Selector, error) {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,8 +67,9 @@ func TestIntegrationBGPPeerCRD(t *testing.T) {
 	}
 	defer sp.Stop(context.Background(), bgp.StopCease)
 
+	cachePath := filepath.Join(t.TempDir(), peersync.CacheFile)
 	syncer, err := peersync.New(peersync.Config{
-		Dynamic: dyn, Kube: kube, NodeName: "edge-a1", Speaker: sp, Resync: 2 * time.Second,
+		Dynamic: dyn, Kube: kube, NodeName: "edge-a1", Speaker: sp, Resync: 2 * time.Second, CachePath: cachePath,
 		Reachable: func(a netip.Addr) error {
 			if unreachable.Contains(a) {
 				return errors.New("no route")
@@ -118,6 +121,15 @@ func TestIntegrationBGPPeerCRD(t *testing.T) {
 			}
 			if p.Password != "s3cret" || p.ASN != 65010 || p.HoldTime != 9*time.Second || !p.GracefulRestart {
 				return fmt.Errorf("peer %+v", p)
+			}
+			// The node's cache holds the peer with its password, for a
+			// restart while the API server is away.
+			cached, _, err := peersync.LoadCache(cachePath)
+			if err != nil {
+				return err
+			}
+			if i := slices.IndexFunc(cached, func(c bgp.PeerConfig) bool { return c.Equal(p) }); i < 0 {
+				return fmt.Errorf("cache %v lacks %+v", cached, p)
 			}
 			return nil
 		})

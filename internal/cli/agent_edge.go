@@ -99,12 +99,16 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 	go func() {
 		_ = bgp.RunInstaller(ctx, sp, in, bgp.InstallOptions{Keep: true, SweepStale: true, Log: env.Logger.With("component", "bgp-installer")})
 	}()
+	// The last known peers start at once, so sessions come up while the API
+	// server is away; the first reconcile replaces them.
+	peerCache := filepath.Join(env.StateDir, peersync.CacheFile)
+	peersync.Seed(ctx, sp, peerCache, env.Logger.With("component", "bgp-peers"))
 	if env.RESTConfig != nil {
 		dyn, err := dynamic.NewForConfig(env.RESTConfig)
 		if err != nil {
 			return nil, err
 		}
-		syncer, err := peersync.New(peersync.Config{Dynamic: dyn, Kube: env.Kube, NodeName: env.NodeName,
+		syncer, err := peersync.New(peersync.Config{Dynamic: dyn, Kube: env.Kube, NodeName: env.NodeName, CachePath: peerCache,
 			SecretNamespace: b.secretNamespace, Speaker: sp, Reachable: reachable, Logger: env.Logger.With("component", "bgp-peers")})
 		if err != nil {
 			return nil, err
