@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net/netip"
 	"sync"
 
@@ -21,57 +20,27 @@ type Advertiser interface {
 	Withdraw(ctx context.Context, prefixes ...netip.Prefix) error
 }
 
-// CIDRSource says where the node's pod CIDR comes from: Node.spec.podCIDR
-// when the cluster assigns one, else the edge pool's CIDR carved per node.
+// CIDRSource says where the node's pod CIDR comes from: Node.spec.podCIDR,
+// which kube-controller-manager, an operator, or the node's NodePool
+// allocation (package nodepool, before the role is built) sets.
 type CIDRSource struct {
 	// NodePodCIDR is Node.spec.podCIDR ("" when unset).
 	NodePodCIDR string
-	// Pool, NodeBits and NodeIndex carve the pool into /NodeBits blocks and
-	// take block NodeIndex (e.g. 10.244.0.0/16, 24, 3 -> 10.244.3.0/24).
-	Pool      netip.Prefix
-	NodeBits  int
-	NodeIndex int
 }
 
 // Resolve returns the node's pod CIDR.
 func (s CIDRSource) Resolve() (netip.Prefix, error) {
-	if s.NodePodCIDR != "" {
-		p, err := netip.ParsePrefix(s.NodePodCIDR)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("Node.spec.podCIDR %q: %w (expected e.g. 10.244.1.0/24)", s.NodePodCIDR, err)
-		}
-		if p != p.Masked() {
-			return netip.Prefix{}, fmt.Errorf("Node.spec.podCIDR %q has host bits set: use %s", s.NodePodCIDR, p.Masked())
-		}
-		return p, nil
+	if s.NodePodCIDR == "" {
+		return netip.Prefix{}, errors.New("no pod CIDR: Node.spec.podCIDR is empty; give the node's NodePool spec.podCIDRs, or let kube-controller-manager allocate (--allocate-node-cidrs)")
 	}
-	if !s.Pool.IsValid() {
-		return netip.Prefix{}, errors.New("no pod CIDR: Node.spec.podCIDR is empty and no edge pool CIDR is configured")
+	p, err := netip.ParsePrefix(s.NodePodCIDR)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("Node.spec.podCIDR %q: %w (expected e.g. 10.244.1.0/24)", s.NodePodCIDR, err)
 	}
-	return CarveCIDR(s.Pool, s.NodeBits, s.NodeIndex)
-}
-
-// CarveCIDR returns block index of size /bits inside pool.
-func CarveCIDR(pool netip.Prefix, bits, index int) (netip.Prefix, error) {
-	if !pool.IsValid() {
-		return netip.Prefix{}, errors.New("edge pool CIDR is not set")
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("Node.spec.podCIDR %q has host bits set: use %s", s.NodePodCIDR, p.Masked())
 	}
-	if pool != pool.Masked() {
-		return netip.Prefix{}, fmt.Errorf("edge pool CIDR %s has host bits set: use %s", pool, pool.Masked())
-	}
-	maxBits := pool.Addr().BitLen()
-	if bits < pool.Bits() || bits > maxBits {
-		return netip.Prefix{}, fmt.Errorf("node block size /%d must lie between the pool's /%d and /%d", bits, pool.Bits(), maxBits)
-	}
-	span := bits - pool.Bits()
-	if index < 0 || (span < 62 && index >= 1<<span) {
-		return netip.Prefix{}, fmt.Errorf("node index %d out of range: pool %s holds %d blocks of /%d", index, pool, uint64(1)<<min(span, 63), bits)
-	}
-	base := new(big.Int).SetBytes(pool.Addr().AsSlice())
-	off := new(big.Int).Lsh(big.NewInt(int64(index)), uint(maxBits-bits))
-	sum := new(big.Int).Add(base, off).FillBytes(make([]byte, maxBits/8))
-	a, _ := netip.AddrFromSlice(sum)
-	return netip.PrefixFrom(a, bits), nil
+	return p, nil
 }
 
 // Config builds an edge role.

@@ -50,7 +50,7 @@ func TestIntegrationEdgeRoleAdvertisesToBIRD(t *testing.T) {
 	}
 	defer store.Close()
 	r, err := edgenode.New(edgenode.Config{
-		CIDR:  edgenode.CIDRSource{Pool: netip.MustParsePrefix("10.244.0.0/16"), NodeBits: 24, NodeIndex: 11},
+		CIDR:  edgenode.CIDRSource{NodePodCIDR: "10.244.11.0/24"},
 		Store: store, Speaker: sp,
 	})
 	if err != nil {
@@ -77,7 +77,7 @@ func TestIntegrationEdgeRoleAdvertisesToBIRD(t *testing.T) {
 			return nil
 		}
 	}
-	routerd.Eventually(t, 60*time.Second, "BIRD learns the carved CIDR", has(true))
+	routerd.Eventually(t, 60*time.Second, "BIRD learns the node's CIDR", has(true))
 	a, err := r.Allocate(ctx, role.PodRequest{ContainerID: "c1", IfName: "eth0"})
 	if err != nil || !netip.MustParsePrefix(cidr).Contains(a.Addr.Addr()) {
 		t.Fatalf("allocation %+v, %v", a, err)

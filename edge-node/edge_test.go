@@ -15,72 +15,18 @@ import (
 	"github.com/strata-net/strata/internal/role"
 )
 
-func TestCarveCIDR(t *testing.T) {
-	for _, c := range []struct {
-		pool  string
-		bits  int
-		index int
-		want  string
-		err   string
-	}{
-		{"10.244.0.0/16", 24, 0, "10.244.0.0/24", ""},
-		{"10.244.0.0/16", 24, 3, "10.244.3.0/24", ""},
-		{"10.244.0.0/16", 26, 5, "10.244.1.64/26", ""},
-		{"10.244.0.0/16", 24, 255, "10.244.255.0/24", ""},
-		{"10.244.0.0/16", 24, 256, "", "out of range"},
-		{"10.244.0.0/16", 24, -1, "", "out of range"},
-		{"10.244.0.0/16", 8, 0, "", "between"},
-		{"10.244.1.0/16", 24, 0, "", "host bits"},
-		{"fd00:10::/56", 64, 2, "fd00:10:0:2::/64", ""},
-	} {
-		got, err := CarveCIDR(netip.MustParsePrefix(c.pool), c.bits, c.index)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s /%d #%d: error %v, want %q", c.pool, c.bits, c.index, err, c.err)
-			}
-			continue
-		}
-		if err != nil || got.String() != c.want {
-			t.Errorf("%s /%d #%d = %v, %v; want %s", c.pool, c.bits, c.index, got, err, c.want)
-		}
-	}
-}
-
-func FuzzCarveCIDR(f *testing.F) {
-	f.Add("10.244.0.0/16", 24, 3)
-	f.Add("fd00::/48", 64, 9)
-	f.Add("0.0.0.0/0", 32, 1<<31)
-	f.Fuzz(func(t *testing.T, pool string, bits, index int) {
-		p, err := netip.ParsePrefix(pool)
-		if err != nil {
-			return
-		}
-		got, err := CarveCIDR(p, bits, index)
-		if err != nil {
-			return
-		}
-		if got.Bits() != bits || !p.Contains(got.Addr()) || got != got.Masked() {
-			t.Fatalf("CarveCIDR(%s, %d, %d) = %s outside the pool or misaligned", p, bits, index, got)
-		}
-	})
-}
-
-func TestResolvePrefersNodePodCIDR(t *testing.T) {
-	s := CIDRSource{NodePodCIDR: "10.244.7.0/24", Pool: netip.MustParsePrefix("10.250.0.0/16"), NodeBits: 24, NodeIndex: 1}
+func TestResolveNodePodCIDR(t *testing.T) {
+	s := CIDRSource{NodePodCIDR: "10.244.7.0/24"}
 	if p, err := s.Resolve(); err != nil || p.String() != "10.244.7.0/24" {
 		t.Fatalf("got %v, %v", p, err)
-	}
-	s.NodePodCIDR = ""
-	if p, err := s.Resolve(); err != nil || p.String() != "10.250.1.0/24" {
-		t.Fatalf("carved %v, %v", p, err)
 	}
 	for _, bad := range []string{"10.244.7.1/24", "nonsense"} {
 		if _, err := (CIDRSource{NodePodCIDR: bad}).Resolve(); err == nil || !strings.Contains(err.Error(), "podCIDR") {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
-	if _, err := (CIDRSource{}).Resolve(); err == nil {
-		t.Error("no source accepted")
+	if _, err := (CIDRSource{}).Resolve(); err == nil || !strings.Contains(err.Error(), "NodePool") {
+		t.Errorf("no pod CIDR: %v, want the fix named", err)
 	}
 }
 

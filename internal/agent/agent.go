@@ -51,8 +51,9 @@ type Agent struct {
 
 	events chan func() // serialised updates to the decider
 
-	profile nodepool.Profile // the node's annotations and NodePool (nodepool.go)
-	pools   poolSpecs
+	profile    nodepool.Profile // the node's annotations and NodePool (nodepool.go)
+	overlayMTU int              // the NodePool's vxlan.mtu; 0: from the underlay
+	pools      poolSpecs
 
 	apiNodes nameSet     // nodes the API server has shown us
 	offline  atomic.Bool // started from cached facts; gossip is the only channel
@@ -121,7 +122,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	env := RoleEnv{NodeName: a.cfg.NodeName, Node: node.obj, StateDir: a.cfg.StateDir, IPAMDir: a.cfg.IPAMDir, Kube: a.kube,
 		RESTConfig: a.rest, Handle: a.handle,
-		Registry: a.reg, Logger: a.log, PodMTU: wanPodMTU(a.cfg.WAN.Setting, ul.mtu), Profile: a.profile}
+		Registry: a.reg, Logger: a.log, PodMTU: a.poolPodMTU(wanPodMTU(a.cfg.WAN.Setting, ul.mtu)), Profile: a.profile}
 	if node.cached {
 		// Discoverers that need the API server find nothing now; the
 		// capabilities found at the last online start keep the same role.
@@ -180,7 +181,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	// 4. Datapaths: the overlay device and the native probe path.
-	a.overlay, err = vxlan.New(vxlan.DeviceConfig{VNI: a.cfg.VNI, Port: a.cfg.VXLANPort, LocalIP: ul.ip,
+	a.overlay, err = vxlan.New(vxlan.DeviceConfig{VNI: a.cfg.VNI, Port: a.cfg.VXLANPort, MTU: a.overlayMTU, LocalIP: ul.ip,
 		UnderlayLink: ul.link, OverlayIP: self.ProbeIP}, a.log.With("datapath", "vxlan"))
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)

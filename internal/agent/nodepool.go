@@ -75,6 +75,9 @@ func (a *Agent) applyPool(ctx context.Context, node *nodeInfo) error {
 	}
 	eff := profile.Resolve(nodepool.Settings{VNI: a.cfg.VNI, Port: a.cfg.VXLANPort})
 	a.cfg.VNI, a.cfg.VXLANPort, a.profile = eff.VNI, eff.Port, profile
+	if spec != nil && spec.VXLAN != nil {
+		a.overlayMTU = spec.VXLAN.MTU
+	}
 	node.Labels, node.Pool = labels, spec
 
 	if node.PodCIDR == "" && pool != nil && len(pool.Spec.PodCIDRs) > 0 && alloc != nil && node.obj != nil {
@@ -168,4 +171,13 @@ func (a *Agent) peerLabels(n *corev1.Node) map[string]string {
 		return n.Labels
 	}
 	return labels
+}
+
+// poolPodMTU caps the pod MTU at the NodePool's overlay MTU (vxlan.mtu):
+// pods must fit through the overlay after a failover.
+func (a *Agent) poolPodMTU(mtu int) int {
+	if a.overlayMTU > 0 {
+		return min(mtu, a.overlayMTU)
+	}
+	return mtu
 }

@@ -17,7 +17,7 @@ import (
 // last start still fills the labels and the VXLAN settings, by the
 // documented precedence (annotation > flag > pool > default).
 func TestApplyPoolOffline(t *testing.T) {
-	pool := &v1alpha1.NodePoolSpec{Location: "ens", Interconnect: "internet", VXLAN: &v1alpha1.VXLAN{VNI: 100, Port: 4790}, BGP: &v1alpha1.PoolBGP{LocalASN: 65011}}
+	pool := &v1alpha1.NodePoolSpec{Location: "ens", Interconnect: "internet", VXLAN: &v1alpha1.VXLAN{VNI: 100, Port: 4790, MTU: 1400}, BGP: &v1alpha1.PoolBGP{LocalASN: 65011}}
 	for _, c := range []struct {
 		name      string
 		ann       map[string]string
@@ -41,6 +41,9 @@ func TestApplyPoolOffline(t *testing.T) {
 		}
 		if asn := a.profile.Resolve(nodepool.Settings{}).LocalASN; asn != c.wantLocal {
 			t.Errorf("%s: local ASN %d, want %d", c.name, asn, c.wantLocal)
+		}
+		if a.overlayMTU != 1400 || a.poolPodMTU(1450) != 1400 || a.poolPodMTU(1300) != 1300 {
+			t.Errorf("%s: overlay MTU %d: pods must fit the pool's vxlan.mtu", c.name, a.overlayMTU)
 		}
 		if n.Labels[topology.LabelLocation] != "ens" || n.Labels[topology.LabelInterconnect] != "internet" {
 			t.Errorf("%s: labels %v, want location and interconnect from the pool", c.name, n.Labels)
