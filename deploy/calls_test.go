@@ -60,10 +60,12 @@ type callClients struct {
 	PeerNS string
 }
 
-// agentCall is one API call strata-agent makes, in RBAC terms. The shipped
-// RBAC must grant exactly the union of these (TestRBACIsExactlyAgentCalls)
-// and each must succeed as the agent's ServiceAccount
-// (TestIntegrationRBACAgentCalls).
+// agentCall is one API call strata-agent makes, in RBAC terms: why it makes
+// it, and the call as the agent makes it. The calls themselves are derived
+// from the agent's code (derive_test.go): TestAgentCallsTableIsDerived keeps
+// this table equal to them, TestRBACIsExactlyAgentCalls the shipped RBAC,
+// and TestIntegrationRBACAgentCalls runs each entry as the agent's
+// ServiceAccount.
 type agentCall struct {
 	Group, Resource, Verb string
 	// Namespace is where the grant applies: "" for cluster-wide
@@ -112,52 +114,14 @@ var agentCalls = []agentCall{
 			_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, p, metav1.PatchOptions{FieldManager: "strata-agent"})
 			return err
 		}},
-	{Group: "", Resource: "pods", Verb: "get", Why: "pod identity for a CNI ADD",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Kube.CoreV1().Pods(fixturePodNS).Get(ctx, fixturePod, metav1.GetOptions{})
-			return err
-		}},
-	{Group: "", Resource: "pods", Verb: "list", Why: "IPAM garbage collection: pods on this node",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + fixtureNode})
-			return err
-		}},
-	{Group: "", Resource: "pods", Verb: "watch", Why: "release addresses of deleted pods",
-		Do: func(ctx context.Context, c callClients) error {
-			return watchOnce(ctx, func(ctx context.Context, o metav1.ListOptions) (interface{ Stop() }, error) {
-				o.FieldSelector = "spec.nodeName=" + fixtureNode
-				return c.Kube.CoreV1().Pods("").Watch(ctx, o)
-			})
-		}},
 	{Group: "", Resource: "secrets", Verb: "get", Namespace: namespace, Why: "BGP passwords, gossip key, cloud credentials",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Kube.CoreV1().Secrets(namespace).Get(ctx, fixtureSecret, metav1.GetOptions{})
 			return err
 		}},
-	{Group: "", Resource: "events", Verb: "create", Why: "datapath switches, invalid BGPPeers",
+	{Group: "", Resource: "events", Verb: "create", Why: "invalid BGPPeers, pool allocations",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Kube.CoreV1().Events(eventNS).Create(ctx, coreEvent(fixtureNewEvent), metav1.CreateOptions{})
-			return err
-		}},
-	{Group: "", Resource: "events", Verb: "patch", Why: "the event recorder aggregates repeats by patching count",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Kube.CoreV1().Events(eventNS).Patch(ctx, fixtureEvent, types.StrategicMergePatchType, []byte(`{"count":2}`), metav1.PatchOptions{})
-			return err
-		}},
-	{Group: "events.k8s.io", Resource: "events", Verb: "create", Why: "the events/v1 recorder (client-go tools/events)",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Kube.EventsV1().Events(eventNS).Create(ctx, newEvent(fixtureNewEvent+"-v1"), metav1.CreateOptions{})
-			return err
-		}},
-	{Group: "events.k8s.io", Resource: "events", Verb: "patch", Why: "the events/v1 recorder updates series",
-		Do: func(ctx context.Context, c callClients) error {
-			p := fmt.Sprintf(`{"series":{"count":2,"lastObservedTime":%q}}`, metav1.NowMicro().Format(metav1.RFC3339Micro))
-			_, err := c.Kube.EventsV1().Events(eventNS).Patch(ctx, fixtureEvent+"-v1", types.MergePatchType, []byte(p), metav1.PatchOptions{})
-			return err
-		}},
-	{Group: "strata.io", Resource: "bgppeers", Verb: "get", Why: "a peer's spec",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Get(ctx, fixturePeer, metav1.GetOptions{})
 			return err
 		}},
 	{Group: "strata.io", Resource: "bgppeers", Verb: "list", Why: "peers selecting this node",
@@ -173,19 +137,20 @@ var agentCalls = []agentCall{
 		}},
 	{Group: "strata.io", Resource: "bgppeers/status", Verb: "update", Why: "conditions: established, invalid spec",
 		Do: func(ctx context.Context, c callClients) error {
-			u, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Get(ctx, fixturePeer, metav1.GetOptions{})
+			// As peersync does: the object comes from the informer's list,
+			// never from a get.
+			l, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + fixturePeer})
 			if err != nil {
 				return err
 			}
+			if len(l.Items) != 1 {
+				return fmt.Errorf("list BGPPeer %s: %d items", fixturePeer, len(l.Items))
+			}
+			u := &l.Items[0]
 			_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{
 				"type": "Valid", "status": "True", "reason": "Accepted", "message": "",
 				"lastTransitionTime": metav1.Now().UTC().Format(time.RFC3339)}}, "status", "conditions")
 			_, err = c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).UpdateStatus(ctx, u, metav1.UpdateOptions{})
-			return err
-		}},
-	{Group: "strata.io", Resource: "bgppeers/status", Verb: "patch", Why: "per-node session state",
-		Do: func(ctx context.Context, c callClients) error {
-			_, err := c.Dyn.Resource(gvrBGPPeers).Namespace(c.PeerNS).Patch(ctx, fixturePeer, types.MergePatchType, []byte(`{"status":{}}`), metav1.PatchOptions{}, "status")
 			return err
 		}},
 	{Group: "strata.io", Resource: "nodepools", Verb: "get", Why: "its pool's profile",
@@ -315,6 +280,19 @@ var outOfScope = []struct {
 		_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureOtherNode, types.MergePatchType, []byte(`{"spec":{"podCIDR":"10.244.78.0/24","podCIDRs":["10.244.78.0/24"]}}`), metav1.PatchOptions{})
 		return err
 	}},
+	// Once granted, pruned when the derived RBAC showed nothing calls them.
+	{"list Pods on its node", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + fixtureNode})
+		return err
+	}},
+	{"patch an Event", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.CoreV1().Events(eventNS).Patch(ctx, fixtureEvent, types.StrategicMergePatchType, []byte(`{"count":2}`), metav1.PatchOptions{})
+		return err
+	}},
+	{"create an events.k8s.io Event", func(ctx context.Context, c callClients) error {
+		_, err := c.Kube.EventsV1().Events(eventNS).Create(ctx, newEvent(fixtureNewEvent+"-v1"), metav1.CreateOptions{})
+		return err
+	}},
 	{"delete an Event", func(ctx context.Context, c callClients) error {
 		return c.Kube.CoreV1().Events(eventNS).Delete(ctx, fixtureEvent, metav1.DeleteOptions{})
 	}},
@@ -352,12 +330,4 @@ func (g grant) String() string {
 		grp = "core"
 	}
 	return fmt.Sprintf("%s %s/%s %s", ns, grp, g.Resource, g.Verb)
-}
-
-func callGrants() map[grant]bool {
-	m := map[grant]bool{}
-	for _, c := range agentCalls {
-		m[grant{c.Namespace, c.Group, c.Resource, c.Verb}] = true
-	}
-	return m
 }

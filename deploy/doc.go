@@ -4,7 +4,9 @@
 //
 //   - manifests_test.go: every manifest decodes strictly; the DaemonSet, the
 //     ConfigMap and the chart agree with the agent's flags, defaults and the
-//     CNI plugin's config parser; the RBAC is exactly agentCalls.
+//     CNI plugin's config parser; the RBAC is exactly what the agent calls.
+//   - derive_test.go: those calls, derived by type-checking every package
+//     strata-agent links; calls_test.go says why each is made.
 //   - dockerfile_test.go: the Dockerfile's stages are parsed and checked
 //     against `make build`; the integration variant runs them without Docker.
 //   - deploy_integration_test.go: server-side apply of every manifest and of

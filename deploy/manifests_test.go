@@ -143,24 +143,19 @@ func rbacGrants(t testing.TB, objs []*unstructured.Unstructured, saNamespace str
 	return out
 }
 
-// checkGrantsExact compares what RBAC grants with what agentCalls uses.
+// checkGrantsExact compares what RBAC grants with what the agent's code
+// calls (derived by scanning it: derive_test.go).
 func checkGrantsExact(t *testing.T, got map[grant]bool, ns string) {
 	t.Helper()
-	want := map[grant]bool{}
-	for g := range callGrants() {
-		if g.Namespace != "" {
-			g.Namespace = ns
-		}
-		want[g] = true
-	}
+	want := derivedGrants(t, ns)
 	for g := range got {
-		if !want[g] {
-			t.Errorf("RBAC grants %s, which no agentCalls entry uses: remove it (least privilege) or add the call", g)
+		if _, ok := want[g]; !ok {
+			t.Errorf("RBAC grants %s, which no code in strata-agent calls: remove it (least privilege)", g)
 		}
 	}
-	for g := range want {
+	for g, at := range want {
 		if !got[g] {
-			t.Errorf("agentCalls uses %s, which the RBAC does not grant", g)
+			t.Errorf("strata-agent calls %s (%s), which the RBAC does not grant: add the grant to deploy/manifests and the Helm chart", g, strings.Join(at, ", "))
 		}
 	}
 }
