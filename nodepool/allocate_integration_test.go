@@ -242,6 +242,31 @@ func TestIntegrationPoolAllocation(t *testing.T) {
 		}
 	})
 
+	// Two pools whose ranges overlap: a block another pool's node holds is
+	// never handed out.
+	t.Run("block held by another pool is skipped", func(t *testing.T) {
+		small := w.pool(ctx, "ov-b", []string{"10.252.0.0/25"}, 25)
+		big := w.pool(ctx, "ov-a", []string{"10.252.0.0/24"}, 25)
+		b := w.node(ctx, "ov-b-1", "ov-b", "")
+		if got, err := w.agent("ov-b-1").Ensure(ctx, b, small); err != nil || got != netip.MustParsePrefix("10.252.0.0/25") {
+			t.Fatalf("ov-b-1: %v, %v", got, err)
+		}
+		for i, want := range []string{"10.252.0.128/25", ""} {
+			n := w.node(ctx, fmt.Sprintf("ov-a-%d", i), "ov-a", "")
+			got, err := w.agent(n.Name).Ensure(ctx, n, big)
+			if want == "" {
+				if !errors.Is(err, ErrExhausted) {
+					t.Errorf("%s: %v, %v; want exhausted (the other block is ov-b's)", n.Name, got, err)
+				}
+			} else if err != nil || got.String() != want {
+				t.Errorf("%s: %v, %v; want %s", n.Name, got, err, want)
+			}
+		}
+		if st := w.getPool(ctx, "ov-a").Status; st.TotalBlocks != 2 || st.AllocatedBlocks != 1 || st.FreeBlocks != 0 {
+			t.Errorf("ov-a status %+v, want 2 blocks, 1 its own, none free", st)
+		}
+	})
+
 	// A Node re-created under the same name is another node: the old claim
 	// is stale (other UID) and does not pass to it by name alone.
 	t.Run("re-created node does not inherit by name", func(t *testing.T) {
