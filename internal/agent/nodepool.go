@@ -33,13 +33,17 @@ func (a *Agent) applyPool(ctx context.Context, node *nodeInfo) error {
 	name := node.Labels[topology.LabelPool]
 	var alloc *nodepool.Allocator
 	var pool *v1alpha1.NodePool
-	if !node.cached && a.rest != nil && name != "" {
-		dyn, err := dynamic.NewForConfig(a.rest)
-		if err != nil {
+	var dyn dynamic.Interface
+	if !node.cached && a.rest != nil {
+		var err error
+		if dyn, err = dynamic.NewForConfig(a.rest); err != nil {
 			return err
 		}
-		alloc = &nodepool.Allocator{Kube: a.kube, Dyn: dyn, Logger: a.log.With("component", "nodepool")}
 		a.loadPools(ctx, dyn)
+	}
+	if dyn != nil && name != "" {
+		var err error
+		alloc = &nodepool.Allocator{Kube: a.kube, Dyn: dyn, Logger: a.log.With("component", "nodepool")}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		pool, err = alloc.Pool(rctx, name)
 		cancel()
