@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -23,9 +24,18 @@ func (m *Manager) run(ctx context.Context) {
 		dirty := m.dirty
 		m.mu.Unlock()
 		if dirty || time.Since(lastResync) > m.cfg.ResyncInterval {
-			if err := m.resync(ctx); err != nil {
-				m.setErr(err)
+			m.mu.Lock()
+			m.resyncs++
+			m.resyncing = true
+			m.mu.Unlock()
+			err := m.resync(ctx)
+			m.mu.Lock()
+			m.resyncing, m.resyncErr = false, err
+			if err != nil {
+				m.lastErr = err
 			}
+			m.notify()
+			m.mu.Unlock()
 			lastResync = time.Now()
 		}
 		if ctx.Err() != nil {
@@ -383,6 +393,9 @@ func (m *Manager) trim(ctx context.Context) error {
 	defer m.mu.Unlock()
 	if err != nil {
 		m.dirty = true // resync decides from the cloud's answer
+		for _, ip := range ips {
+			m.releasing[netip.PrefixFrom(ip, 32)] = true
+		}
 		return fmt.Errorf("unassign %d IPs from %s: %w", len(ips), pick, err)
 	}
 	if e, ok := m.enis[pick]; ok {
@@ -434,6 +447,7 @@ func (m *Manager) trimPrefix(ctx context.Context, cutoff time.Time) error {
 	defer m.mu.Unlock()
 	if err != nil {
 		m.dirty = true
+		m.releasing[pick] = true
 		return fmt.Errorf("unassign prefix %s from %s: %w", pick, eniID, err)
 	}
 	if e, ok := m.enis[eniID]; ok {
@@ -446,19 +460,87 @@ func (m *Manager) trimPrefix(ctx context.Context, cutoff time.Time) error {
 }
 
 // resync reconciles with the cloud: adopt this node's InUse ENIs, delete
-// orphans (ours but Available), rebuild the pool as cloud IPs minus the
-// store, and drop store records whose IP the cloud no longer has.
+// orphans (ours but Available), and rebuild the pool as listed IPs minus the
+// store. Nothing leaves the manager's books on one reply's word (see
+// docs/cloud-node.md, "confirmed gone"): a listing whose pages do not add up
+// changes nothing; an ENI the listing leaves out is gone only when a
+// Describe by its ID does not show it either; an address a listed ENI leaves
+// out stays booked (not handed out: unconfirmed) until ConfirmGoneAfter
+// consecutive listings have left it out, or at once when it is one this
+// manager asked to unassign. A pod's store record never goes here: one whose
+// address is confirmed gone is reported lost until its pod goes.
 func (m *Manager) resync(ctx context.Context) error {
 	m.mu.Lock()
 	m.dirty = false
 	m.mu.Unlock()
 	es, err := m.api.DescribeENIs(ctx, ecsapi.Filter{Tags: m.tags()})
 	if err != nil {
+		if errors.Is(err, ecsapi.ErrIncompleteListing) {
+			m.incompleteListings.Inc()
+		}
 		m.markDirty()
-		return err
+		return fmt.Errorf("list this node's ENIs: %w", err)
+	}
+	recs, err := m.store.List(StorePool)
+	if err != nil {
+		return fmt.Errorf("read IPAM store: %w", err)
+	}
+	// ENIs we hold, or a pod's record names, that the listing left out:
+	// only a Describe by their IDs can prove them gone
+	listed := map[string]bool{}
+	for _, e := range es {
+		listed[e.ID] = true
+	}
+	expect := map[string]bool{}
+	m.mu.Lock()
+	for id := range m.enis {
+		expect[id] = true
+	}
+	for id := range m.unadopted {
+		expect[id] = true
+	}
+	m.mu.Unlock()
+	for _, r := range recs {
+		if id := r.Meta["eni"]; id != "" {
+			expect[id] = true
+		}
+	}
+	var missing []string
+	for id := range expect {
+		if !listed[id] {
+			missing = append(missing, id)
+		}
+	}
+	slices.Sort(missing)
+	gone := map[string]bool{}
+	if len(missing) > 0 {
+		byID, err := m.api.DescribeENIs(ctx, ecsapi.Filter{IDs: missing})
+		if err != nil {
+			m.markDirty()
+			return fmt.Errorf("confirm ENIs %v that the listing left out: %w", missing, err)
+		}
+		found := map[string]bool{}
+		for _, e := range byID {
+			found[e.ID] = true
+			es = append(es, e)
+		}
+		var omitted []string
+		for _, id := range missing {
+			if !found[id] {
+				gone[id] = true
+			} else {
+				omitted = append(omitted, id)
+			}
+		}
+		if len(omitted) > 0 {
+			m.omissions.Inc()
+			m.log.Warn("the ENI listing left out ENIs a Describe by ID still shows; kept", "enis", omitted)
+		}
+		if len(gone) > 0 {
+			m.log.Warn("ENIs confirmed deleted (a Describe by ID does not show them)", "enis", slices.Sorted(maps.Keys(gone)))
+		}
 	}
 	seen := map[string]ecsapi.ENI{}
-	unsettled := map[string]bool{}
 	for _, e := range es {
 		if e.Tags[TagCluster] != m.cfg.ClusterID || e.Tags[TagNode] != m.cfg.InstanceID {
 			continue
@@ -472,8 +554,7 @@ func (m *Manager) resync(ctx context.Context) error {
 				m.markDirty()
 				m.log.Warn("delete orphan ENI", "eni", e.ID, "err", err)
 			}
-		default:
-			unsettled[e.ID] = true
+		default: // Attaching or Detaching: look again soon
 			m.markDirty()
 		}
 	}
@@ -503,8 +584,9 @@ func (m *Manager) resync(ctx context.Context) error {
 		m.mu.Unlock()
 		return err
 	}
-	recs, err := m.store.List(StorePool)
-	if err != nil {
+	// re-read under the lock: an Allocate either finished its claim (the
+	// store has it) or is still claiming (m.claiming has it)
+	if recs, err = m.store.List(StorePool); err != nil {
 		m.mu.Unlock()
 		return err
 	}
@@ -513,24 +595,59 @@ func (m *Manager) resync(ctx context.Context) error {
 			delete(m.unadopted, id)
 		}
 	}
-	cloud := map[netip.Addr]string{}
+	recAddrs := map[string][]netip.Addr{}
+	for _, r := range recs {
+		recAddrs[r.Meta["eni"]] = append(recAddrs[r.Meta["eni"]], r.Addr)
+	}
+	cloud := map[netip.Addr]string{} // listed pod addresses: the only ones the pool may hand out
+	absent := map[netip.Prefix]int{}
+	unconfirmed := map[netip.Addr]bool{}
+	var confirmed []string
+	omitted := false
 	for id, st := range m.enis {
 		e, ok := seen[id]
 		if !ok {
+			// confirmed deleted, Available (an orphan now), unsettled or on
+			// another instance: not ours to hand out from
 			delete(m.enis, id)
 			continue
 		}
+		items := m.bookItems(st, e, recAddrs[id])
 		st.ips, st.prefixes = map[netip.Addr]bool{}, map[netip.Prefix]bool{}
-		for _, p := range e.Prefixes {
-			st.addPrefix(p)
+		book := func(it netip.Prefix) []netip.Addr {
+			if it.Bits() == 32 {
+				st.ips[it.Addr()] = true
+				return []netip.Addr{it.Addr()}
+			}
+			return st.addPrefix(it)
 		}
-		for _, ip := range e.Secondary {
-			st.ips[ip] = true
-		}
-		for ip := range st.ips {
-			cloud[ip] = id
+		for it, isListed := range items {
+			switch {
+			case isListed:
+				for _, a := range book(it) {
+					cloud[a] = id
+				}
+			case m.releasing[it]:
+				// we asked to unassign it and the cloud no longer lists it
+			case m.absent[it] >= m.cfg.ConfirmGoneAfter:
+				absent[it] = m.cfg.ConfirmGoneAfter // gone before: stays gone (a pod's record brings it back here)
+			case m.absent[it]+1 >= m.cfg.ConfirmGoneAfter:
+				absent[it] = m.cfg.ConfirmGoneAfter
+				omitted = true
+				confirmed = append(confirmed, it.String())
+			default:
+				absent[it] = m.absent[it] + 1
+				omitted = true
+				for _, a := range book(it) {
+					unconfirmed[a] = true
+				}
+			}
 		}
 	}
+	if omitted {
+		m.omissions.Inc()
+	}
+	m.absent, m.unconfirmed, m.releasing = absent, unconfirmed, map[netip.Prefix]bool{}
 	free := map[netip.Addr]freeIP{}
 	for ip, id := range cloud {
 		if used[ip] || m.claiming[ip] {
@@ -543,20 +660,31 @@ func (m *Manager) resync(ctx context.Context) error {
 		free[ip] = f
 	}
 	m.free = free
+	// a pod whose address the cloud no longer gives this node (its ENI
+	// confirmed deleted, or the address confirmed gone): the record stays
+	// until the pod goes (the address is still in the pod), and the operator
+	// is told to recreate it
+	var lost []string
+	for _, r := range recs {
+		id := r.Meta["eni"]
+		e, held := m.enis[id]
+		if !gone[id] && (!held || e.ips[r.Addr]) {
+			continue
+		}
+		lost = append(lost, fmt.Sprintf("%s (%s on %s)", r.Key(), r.Addr, orStr(id, "no ENI")))
+	}
+	m.lost = lost
 	m.notify()
 	m.mu.Unlock()
-	// A listing that omits an ENI or an address is no proof it is gone:
-	// a live allocation is never dropped here, so when the address shows up
-	// again it is still the pod's, never back in the pool. It goes only
-	// with its pod (CNI DEL or GC).
-	var unlisted []string
-	for _, r := range recs {
-		if _, ok := cloud[r.Addr]; !ok && !unsettled[r.Meta["eni"]] {
-			unlisted = append(unlisted, r.Key())
-		}
+	if len(unconfirmed) > 0 {
+		m.log.Warn("the cloud's listing left out addresses this node holds; kept but not handed out until listed again or confirmed gone",
+			"addresses", len(unconfirmed), "confirm_after_listings", m.cfg.ConfirmGoneAfter)
 	}
-	if len(unlisted) > 0 {
-		m.log.Warn("the cloud did not list these allocations' IPs; kept until their pods go", "attachments", unlisted)
+	if len(confirmed) > 0 {
+		m.log.Warn("addresses confirmed gone from the cloud", "items", confirmed)
+	}
+	if len(lost) > 0 {
+		m.log.Warn("pods hold addresses the cloud no longer gives this node: recreate them", "attachments", lost)
 	}
 	if m.dp != nil {
 		keep := map[netip.Addr]bool{}
@@ -570,20 +698,63 @@ func (m *Manager) resync(ctx context.Context) error {
 	return errors.Join(adoptErrs...)
 }
 
-// Reconcile runs one full reconcile now (from the maintainer when running).
+// bookItems lists what an InUse ENI should hold, each a /32 secondary or a
+// /28 prefix, with whether this listing e shows it: everything e lists,
+// everything the books held for it, and the store records on it (which the
+// books lack after a restart).
+func (m *Manager) bookItems(st *eniState, e ecsapi.ENI, recs []netip.Addr) map[netip.Prefix]bool {
+	items := map[netip.Prefix]bool{}
+	for _, p := range e.Prefixes {
+		items[p.Masked()] = true
+	}
+	for _, ip := range e.Secondary {
+		items[netip.PrefixFrom(ip, 32)] = true
+	}
+	item := func(a netip.Addr) netip.Prefix {
+		for it := range items {
+			if it.Bits() < 32 && it.Contains(a) {
+				return it
+			}
+		}
+		if p, ok := st.inPrefix(a); ok {
+			return p
+		}
+		return netip.PrefixFrom(a, 32)
+	}
+	add := func(it netip.Prefix) {
+		if _, ok := items[it]; !ok {
+			items[it] = false
+		}
+	}
+	for p := range st.prefixes {
+		add(p)
+	}
+	for a := range st.ips {
+		add(item(a))
+	}
+	for _, a := range recs {
+		if a.IsValid() && e.PrimaryIP != a {
+			add(item(a))
+		}
+	}
+	return items
+}
+
+// Reconcile runs one full reconcile now (from the maintainer when running)
+// and returns its error.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	m.mu.Lock()
 	running := m.cancel != nil
 	if running {
 		m.dirty = true
 	}
-	ch := m.changed
+	ch, n := m.changed, m.resyncs
 	m.mu.Unlock()
 	if !running {
 		return m.resync(ctx)
 	}
 	m.kick()
-	// wait for a loop pass that saw dirty
+	// wait for a resync that started after this call
 	for {
 		select {
 		case <-ctx.Done():
@@ -591,11 +762,11 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		case <-ch:
 		}
 		m.mu.Lock()
-		d := m.dirty
+		done, err := m.resyncs > n+1 || (m.resyncs == n+1 && !m.resyncing), m.resyncErr
 		ch = m.changed
 		m.mu.Unlock()
-		if !d {
-			return nil
+		if done {
+			return err
 		}
 	}
 }

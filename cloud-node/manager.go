@@ -116,6 +116,11 @@ type Config struct {
 	PollInterval   time.Duration // attach polling (default 200 ms)
 	AttachTimeout  time.Duration // default 60 s
 	ResyncInterval time.Duration // full reconcile with the cloud (default 5 min)
+	// ConfirmGoneAfter is how many consecutive complete listings must leave
+	// out an address a listed ENI held before it is taken as gone (default
+	// 3, so 15 minutes at the default ResyncInterval). Until then it is
+	// unconfirmed: booked against the ENI's quota, never handed out.
+	ConfirmGoneAfter int
 
 	MTU int
 	// IPVlan selects the ipvlan datapath (kernel feature-detected by the caller).
@@ -176,6 +181,12 @@ func (c *Config) defaults() error {
 	}
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = 5 * time.Minute
+	}
+	if c.ConfirmGoneAfter == 0 {
+		c.ConfirmGoneAfter = 3
+	}
+	if c.ConfirmGoneAfter < 1 {
+		errs = append(errs, fmt.Errorf("ConfirmGoneAfter %d must be >= 1 (listings that must leave an address out before it is gone)", c.ConfirmGoneAfter))
 	}
 	if c.MTU == 0 {
 		c.MTU = 1500
@@ -268,6 +279,20 @@ type Manager struct {
 	warm      int // free IPs Start waits for (0 once started)
 	poolSize  prometheus.GaugeFunc
 	allocs    prometheus.Counter
+
+	// confirmed gone (see resync)
+	absent      map[netip.Prefix]int  // consecutive complete listings that left out a booked /32 or /28
+	unconfirmed map[netip.Addr]bool   // booked addresses the last listing left out: never handed out
+	releasing   map[netip.Prefix]bool // unassigns that failed or timed out: absent once means done
+	lost        []string              // pods whose address the cloud confirmed gone
+	resyncs     uint64
+	resyncing   bool
+	resyncErr   error
+
+	metUnconfirmed     prometheus.GaugeFunc
+	metLost            prometheus.GaugeFunc
+	omissions          prometheus.Counter
+	incompleteListings prometheus.Counter
 }
 
 // NewManager builds a manager over an open store. dp may be nil (no kernel
@@ -281,17 +306,55 @@ func NewManager(cfg Config, api CloudAPI, store *ipamstore.Store, dp ENIDatapath
 	}
 	m := &Manager{cfg: cfg, api: api, dp: dp, store: store, log: cfg.Logger,
 		enis: map[string]*eniState{}, unadopted: map[string]error{}, free: map[netip.Addr]freeIP{}, claiming: map[netip.Addr]bool{},
+		absent: map[netip.Prefix]int{}, unconfirmed: map[netip.Addr]bool{}, releasing: map[netip.Prefix]bool{},
 		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 	m.poolSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_eni_pool_idle_ips",
 		Help: "Free secondary IPs in the warm pool."}, func() float64 { return float64(m.Idle()) })
 	m.allocs = prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_eni_allocations_total",
 		Help: "Pod IP allocations served."})
+	m.metUnconfirmed = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_eni_unconfirmed_addresses",
+		Help: "Addresses this node holds that the cloud's last listing left out: kept, not handed out, until listed again or confirmed gone."},
+		func() float64 { return float64(m.Unconfirmed()) })
+	m.metLost = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_eni_lost_allocations",
+		Help: "Pods whose address the cloud has confirmed gone from this node (recreate them; strata status shows them as poolLost)."},
+		func() float64 { return float64(len(m.Lost())) })
+	m.omissions = prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_eni_listing_omissions_total",
+		Help: "DescribeNetworkInterfaces listings that left out an ENI or an address this node holds."})
+	m.incompleteListings = prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_eni_incomplete_listings_total",
+		Help: "DescribeNetworkInterfaces listings whose pages did not add up (ignored; retried at the next resync)."})
 	return m, nil
 }
 
 // Collectors are the manager's metrics for the caller's registry.
 func (m *Manager) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.poolSize, m.allocs}
+	return []prometheus.Collector{m.poolSize, m.allocs, m.metUnconfirmed, m.metLost, m.omissions, m.incompleteListings}
+}
+
+// Unconfirmed is the number of addresses this node holds that the cloud's
+// last listing left out (not handed out until listed again or confirmed gone).
+func (m *Manager) Unconfirmed() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.unconfirmed)
+}
+
+// Lost lists the pods ("container/ifname (address on ENI)") whose address the
+// cloud has confirmed gone from this node: they must be recreated.
+func (m *Manager) Lost() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.lost)
+}
+
+// PoolError is the pool's last cloud error: the last resync's while it
+// failed (until one succeeds), else the last refill's. Both are retried.
+func (m *Manager) PoolError() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.resyncErr != nil {
+		return m.resyncErr
+	}
+	return m.lastErr
 }
 
 // Idle is the number of free IPs in the warm pool.
@@ -565,7 +628,7 @@ func (m *Manager) Release(ctx context.Context, containerID, ifName string) error
 		return nil
 	}
 	m.mu.Lock()
-	if e, ok := m.enis[rec.Meta["eni"]]; ok && e.ips[rec.Addr] {
+	if e, ok := m.enis[rec.Meta["eni"]]; ok && e.ips[rec.Addr] && !m.unconfirmed[rec.Addr] {
 		m.free[rec.Addr] = freeIP{eni: e.info.ID, since: time.Now()}
 	} else {
 		m.dirty = true
@@ -666,4 +729,11 @@ func (m *Manager) Snapshot() (Snapshot, error) {
 var (
 	_ role.Role          = (*Manager)(nil)
 	_ role.NodeAddresser = (*Manager)(nil)
+	// what internal/agent's /status reads of a cloud pool
+	_ interface {
+		Idle() int
+		Unconfirmed() int
+		Lost() []string
+		PoolError() error
+	} = (*Manager)(nil)
 )

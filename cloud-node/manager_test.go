@@ -666,9 +666,21 @@ func TestOmittedENIFreesNothing(t *testing.T) {
 			}
 		}
 	}
+	creates := e.emu.Calls("CreateNetworkInterface")
+	before, _ := m.Snapshot()
 	e.emu.SetFaults(ecsemu.Faults{OmitENIs: []string{eni}})
 	if err := m.Reconcile(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := m.Reconcile(ctx); err != nil { // and the pool pass after it
+		t.Fatal(err)
+	}
+	during, _ := m.Snapshot()
+	if !slices.Equal(during.ENIs[eni], before.ENIs[eni]) || !slices.Equal(during.Free, before.Free) {
+		t.Errorf("after a listing that omitted ENI %s the manager holds %v free %v; before it held %v free %v", eni, during.ENIs[eni], during.Free, before.ENIs[eni], before.Free)
+	}
+	if n := e.emu.Calls("CreateNetworkInterface") - creates; n > 0 {
+		t.Errorf("a listing that omitted ENI %s made the pool create %d more ENIs", eni, n)
 	}
 	e.emu.SetFaults(ecsemu.Faults{})
 	if err := m.Reconcile(ctx); err != nil {

@@ -376,20 +376,31 @@ type Filter struct {
 	VSwitchID  string
 	Status     string
 	Tags       map[string]string
-	PageSize   int // default 100
+	PageSize   int // MaxResults per page, default 100
 }
 
-// DescribeENIs lists every matching ENI, following pages.
+// ErrIncompleteListing: a DescribeNetworkInterfaces listing whose pages do
+// not add up to the TotalCount it reports (a truncated or shifting listing).
+// It proves nothing about what it left out; the caller must not act on it.
+var ErrIncompleteListing = errors.New("incomplete DescribeNetworkInterfaces listing")
+
+// DescribeENIs lists every matching ENI, following NextToken pages (ECS's
+// cursor paging: MaxResults/NextToken, which does not skip or repeat ENIs
+// when others are created or deleted between pages, as PageNumber does). It
+// returns ErrIncompleteListing when the pages do not add up.
 func (c *Client) DescribeENIs(ctx context.Context, f Filter) ([]ENI, error) {
 	var out []ENI
 	size := f.PageSize
 	if size == 0 {
 		size = 100
 	}
-	for page := 1; ; page++ {
+	seen := map[string]bool{}
+	tokens := map[string]bool{}
+	token := ""
+	for {
 		req := ecs.CreateDescribeNetworkInterfacesRequest()
 		c.prep(req.RpcRequest)
-		req.PageNumber, req.PageSize = requests.NewInteger(page), requests.NewInteger(size)
+		req.MaxResults, req.NextToken = requests.NewInteger(size), token
 		req.InstanceId, req.VSwitchId, req.Status = f.InstanceID, f.VSwitchID, f.Status
 		if len(f.IDs) > 0 {
 			ids := append([]string(nil), f.IDs...)
@@ -410,12 +421,22 @@ func (c *Client) DescribeENIs(ctx context.Context, f Filter) ([]ENI, error) {
 			return nil, err
 		}
 		for _, s := range resp.NetworkInterfaceSets.NetworkInterfaceSet {
-			out = append(out, fromSet(s))
+			if !seen[s.NetworkInterfaceId] {
+				seen[s.NetworkInterfaceId] = true
+				out = append(out, fromSet(s))
+			}
 		}
-		n := len(resp.NetworkInterfaceSets.NetworkInterfaceSet)
-		if n == 0 || n < size || len(out) >= resp.TotalCount {
+		token = resp.NextToken
+		if token == "" {
+			if resp.TotalCount > len(out) {
+				return out, fmt.Errorf("%w: %d of the %d ENIs it counts (retried at the next resync)", ErrIncompleteListing, len(out), resp.TotalCount)
+			}
 			return out, nil
 		}
+		if tokens[token] {
+			return out, fmt.Errorf("%w: NextToken %q came back twice", ErrIncompleteListing, token)
+		}
+		tokens[token] = true
 	}
 }
 

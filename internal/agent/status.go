@@ -23,6 +23,15 @@ type Status struct {
 	// (cloud ENI): with Allocations it accounts for the addresses the
 	// cloud has given the node.
 	PoolIdle *int `json:"poolIdle,omitempty"`
+	// PoolUnconfirmed are addresses the node holds that the cloud's last
+	// listing left out: kept, never handed out, until listed again or
+	// confirmed gone (docs/cloud-node.md).
+	PoolUnconfirmed *int `json:"poolUnconfirmed,omitempty"`
+	// PoolLost are pods whose address the cloud has confirmed gone from the
+	// node: recreate them.
+	PoolLost []string `json:"poolLost,omitempty"`
+	// PoolError is the pool's last cloud error, retried at each resync.
+	PoolError string `json:"poolError,omitempty"`
 	// FastPath is the eBPF fast path: the decision, the switch, counters.
 	FastPath FastPathStatus `json:"fastPath"`
 	// WAN is the encrypted WAN transport (nil before the agent made it).
@@ -36,6 +45,14 @@ type Status struct {
 
 // idlePool is a role with a warm address pool (cloud-node's Manager).
 type idlePool interface{ Idle() int }
+
+// auditedPool is a pool that checks its addresses against the cloud
+// (cloud-node's Manager).
+type auditedPool interface {
+	Unconfirmed() int
+	Lost() []string
+	PoolError() error
+}
 
 func (a *Agent) status() Status {
 	a.mu.Lock()
@@ -62,6 +79,13 @@ func (a *Agent) status() Status {
 		if p, ok := a.role.(idlePool); ok {
 			idle := p.Idle()
 			st.PoolIdle = &idle
+		}
+		if p, ok := a.role.(auditedPool); ok {
+			n := p.Unconfirmed()
+			st.PoolUnconfirmed, st.PoolLost = &n, p.Lost()
+			if err := p.PoolError(); err != nil {
+				st.PoolError = err.Error()
+			}
 		}
 	}
 	if plan != nil {

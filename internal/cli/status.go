@@ -158,6 +158,19 @@ func agentJSON(ctx context.Context, method, addr, path string, v any, hint strin
 // PrintStatus writes an agent's status as tables.
 func PrintStatus(w io.Writer, st agent.Status) {
 	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
+	if st.PoolIdle != nil {
+		fmt.Fprintf(w, "pool: %d idle", *st.PoolIdle)
+		if st.PoolUnconfirmed != nil && *st.PoolUnconfirmed > 0 {
+			fmt.Fprintf(w, ", %d unconfirmed (left out of the cloud's last listing)", *st.PoolUnconfirmed)
+		}
+		if st.PoolError != "" {
+			fmt.Fprintf(w, "; last cloud error (retried): %s", st.PoolError)
+		}
+		fmt.Fprintln(w)
+		for _, l := range st.PoolLost {
+			fmt.Fprintf(w, "lost pod address (the cloud no longer gives it this node; recreate the pod): %s\n", l)
+		}
+	}
 	st.FastPath.BPFStatus().WriteText(w)
 	if st.VXLANFilter != "" {
 		fmt.Fprintf(w, "vxlan member filter: %s\n", st.VXLANFilter)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -199,6 +200,14 @@ func privateIPSets(x *ENI) []map[string]any {
 	return out
 }
 
+// omitIPs drops the sets of the given addresses (Faults.OmitIPs).
+func omitIPs(sets []map[string]any, omit []netip.Addr) []map[string]any {
+	return slices.DeleteFunc(sets, func(m map[string]any) bool {
+		a, err := netip.ParseAddr(m["PrivateIpAddress"].(string))
+		return err == nil && slices.Contains(omit, a)
+	})
+}
+
 func tagList(t map[string]string) []map[string]string {
 	keys := make([]string, 0, len(t))
 	for k := range t {
@@ -371,9 +380,6 @@ func (e *Emulator) describeENIs(p url.Values) (map[string]any, *APIError) {
 	e.mu.Lock()
 	var match []*ENI
 	for _, x := range e.enis {
-		if slices.Contains(e.faults.OmitENIs, x.ID) {
-			continue
-		}
 		if len(ids) > 0 && !slices.Contains(ids, x.ID) {
 			continue
 		}
@@ -395,12 +401,18 @@ func (e *Emulator) describeENIs(p url.Values) (map[string]any, *APIError) {
 				ok = false
 			}
 		}
+		if ok && len(ids) == 0 && slices.Contains(e.faults.OmitENIs, x.ID) {
+			continue // left out, and not counted: nothing in the reply tells
+		}
 		if ok {
 			match = append(match, x)
 		}
 	}
 	sort.Slice(match, func(i, j int) bool { return match[i].seq < match[j].seq })
 	out := map[string]any{"TotalCount": len(match)}
+	if n := e.faults.TruncateListings; n > 0 && len(ids) == 0 && len(match) > n {
+		match = match[:n]
+	}
 	var page []*ENI
 	if p.Get("NextToken") != "" || p.Get("MaxResults") != "" {
 		max, err := intParam(p, "MaxResults", 10)
@@ -412,21 +424,25 @@ func (e *Emulator) describeENIs(p url.Values) (map[string]any, *APIError) {
 			e.mu.Unlock()
 			return nil, apiErr(400, CodeInvalidParameter, "The specified parameter \"MaxResults\" must be 1..500.")
 		}
-		start := 0
+		// NextToken is a cursor (the creation sequence of the last ENI
+		// served), as ECS's is: ENIs created or deleted between pages never
+		// make the next page skip or repeat one, unlike PageNumber.
+		after := 0
 		if t := p.Get("NextToken"); t != "" {
-			n, err := strconv.Atoi(t)
-			if err != nil || n < 0 {
+			n, err := strconv.Atoi(strings.TrimPrefix(t, "seq-"))
+			if err != nil || n < 0 || !strings.HasPrefix(t, "seq-") {
 				e.mu.Unlock()
 				return nil, apiErr(400, "InvalidNextToken.Malformed", "The specified parameter \"NextToken\" is not valid.")
 			}
-			start = n
+			after = n
 		}
+		start := sort.Search(len(match), func(i int) bool { return match[i].seq > after })
 		end := min(start+max, len(match))
 		if start < end {
 			page = match[start:end]
 		}
 		if end < len(match) {
-			out["NextToken"] = strconv.Itoa(end)
+			out["NextToken"] = "seq-" + strconv.Itoa(match[end-1].seq)
 		} else {
 			out["NextToken"] = ""
 		}
@@ -463,7 +479,7 @@ func (e *Emulator) describeENIs(p url.Values) (map[string]any, *APIError) {
 			"NetworkInterfaceId": x.ID, "MacAddress": x.MAC, "Status": x.Status, "Type": x.Type,
 			"InstanceId": x.InstanceID, "VpcId": e.cfg.VPCID, "VSwitchId": x.VSwitchID, "ZoneId": vs.ZoneID,
 			"PrivateIpAddress": x.PrimaryIP.String(), "CreationTime": x.Created.Format(time.RFC3339),
-			"PrivateIpSets":  map[string]any{"PrivateIpSet": privateIPSets(x)},
+			"PrivateIpSets":  map[string]any{"PrivateIpSet": omitIPs(privateIPSets(x), e.faults.OmitIPs)},
 			"Ipv4PrefixSets": map[string]any{"Ipv4PrefixSet": pfx},
 			"Tags":           map[string]any{"Tag": tagList(x.Tags)},
 			"Attachment":     map[string]any{"InstanceId": x.InstanceID, "DeviceIndex": x.DeviceIndex},

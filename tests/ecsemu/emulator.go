@@ -70,9 +70,17 @@ type Faults struct {
 	Timeout      time.Duration
 	Latency      time.Duration
 	Actions      map[string]ActionFault
-	// OmitENIs are left out of every DescribeNetworkInterfaces reply, as an
-	// eventually consistent listing may do; the ENIs themselves stay.
+	// OmitENIs are left out of every DescribeNetworkInterfaces listing, as
+	// an eventually consistent listing may do; the ENIs themselves stay, and
+	// a Describe filtered by their NetworkInterfaceId still shows them.
 	OmitENIs []string
+	// OmitIPs are left out of the PrivateIpSets of every
+	// DescribeNetworkInterfaces reply (listed or by ID); they stay assigned.
+	OmitIPs []netip.Addr
+	// TruncateListings > 0 ends every DescribeNetworkInterfaces listing
+	// after that many ENIs: its last page carries no NextToken (or is a
+	// short page) while TotalCount still counts every match.
+	TruncateListings int
 	// OmitENIMetadata are fields under network/interfaces/macs/<mac>/ (e.g.
 	// "gateway") the metadata service answers 404 for, for every ENI.
 	OmitENIMetadata []string

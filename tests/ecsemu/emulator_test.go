@@ -179,6 +179,74 @@ func TestDescribePaging(t *testing.T) {
 	}
 }
 
+// Paging as ECS does it (MaxResults/NextToken, a cursor): an ENI deleted
+// between two pages never makes the next page skip one. With PageNumber the
+// second page started one ENI later and the listing silently lacked it.
+func TestDescribePagingSkipsNothingWhenENIsGo(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	var ids []string
+	for range 7 {
+		e, err := c.CreateENI(ctx, "vsw-pod", "", 0, map[string]string{"k": "v"}, ecsapi.NewToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	// hold the first page's answer, delete the first ENI, then answer
+	held, release := emu.Gate("DescribeNetworkInterfaces", true)
+	type result struct {
+		es  []ecsapi.ENI
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		es, err := c.DescribeENIs(ctx, ecsapi.Filter{Tags: map[string]string{"k": "v"}, PageSize: 3})
+		done <- result{es, err}
+	}()
+	<-held
+	if err := client(t, url, nil).DeleteENI(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	release(true)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	got := map[string]bool{}
+	for _, e := range r.es {
+		got[e.ID] = true
+	}
+	for _, id := range ids[1:] {
+		if !got[id] {
+			t.Errorf("ENI %s missing from a listing during which another ENI was deleted (got %d ENIs)", id, len(r.es))
+		}
+	}
+}
+
+// A listing whose pages end before the TotalCount it reports is an error,
+// never a short answer taken as the whole.
+func TestTruncatedListingIsAnError(t *testing.T) {
+	emu, url := start(t, baseConfig())
+	c := client(t, url, nil)
+	ctx := context.Background()
+	for range 7 {
+		if _, err := c.CreateENI(ctx, "vsw-pod", "", 0, map[string]string{"k": "v"}, ecsapi.NewToken()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	emu.SetFaults(ecsemu.Faults{TruncateListings: 4})
+	es, err := c.DescribeENIs(ctx, ecsapi.Filter{Tags: map[string]string{"k": "v"}, PageSize: 3})
+	if !errors.Is(err, ecsapi.ErrIncompleteListing) {
+		t.Fatalf("truncated listing: %d ENIs, err %v; want ErrIncompleteListing", len(es), err)
+	}
+	// by ID is not a listing: the fault leaves it whole
+	if es, err := c.DescribeENIs(ctx, ecsapi.Filter{IDs: []string{es[0].ID}}); err != nil || len(es) != 1 {
+		t.Fatalf("by ID: %v %v", es, err)
+	}
+}
+
 func TestClientTokenIsIdempotent(t *testing.T) {
 	emu, url := start(t, baseConfig())
 	c := client(t, url, nil)
