@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	api "github.com/osrg/gobgp/v3/api"
 	"github.com/vishvananda/netlink"
 )
 
@@ -189,6 +190,22 @@ func TestAPIPeerPrefixLimitAndGR(t *testing.T) {
 		gr := ap.GracefulRestart
 		if gr == nil || !gr.Enabled || gr.HelperOnly != c.helper || gr.RestartTime != c.restart {
 			t.Errorf("%+v: graceful restart %+v, want helper-only %v, restart %d", c.p, gr, c.helper, c.restart)
+		}
+	}
+}
+
+// A path that cannot be decoded is refused with the part that is wrong.
+func TestDecodePathNamesTheField(t *testing.T) {
+	for _, c := range []struct {
+		p    *api.Path
+		want string
+	}{
+		{&api.Path{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, NlriBinary: []byte{40, 10, 0}}, "NLRI"},
+		{&api.Path{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, NlriBinary: []byte{24, 10, 1, 2},
+			PattrsBinary: [][]byte{{0x40, 3, 4, 10}}}, "path attributes"},
+	} {
+		if _, _, err := decodePath(c.p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one naming %s", c.p, err, c.want)
 		}
 	}
 }

@@ -1049,11 +1049,11 @@ func sessionState(v api.PeerState_SessionState) SessionState {
 func decodePath(p *api.Path) (netip.Prefix, candidate, error) {
 	nlri, err := apiutil.GetNativeNlri(p)
 	if err != nil {
-		return netip.Prefix{}, candidate{}, err
+		return netip.Prefix{}, candidate{}, fmt.Errorf("NLRI: %w", err)
 	}
 	prefix, err := netip.ParsePrefix(nlri.String())
 	if err != nil {
-		return netip.Prefix{}, candidate{}, fmt.Errorf("nlri %q: %w", nlri.String(), err)
+		return netip.Prefix{}, candidate{}, fmt.Errorf("NLRI %q is not an IP prefix (only IPv4/IPv6 unicast is used): %w", nlri.String(), err)
 	}
 	var c candidate
 	c.LocalPref = 100
@@ -1062,7 +1062,7 @@ func decodePath(p *api.Path) (netip.Prefix, candidate, error) {
 	}
 	attrs, err := apiutil.GetNativePathAttributes(p)
 	if err != nil {
-		return netip.Prefix{}, candidate{}, err
+		return netip.Prefix{}, candidate{}, fmt.Errorf("prefix %s: path attributes: %w", prefix, err)
 	}
 	for _, a := range attrs {
 		switch v := a.(type) {

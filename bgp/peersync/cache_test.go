@@ -108,3 +108,35 @@ func TestSeedSkipsOnlyTheFailingPeer(t *testing.T) {
 		t.Fatalf("seeded %d (%v), want the 2 good peers", n, rec.added)
 	}
 }
+
+// Whatever the file holds, LoadCache never panics, and every peer it
+// returns is one the speaker accepts.
+func FuzzLoadCache(f *testing.F) {
+	dir := f.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := SaveCache(good, cachedPeers()); err != nil {
+		f.Fatal(err)
+	}
+	b, _ := os.ReadFile(good)
+	f.Add(b)
+	f.Add([]byte(`{"version":1,"peers":[{"address":"10.0.0.1","asn":0,"holdSeconds":-5}]}`))
+	f.Add([]byte(`{"version":1,"peers":[{"address":"10.0.0.1","asn":1,"allow":["10.1.2.3/8"]}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		path := filepath.Join(t.TempDir(), CacheFile)
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		peers, _, err := LoadCache(path)
+		if err != nil {
+			if len(peers) != 0 {
+				t.Fatalf("error %v with %d peers", err, len(peers))
+			}
+			return
+		}
+		for _, p := range peers {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("loaded a peer the speaker refuses: %v", err)
+			}
+		}
+	})
+}

@@ -187,8 +187,12 @@ func (s *Syncer) Reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	// One peer the speaker refuses is reported on its BGPPeer; the others
+	// are still configured.
+	refused := map[netip.Addr]error{}
 	for _, p := range want {
 		if err := s.cfg.Speaker.UpdatePeer(ctx, p); err != nil {
+			refused[p.Address] = err
 			errs = append(errs, err)
 		}
 	}
@@ -196,6 +200,11 @@ func (s *Syncer) Reconcile(ctx context.Context) error {
 	if ps, err := s.cfg.Speaker.Peers(ctx); err == nil {
 		for _, p := range ps {
 			states[p.Address] = p
+		}
+	}
+	for i, v := range verdicts {
+		if err, ok := refused[v.peer.Address]; ok && v.reason == "" {
+			verdicts[i].msg = "the node's BGP speaker refused the peer: " + err.Error()
 		}
 	}
 	for _, v := range verdicts {
@@ -351,6 +360,12 @@ func (s *Syncer) writeStatus(ctx context.Context, v verdict, states map[netip.Ad
 		valid.Status, valid.Reason, valid.Message = metav1.ConditionFalse, v.reason, v.msg
 	} else if ps, ok := states[v.peer.Address]; ok {
 		session.State, session.Reason = string(ps.State), ps.Reason
+		if ps.OverLimit {
+			session.State = "OverMaxPrefixes"
+		}
+		if r := rejectedSummary(ps); r != "" {
+			session.Reason = strings.TrimPrefix(session.Reason+"; "+r, "; ")
+		}
 	}
 	prevValid := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionValid)
 	becameInvalid := v.reason != "" && (prevValid == nil || prevValid.Status != metav1.ConditionFalse || prevValid.Reason != v.reason || prevValid.Message != v.msg)
@@ -385,6 +400,24 @@ func (s *Syncer) writeStatus(ctx context.Context, v verdict, states map[netip.Ad
 		return fmt.Errorf("update status of BGPPeer %s: %w", obj.Name, err)
 	}
 	return nil
+}
+
+// rejectedSummary says how many of the peer's prefixes the import policy
+// keeps out of the kernel, per reason, e.g. "import policy rejected 2
+// prefixes (default-route 1, underlay-subnet 1)".
+func rejectedSummary(ps bgp.PeerStatus) string {
+	var total uint64
+	var parts []string
+	for _, r := range bgp.RejectReasons {
+		if n := ps.Rejected[r]; n > 0 {
+			total += n
+			parts = append(parts, fmt.Sprintf("%s %d", r, n))
+		}
+	}
+	if total == 0 {
+		return ""
+	}
+	return fmt.Sprintf("import policy rejected %d prefixes (%s); see strata bgp peers on the node", total, strings.Join(parts, ", "))
 }
 
 func equalStatus(a, b v1alpha1.BGPPeerStatus) bool {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/strata-net/strata/bgp"
 	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 )
 
@@ -156,4 +157,14 @@ func FuzzPeerFromSpec(f *testing.F) {
 			t.Fatalf("spec %+v became %+v: a value was wrapped", sp, p)
 		}
 	})
+}
+
+func TestRejectedSummary(t *testing.T) {
+	if s := rejectedSummary(bgp.PeerStatus{}); s != "" {
+		t.Fatalf("nothing rejected: %q", s)
+	}
+	s := rejectedSummary(bgp.PeerStatus{Rejected: map[bgp.RejectReason]uint64{bgp.RejectDefaultRoute: 1, bgp.RejectUnderlay: 2}})
+	if s != "import policy rejected 3 prefixes (default-route 1, underlay-subnet 2); see strata bgp peers on the node" {
+		t.Fatalf("summary %q", s)
+	}
 }
