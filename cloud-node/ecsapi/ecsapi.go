@@ -384,10 +384,12 @@ type Filter struct {
 // It proves nothing about what it left out; the caller must not act on it.
 var ErrIncompleteListing = errors.New("incomplete DescribeNetworkInterfaces listing")
 
-// DescribeENIs lists every matching ENI, following NextToken pages (ECS's
-// cursor paging: MaxResults/NextToken, which does not skip or repeat ENIs
-// when others are created or deleted between pages, as PageNumber does). It
-// returns ErrIncompleteListing when the pages do not add up.
+// DescribeENIs lists every matching ENI, following NextToken pages
+// (MaxResults/NextToken, the paging ECS recommends: a token continues where
+// the last page ended, while a PageNumber offset skips an ENI when another
+// is deleted between pages; the emulator models the token as that cursor).
+// Duplicates are dropped. It returns ErrIncompleteListing when the pages do
+// not add up to TotalCount or a token repeats.
 func (c *Client) DescribeENIs(ctx context.Context, f Filter) ([]ENI, error) {
 	var out []ENI
 	size := f.PageSize
