@@ -114,6 +114,11 @@ var agentCalls = []agentCall{
 			_, err := c.Kube.CoreV1().Nodes().Patch(ctx, fixtureNode, types.MergePatchType, p, metav1.PatchOptions{FieldManager: "strata-agent"})
 			return err
 		}},
+	{Group: "", Resource: "pods", Verb: "get", Why: "CNI ADD: the pod's strata.io/metadata-access annotation (metadata service opt-out)",
+		Do: func(ctx context.Context, c callClients) error {
+			_, err := c.Kube.CoreV1().Pods(fixturePodNS).Get(ctx, fixturePod, metav1.GetOptions{})
+			return err
+		}},
 	{Group: "", Resource: "secrets", Verb: "get", Namespace: namespace, Why: "BGP passwords, gossip key, cloud credentials",
 		Do: func(ctx context.Context, c callClients) error {
 			_, err := c.Kube.CoreV1().Secrets(namespace).Get(ctx, fixtureSecret, metav1.GetOptions{})

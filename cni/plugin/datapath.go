@@ -148,7 +148,11 @@ func configurePod(link netlink.Link, a wire.Allocation) ([]*types.Route, error) 
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set %s up in the pod: %w", link.Attrs().Name, err)
 	}
-	return podRoutes(link, a)
+	routes, err := podRoutes(link, a)
+	if err != nil {
+		return nil, err
+	}
+	return routes, addBlockedRoutes(a)
 }
 
 func setupVeth(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) (res *current.Result, err error) {
@@ -192,6 +196,9 @@ func setupVeth(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) (res *curr
 		if _, err := sysctl.Sysctl(kv[0], kv[1]); err != nil {
 			return nil, fmt.Errorf("set sysctl %s=%s: %w", kv[0], kv[1], err)
 		}
+	}
+	if err := markHostVeth(veth, a); err != nil {
+		return nil, err
 	}
 	if err := netlink.LinkSetUp(veth); err != nil {
 		return nil, fmt.Errorf("set host veth %s up: %w", hostName, err)

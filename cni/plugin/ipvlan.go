@@ -296,7 +296,7 @@ func setupIPVlan(netns ns.NetNS, args *skel.CmdArgs, a wire.Allocation) (res *cu
 			}
 			routes = append(routes, rt)
 		}
-		return nil
+		return addBlockedRoutes(a)
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,6 +33,10 @@ type Options struct {
 	Logger      *slog.Logger
 	// AllowUID is the peer uid allowed besides root (tests); -1 or 0: root only.
 	AllowUID int
+	// Blocked, when set, names what a pod being added must not reach
+	// (wire.Allocation.Blocked): the agent's metadata-service policy. It is
+	// asked at every ADD, after the address is allocated.
+	Blocked func(ctx context.Context, podNamespace, podName string) []netip.Prefix
 }
 
 // Server serves one role.
@@ -216,8 +221,12 @@ func (s *Server) add(ctx context.Context, body []byte) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocate an address for %s (pod %s/%s): %w", req.PodRequest().Key(), req.PodNamespace, req.PodName, err)
 	}
-	s.log.Debug("allocated", "key", req.PodRequest().Key(), "pod", req.PodNamespace+"/"+req.PodName, "addr", a.Addr)
-	return wire.FromRole(a), nil
+	out := wire.FromRole(a)
+	if s.opts.Blocked != nil {
+		out.Blocked = s.opts.Blocked(ctx, req.PodNamespace, req.PodName)
+	}
+	s.log.Debug("allocated", "key", req.PodRequest().Key(), "pod", req.PodNamespace+"/"+req.PodName, "addr", a.Addr, "blocked", out.Blocked)
+	return out, nil
 }
 
 // find returns the live allocation of one attachment, if any.

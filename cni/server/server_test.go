@@ -18,6 +18,11 @@ import (
 // serve runs a server for a podipam role over cidr on a temp socket.
 func serve(t *testing.T, cidr string) (*wire.Client, *podipam.IPAM, string) {
 	t.Helper()
+	return serveWith(t, cidr, Options{})
+}
+
+func serveWith(t *testing.T, cidr string, opts Options) (*wire.Client, *podipam.IPAM, string) {
+	t.Helper()
 	dir := t.TempDir()
 	store, err := ipamstore.Open(filepath.Join(dir, "ipam.db"))
 	if err != nil {
@@ -35,7 +40,8 @@ func serve(t *testing.T, cidr string) (*wire.Client, *podipam.IPAM, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(ipam, Options{AllowUID: os.Getuid()}).Serve(ctx, l) }()
+	opts.AllowUID = os.Getuid()
+	go func() { done <- New(ipam, opts).Serve(ctx, l) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -142,5 +148,36 @@ func TestListenRefusesLiveSocketAndReplacesStale(t *testing.T) {
 	l2.Close()
 	if _, err := Listen("relative.sock"); err == nil {
 		t.Fatal("relative socket path accepted")
+	}
+}
+
+// TestAddCarriesBlocked: ADD asks the policy with the pod's namespace and
+// name, and the answer reaches the plugin in Allocation.Blocked.
+func TestAddCarriesBlocked(t *testing.T) {
+	type pod struct{ ns, name string }
+	var asked []pod
+	c, _, _ := serveWith(t, "10.244.1.0/29", Options{Blocked: func(_ context.Context, ns, name string) []netip.Prefix {
+		asked = append(asked, pod{ns, name})
+		if name == "allowed" {
+			return nil
+		}
+		return []netip.Prefix{wire.MetadataPrefix}
+	}})
+	a, err := c.Add(ctx(t), wire.AddRequest{ContainerID: "c1", IfName: "eth0", Netns: "/x", PodNamespace: "ns1", PodName: "denied"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Blocked) != 1 || a.Blocked[0] != wire.MetadataPrefix {
+		t.Errorf("denied pod: Blocked %v, want [%s]", a.Blocked, wire.MetadataPrefix)
+	}
+	a, err = c.Add(ctx(t), wire.AddRequest{ContainerID: "c2", IfName: "eth0", Netns: "/x", PodNamespace: "ns1", PodName: "allowed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Blocked) != 0 {
+		t.Errorf("allowed pod: Blocked %v, want none", a.Blocked)
+	}
+	if len(asked) != 2 || asked[0] != (pod{"ns1", "denied"}) {
+		t.Errorf("policy asked for %v", asked)
 	}
 }

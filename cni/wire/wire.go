@@ -76,7 +76,37 @@ type Allocation struct {
 	HostVia netip.Addr `json:"hostVia,omitzero"`
 	// Direct: see role.Allocation (ipvlan only).
 	Direct []netip.Prefix `json:"direct,omitempty"`
+	// Blocked are destinations the pod must not reach: the metadata service
+	// (MetadataPrefix) unless the pod or the cluster opts out. The agent
+	// decides at ADD; the plugin puts a prohibit route for each inside the
+	// pod and, where the pod's traffic crosses the node (veth), puts the host
+	// veth in MetadataDenyGroup, which the node's nftables table drops.
+	Blocked []netip.Prefix `json:"blocked,omitempty"`
 }
+
+// The cloud's instance metadata service. On ECS it hands out the node's
+// RAM-role credentials, which can manage every ENI in the account, so pods
+// are kept from it by default.
+var MetadataPrefix = netip.MustParsePrefix("100.100.100.200/32")
+
+// MetadataAccessAnnotation on a Pod, set to MetadataAccessAllow, lets that
+// pod reach the metadata service when the agent runs with
+// --pod-metadata-access=deny (the default).
+const (
+	MetadataAccessAnnotation = "strata.io/metadata-access"
+	MetadataAccessAllow      = "allow"
+)
+
+// MetadataDenyGroup is the link group (IFLA_GROUP) of the host veth of a
+// pod that may not reach the metadata service; the node's nftables table
+// MetadataTable drops forwarded traffic from that group to MetadataPrefix.
+// A group on the host side survives whatever the pod does in its own
+// namespace, and dies with the link at DEL.
+const MetadataDenyGroup = 0x53544d
+
+// MetadataTable is the node's nftables table (family inet) that enforces
+// MetadataDenyGroup.
+const MetadataTable = "strata_metadata"
 
 // FromRole converts a role allocation.
 func FromRole(a role.Allocation) Allocation {

@@ -226,7 +226,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("CNI socket %s: %w", a.cfg.CNISocket, err)
 	}
-	srv := server.New(a.fast.wrap(a.role), server.Options{Logger: a.log.With("component", "cni")})
+	srv := server.New(a.fast.wrap(a.role), server.Options{Logger: a.log.With("component", "cni"), Blocked: a.startMetadata(ctx)})
 	for _, c := range srv.Collectors() {
 		a.reg.MustRegister(c)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-net/strata/bpf"
+	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/role"
 	"github.com/strata-net/strata/nodepool"
 	"github.com/strata-net/strata/topology"
@@ -67,6 +68,10 @@ type Config struct {
 	BPF bpf.Config
 	// WAN is the encrypted WAN transport (--wan, see wan.go).
 	WAN WANConfig
+	// PodMetadataAccess is MetadataDeny (the default: a pod reaches the
+	// metadata service only with the strata.io/metadata-access: allow
+	// annotation) or MetadataAllow (every pod reaches it). See metadata.go.
+	PodMetadataAccess string
 
 	Topology topology.Config
 	// APITimeout bounds the wait for the API server at start; past it the
@@ -112,6 +117,9 @@ func (c *Config) Defaults() {
 		c.BPF.Setting = bpf.SettingAuto
 	}
 	c.WAN.defaults()
+	if c.PodMetadataAccess == "" {
+		c.PodMetadataAccess = MetadataDeny
+	}
 }
 
 // Validate names the first bad field and the fix.
@@ -125,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := bpf.ParseSetting(string(c.BPF.Setting)); err != nil {
 		errs = append(errs, fmt.Errorf("--bpf-fastpath: %w", err))
+	}
+	if c.PodMetadataAccess != MetadataDeny && c.PodMetadataAccess != MetadataAllow {
+		errs = append(errs, fmt.Errorf("--pod-metadata-access %q: want %s (pods reach the metadata service only with the %s: %s annotation) or %s", c.PodMetadataAccess, MetadataDeny, wire.MetadataAccessAnnotation, wire.MetadataAccessAllow, MetadataAllow))
 	}
 	if err := c.WAN.validate(); err != nil {
 		errs = append(errs, err)

@@ -106,6 +106,7 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	f.IntVar(&cfg.Topology.FailThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "consecutive failed native probes before a pair leaves native")
 	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.PodMetadataAccess, "pod-metadata-access", agent.MetadataDeny, "pods' access to the cloud metadata service 100.100.100.200 (the node's RAM-role credentials): deny (only pods annotated strata.io/metadata-access: allow reach it) or allow (every pod)")
 	cfg.BPF.AddFlags(f)
 	cloud.register(f)
 	bgpf.register(f)
