@@ -41,8 +41,10 @@ func (l *Lab) restConfig() *rest.Config {
 
 func (l *Lab) nodeDir(node string) string { return filepath.Join(l.dir, "nodes", node) }
 
-// createNodes registers every lab node with its declared labels; edge nodes
-// get their pod CIDR in spec.podCIDR, as kube-controller-manager would set it.
+// createNodes registers every lab node with its declared labels (only
+// strata.io/pool for a poolOnly node). An edge node with a podCIDR in
+// lab.yaml gets it in spec.podCIDR, as kube-controller-manager would set
+// it; the others get a block of their NodePool from their agent.
 func (l *Lab) createNodes(ctx context.Context) error {
 	cs, err := l.client()
 	if err != nil {
@@ -53,7 +55,9 @@ func (l *Lab) createNodes(ctx context.Context) error {
 			topology.LabelLocation: n.Location, topology.LabelPool: n.Pool,
 			"kubernetes.io/hostname": n.Name,
 		}}}
-		if n.Interconnect == string(topology.InterconnectLeasedLine) || n.Interconnect == string(topology.InterconnectInternet) {
+		if n.PoolOnly {
+			delete(node.Labels, topology.LabelLocation)
+		} else if n.Interconnect == string(topology.InterconnectLeasedLine) || n.Interconnect == string(topology.InterconnectInternet) {
 			node.Labels[topology.LabelInterconnect] = n.Interconnect
 		}
 		for k, v := range n.Labels {

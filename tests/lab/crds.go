@@ -18,7 +18,8 @@ import (
 	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
 )
 
-// installCRDs applies Strata's CRDs (deploy/crds) and waits until served.
+// installCRDs applies Strata's CRDs (deploy/crds, deploy/manifests/crds-pool)
+// and waits until served.
 func (l *Lab) installCRDs(ctx context.Context) error {
 	cfg := l.restConfig()
 	ext, err := apiextclient.NewForConfig(cfg)
@@ -26,6 +27,8 @@ func (l *Lab) installCRDs(ctx context.Context) error {
 		return err
 	}
 	files, _ := filepath.Glob(filepath.Join(l.repo, "deploy", "crds", "*.yaml"))
+	pool, _ := filepath.Glob(filepath.Join(l.repo, "deploy", "manifests", "crds-pool", "*.yaml"))
+	files = append(files, pool...)
 	if len(files) == 0 {
 		return fmt.Errorf("no CRDs in %s/deploy/crds", l.repo)
 	}
@@ -63,6 +66,37 @@ func established(crd *apiextv1.CustomResourceDefinition) bool {
 		}
 	}
 	return false
+}
+
+// createPools creates the NodePools of lab.yaml, as an operator would.
+func (l *Lab) createPools(ctx context.Context) error {
+	dyn, err := dynamic.NewForConfig(l.restConfig())
+	if err != nil {
+		return err
+	}
+	for _, p := range l.spec.Pools {
+		spec := map[string]any{"location": p.Location}
+		if p.Interconnect != "" {
+			spec["interconnect"] = p.Interconnect
+		}
+		if len(p.PodCIDRs) > 0 {
+			cidrs := make([]any, len(p.PodCIDRs))
+			for i, c := range p.PodCIDRs {
+				cidrs[i] = c.String()
+			}
+			spec["podCIDRs"] = cidrs
+		}
+		if p.NodeMaskSize != 0 {
+			spec["nodeMaskSize"] = int64(p.NodeMaskSize)
+		}
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": "NodePool",
+			"metadata": map[string]any{"name": p.Name}, "spec": spec}}
+		if _, err := dyn.Resource(v1alpha1.NodePoolsGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create NodePool %s: %w", p.Name, err)
+		}
+	}
+	return nil
 }
 
 // createBGPPeers declares each edge node's sessions as BGPPeer objects, as an

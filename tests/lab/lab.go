@@ -64,7 +64,10 @@ func (l *Lab) Up(ctx context.Context) error {
 		{"BIRD on the VBR and the IDC vSwitch", l.startRouters},
 		{"ECS OpenAPI + metadata emulator", l.startECS},
 		{"Strata's CRDs", l.installCRDs},
-		{"Node objects with their declared labels, BGPPeers for the edge nodes", func(ctx context.Context) error {
+		{"NodePools, Node objects with their declared labels, BGPPeers for the edge nodes", func(ctx context.Context) error {
+			if err := l.createPools(ctx); err != nil {
+				return err
+			}
 			if err := l.createNodes(ctx); err != nil {
 				return err
 			}

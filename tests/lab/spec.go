@@ -26,6 +26,7 @@ type Spec struct {
 	Links    []Link       `json:"links"`
 	Switches []Switch     `json:"switches"`
 	Nodes    []Node       `json:"nodes"`
+	Pools    []Pool       `json:"pools,omitempty"`
 	Cloud    *Cloud       `json:"cloud,omitempty"`
 
 	path string // the file it was loaded from
@@ -118,6 +119,17 @@ type Switch struct {
 	} `json:"router"`
 }
 
+// Pool is a NodePool the lab creates before the nodes join: edge nodes of a
+// pool with podCIDRs get their blocks from it, as in a cluster whose
+// controller-manager allocates no node CIDRs.
+type Pool struct {
+	Name         string         `json:"name"`
+	Location     string         `json:"location"`
+	Interconnect string         `json:"interconnect,omitempty"`
+	PodCIDRs     []netip.Prefix `json:"podCIDRs,omitempty"`
+	NodeMaskSize int            `json:"nodeMaskSize,omitempty"`
+}
+
 // Node is a Kubernetes node.
 type Node struct {
 	Name         string       `json:"name"`
@@ -127,10 +139,13 @@ type Node struct {
 	Switch       string       `json:"switch"`
 	Addr         netip.Prefix `json:"addr"`
 	Gateway      netip.Addr   `json:"gateway"`
-	PodCIDR      netip.Prefix `json:"podCIDR,omitzero"`
-	ASN          uint32       `json:"asn,omitempty"`
-	BGPPeers     []BGPPeer    `json:"bgpPeers,omitempty"`
-	Pods         int          `json:"pods"`
+	PodCIDR      netip.Prefix `json:"podCIDR,omitzero"` // set by hand; else from the node's pool
+	// PoolOnly labels the Node with strata.io/pool alone: location and
+	// interconnect come from its NodePool (onboarding is one label).
+	PoolOnly bool      `json:"poolOnly,omitempty"`
+	ASN      uint32    `json:"asn,omitempty"`
+	BGPPeers []BGPPeer `json:"bgpPeers,omitempty"`
+	Pods     int       `json:"pods"`
 	// ENIPrefixes runs a cloud node's pool in /28 prefix mode
 	// (--eni-ipv4-prefixes), so the lab covers both ENIIP pool kinds.
 	ENIPrefixes bool `json:"eniPrefixes,omitempty"`
@@ -226,6 +241,10 @@ func (s *Spec) Validate() error {
 			}
 		}
 	}
+	pools := map[string]Pool{}
+	for _, p := range s.Pools {
+		pools[p.Name] = p
+	}
 	for _, n := range s.Nodes {
 		if !switches[n.Switch] {
 			errs = append(errs, fmt.Errorf("node %s: switch %q is not declared", n.Name, n.Switch))
@@ -241,8 +260,12 @@ func (s *Spec) Validate() error {
 		if n.ENIPrefixes && n.Location != "cloud" {
 			errs = append(errs, fmt.Errorf("node %s: eniPrefixes applies to cloud nodes only; remove it", n.Name))
 		}
-		if n.Location != "cloud" && !n.PodCIDR.IsValid() {
-			errs = append(errs, fmt.Errorf("node %s: podCIDR is required on %s nodes", n.Name, n.Location))
+		pool, hasPool := pools[n.Pool]
+		if n.Location != "cloud" && !n.PodCIDR.IsValid() && len(pool.PodCIDRs) == 0 {
+			errs = append(errs, fmt.Errorf("node %s: %s nodes need a podCIDR, or a pool (pools:) with podCIDRs", n.Name, n.Location))
+		}
+		if n.PoolOnly && (!hasPool || pool.Location != n.Location) {
+			errs = append(errs, fmt.Errorf("node %s: poolOnly needs a pool %q in pools: with location %s", n.Name, n.Pool, n.Location))
 		}
 	}
 	errs = append(errs, s.validateInternet()...)
