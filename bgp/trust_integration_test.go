@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -455,6 +456,59 @@ func TestIntegrationRestartFromCacheWithoutAPIServer(t *testing.T) {
 		}
 	}
 	if rep := in2.Report(); rep.StaleWaiting || !strings.Contains(rep.Stale, "graceful-restart time") {
+		t.Fatalf("report after the sweep: %+v", rep)
+	}
+}
+
+// TestIntegrationRestartEndOfRIBSweepsStale: while the node's agent is
+// down, FRR stops announcing one prefix. The restarted speaker (peers from
+// the cache, no API server) keeps the old kernel route until BIRD and FRR
+// have both sent End-of-RIB, then removes just that one, long before the
+// restart time.
+func TestIntegrationRestartEndOfRIBSweepsStale(t *testing.T) {
+	l := newTrustLab(t)
+	ctx := context.Background()
+	const restart = 90 * time.Second
+	birdP, frrP := l.birdP, l.frrP
+	birdP.GracefulRestart, birdP.RestartTime = true, restart
+	frrP.RestartTime = restart
+	sp, _, stop := l.startWith(t, ctx, "", bgp.InstallOptions{Keep: true, SweepStale: true}, birdP, frrP)
+	l.bird.WaitEstablished(t, "node", waitLong)
+	l.frr.WaitEstablished(t, "10.0.2.2", waitLong)
+	gone := filler(frrBlock)[0]
+	routerd.Eventually(t, waitLong, "FRR's filler installed", l.bgpRoute(gone, "10.0.2.1"))
+	cache := filepath.Join(t.TempDir(), peersync.CacheFile)
+	if err := peersync.SaveCache(cache, sp.PeerConfigs()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if out, err := exec.Command("vtysh", "--vty_socket", l.frr.Dir, "-c", "configure terminal", "-c", fmt.Sprintf("router bgp %d", frrASN),
+		"-c", "address-family ipv4 unicast", "-c", "no network "+gone).CombinedOutput(); err != nil {
+		t.Fatalf("withdraw %s on FRR: %v: %s", gone, err, out)
+	}
+	restarted := time.Now()
+	sp2, in2, _ := l.startWith(t, ctx, cache, bgp.InstallOptions{Keep: true, SweepStale: true})
+	if err := l.bgpRoute(gone, "10.0.2.1")(); err != nil {
+		t.Fatalf("the route was removed before any End-of-RIB: %v", err)
+	}
+	routerd.Eventually(t, waitLong, "End-of-RIB from both peers", func() error {
+		if st := sp2.GracefulRestartState(); len(st.Waiting) != 0 {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	routerd.Eventually(t, waitLong, "the prefix FRR no longer announces goes", func() error { return l.noBGPRoute(gone) })
+	took := time.Since(restarted)
+	if took >= restart {
+		t.Fatalf("swept after %s: the restart time, not End-of-RIB", took)
+	}
+	t.Logf("stale route swept %s after the restart, on End-of-RIB (restart time %s)", took.Round(100*time.Millisecond), restart)
+	for _, c := range []struct{ p, gw string }{{birdGood, "10.0.1.1"}, {frrGood, "10.0.2.1"}, {filler(frrBlock)[1], "10.0.2.1"}} {
+		if err := l.bgpRoute(c.p, c.gw)(); err != nil {
+			t.Errorf("a route still announced was swept: %v", err)
+		}
+	}
+	if rep := in2.Report(); rep.StaleWaiting || !strings.Contains(rep.Stale, "End-of-RIB") || !strings.Contains(rep.Stale, "removed 1 stale routes") {
 		t.Fatalf("report after the sweep: %+v", rep)
 	}
 }
