@@ -162,3 +162,45 @@ func TestBlockSet(t *testing.T) {
 		t.Errorf("size %d, want 6", s.size())
 	}
 }
+
+// FuzzOverlapping checks the block ranges against a brute-force walk of
+// every block (small pools only).
+func FuzzOverlapping(f *testing.F) {
+	f.Add(uint32(0x0af40000), uint8(22), uint8(25), uint32(0x0af40180), uint8(26))
+	f.Add(uint32(0x0af40000), uint8(24), uint8(28), uint32(0x0a000000), uint8(8))
+	f.Fuzz(func(t *testing.T, base uint32, poolBits, bits uint8, probe uint32, probeBits uint8) {
+		if poolBits > 32 || bits > 32 || probeBits > 32 || bits < poolBits || bits-poolBits > 10 {
+			return
+		}
+		addr := func(v uint32) netip.Addr { return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}) }
+		pool := netip.PrefixFrom(addr(base), int(poolBits)).Masked()
+		p := netip.PrefixFrom(addr(probe), int(probeBits)).Masked()
+		b, err := NewBlocks([]string{pool.String()}, int(bits))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s blockSet
+		for _, r := range b.Overlapping(p) {
+			s.add(r[0], r[1])
+		}
+		for i := range b.Total() {
+			if want := b.Block(i).Overlaps(p); s.has(i) != want {
+				t.Fatalf("pool %s /%d, probe %s: block %d (%s) overlapping = %v, want %v", pool, bits, p, i, b.Block(i), s.has(i), want)
+			}
+		}
+	})
+}
+
+func FuzzProfileOf(f *testing.F) {
+	f.Add("100", "4790", "65011")
+	f.Add(" 7 ", "0", "x")
+	f.Fuzz(func(t *testing.T, vni, port, asn string) {
+		p, err := ProfileOf(map[string]string{AnnotationVXLANVNI: vni, AnnotationVXLANPort: port, AnnotationLocalASN: asn}, nil)
+		if err != nil {
+			return
+		}
+		if s := p.Resolve(Settings{}); s.VNI == 0 || s.VNI >= 1<<24 || s.Port == 0 || s.LocalASN == 0 || s.LocalASN == 4294967295 {
+			t.Fatalf("accepted %q %q %q as %+v", vni, port, asn, s)
+		}
+	})
+}
