@@ -142,6 +142,11 @@ func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
 		argv = append(argv, "--bgp-asn", strconv.FormatUint(uint64(n.ASN), 10))
 	}
 	argv = append(argv, l.cloudArgs(n)...)
+	if l.spec.hasInternet() {
+		// Across a real internet only the WAN carries cross-site pairs; the
+		// node's public endpoint comes from its Node annotation.
+		argv = append(argv, "--wan", "on")
+	}
 	return l.procs.start("agent-"+n.Name, l.ns(n.Name).Exec(argv...))
 }
 

@@ -37,7 +37,7 @@ func (l *Lab) httpGet(ctx context.Context, url string) ([]byte, error) {
 // Cell is one pod pair of the matrix.
 type Cell struct {
 	From, To string // pod names node/pod-N
-	Path     string // native, vxlan, unreachable, local
+	Path     string // native, vxlan, wan, unreachable, local
 	Reason   string
 	Loss     int // percent
 	Err      string
@@ -99,7 +99,7 @@ func (l *Lab) Matrix(ctx context.Context) ([]Cell, error) {
 }
 
 // PrintMatrix writes the matrix as a coloured grid: rows are sources,
-// columns destinations; N native, V vxlan, L same node; green reaches, red
+// columns destinations; N native, V vxlan, W wan, L same node; green reaches, red
 // does not.
 func PrintMatrix(w io.Writer, cells []Cell, color bool) {
 	var names []string
@@ -140,7 +140,7 @@ func PrintMatrix(w io.Writer, cells []Cell, color bool) {
 				continue
 			}
 			c := by[[2]string{a, b}]
-			sym := map[string]string{"native": "N", "vxlan": "V", "local": "L", "unreachable": "U"}[c.Path]
+			sym := map[string]string{"native": "N", "vxlan": "V", "wan": "W", "local": "L", "unreachable": "U"}[c.Path]
 			if sym == "" {
 				sym = "?"
 			}
@@ -152,7 +152,7 @@ func PrintMatrix(w io.Writer, cells []Cell, color bool) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\nN native  V vxlan  L same node  U unreachable; ✗ marks loss. %d of %d pairs reach.\n", len(cells)-fail, len(cells))
+	fmt.Fprintf(w, "\nN native  V vxlan  W wan  L same node  U unreachable; ✗ marks loss. %d of %d pairs reach.\n", len(cells)-fail, len(cells))
 	for _, c := range cells {
 		if !c.OK() {
 			fmt.Fprintf(w, "  %s → %s (%s): %d%% loss %s\n", c.From, c.To, c.Path, c.Loss, c.Err)
