@@ -91,7 +91,7 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	f.StringVar(&underlayIP, "underlay-ip", "", "underlay address (default: the default route link's first IPv4 address)")
 	f.StringVar(&cfg.UnderlayLink, "underlay-link", "", "underlay link (default: the default route's link)")
 	f.StringVar(&wanIP, "wan-ip", "", "public/WAN address, when it differs from the underlay address (informational)")
-	f.StringVar(&cfg.WAN.Setting, "wan", agent.WANOff, "encrypted WAN transport (WireGuard, docs/wan.md): auto (on when the device can be made), on (stop if it cannot), off")
+	f.StringVar(&cfg.WAN.Setting, "wan", envOr("STRATA_WAN", agent.WANOff), "encrypted WAN transport (WireGuard, docs/wan.md): auto (on when the device can be made), on (stop if it cannot), off (default $STRATA_WAN, else off)")
 	f.StringVar(&wanImpl, "wan-impl", "auto", "WireGuard implementation: auto (the kernel's where it has one, else userspace over TUN), kernel or userspace")
 	f.Uint16Var(&cfg.WAN.Port, "wan-port", wan.DefaultPort, "WireGuard UDP port")
 	f.StringVar(&publicEndpoint, "public-endpoint", "", "ip:port where the internet reaches this node's WAN port (an EIP, or a port forward on the site router); default: the node's strata.io/public-endpoint annotation; none: behind NAT")
@@ -111,6 +111,13 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	cloud.register(f)
 	bgpf.register(f)
 	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func optAddr(flag, s string) (netip.Addr, error) {
