@@ -39,6 +39,7 @@ type Agent struct {
 
 	kube    kubernetes.Interface
 	rest    *rest.Config
+	meta    atomic.Pointer[metadataFilter] // nil until the CNI server starts (metadata.go)
 	mux     *http.ServeMux
 	self    topology.NodeFacts
 	role    role.Role

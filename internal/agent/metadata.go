@@ -77,6 +77,15 @@ type metadataFilter struct {
 	enforcing prometheus.Gauge
 	dropped   prometheus.CounterFunc
 	last      atomic.Uint64 // read by the metrics scrape
+	err       atomic.Pointer[string]
+}
+
+// state is "enforcing", or why the node's table cannot be written.
+func (f *metadataFilter) state() string {
+	if e := f.err.Load(); e != nil {
+		return *e
+	}
+	return "enforcing"
 }
 
 func newMetadataFilter(log *slog.Logger, reg prometheus.Registerer) *metadataFilter {
@@ -99,14 +108,18 @@ func (f *metadataFilter) sync() {
 	dropped, err := plugin.MetadataFilterOK()
 	if err == nil {
 		f.last.Store(dropped)
+		f.err.Store(nil)
 		f.enforcing.Set(1)
 		return
 	}
 	if err := plugin.WriteMetadataFilter(); err != nil {
 		f.enforcing.Set(0)
+		msg := "not enforcing (pods' own prohibit routes still hold): " + err.Error()
+		f.err.Store(&msg)
 		f.log.Error("cannot keep pods' veths from the metadata service on the node; retrying", "err", err)
 		return
 	}
+	f.err.Store(nil)
 	f.enforcing.Set(1)
 }
 
@@ -130,7 +143,9 @@ func (a *Agent) startMetadata(ctx context.Context) func(context.Context, string,
 	// The table is kept whatever the setting: it drops only for veths the
 	// plugin marked, so with "allow" (no pod marked) it does nothing, and
 	// pods marked before a switch to "allow" stay as their route says.
-	go newMetadataFilter(a.log, a.reg).run(ctx, 30*time.Second)
+	f := newMetadataFilter(a.log, a.reg)
+	a.meta.Store(f)
+	go f.run(ctx, 30*time.Second)
 	p := &metadataPolicy{access: a.cfg.PodMetadataAccess, kube: a.kube, log: a.log.With("component", "metadata-policy")}
 	a.log.Info("pod access to the metadata service", "setting", p.access, "service", wire.MetadataPrefix, "per-pod opt-out", wire.MetadataAccessAnnotation+"="+wire.MetadataAccessAllow)
 	return p.blocked

@@ -41,6 +41,9 @@ type Status struct {
 	// VXLANFilter is the overlay's member filter: "enforcing", or why not
 	// (then any host reaching the VTEP port can inject into pods).
 	VXLANFilter string `json:"vxlanFilter,omitempty"`
+	// PodMetadata is pods' access to the metadata service: the setting and
+	// whether the node's table enforces it (metadata.go).
+	PodMetadata string `json:"podMetadata,omitempty"`
 }
 
 // idlePool is a role with a warm address pool (cloud-node's Manager).
@@ -64,6 +67,9 @@ func (a *Agent) status() Status {
 	}
 	if a.fast != nil {
 		st.FastPath = a.fast.status()
+	}
+	if m := a.meta.Load(); m != nil {
+		st.PodMetadata = a.cfg.PodMetadataAccess + "; node table: " + m.state()
 	}
 	st.WAN = a.wan.status()
 	if a.role != nil {

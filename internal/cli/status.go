@@ -175,6 +175,9 @@ func PrintStatus(w io.Writer, st agent.Status) {
 	if st.VXLANFilter != "" {
 		fmt.Fprintf(w, "vxlan member filter: %s\n", st.VXLANFilter)
 	}
+	if st.PodMetadata != "" {
+		fmt.Fprintf(w, "pod metadata-service access: %s\n", st.PodMetadata)
+	}
 	printWAN(w, st.WAN)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
