@@ -416,6 +416,19 @@ func (a *Allocator) Event(ctx context.Context, node *corev1.Node, typ, reason, m
 	}
 }
 
+// Sweep deletes stale claims (their Node is gone) and refreshes pool's
+// status, so a deleted Node's block is free and counted free at once
+// rather than at the next allocation.
+func (a *Allocator) Sweep(ctx context.Context, pool string) error {
+	claims, nodes, err := a.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	a.sweep(ctx, claims, nodes)
+	a.refreshStatus(ctx, pool, "")
+	return nil
+}
+
 // Pool reads a NodePool.
 func (a *Allocator) Pool(ctx context.Context, name string) (*v1alpha1.NodePool, error) {
 	u, err := a.Dyn.Resource(v1alpha1.NodePoolsGVR).Get(ctx, name, metav1.GetOptions{})

@@ -224,6 +224,14 @@ func TestIntegrationPoolAllocation(t *testing.T) {
 		if err := w.kube.CoreV1().Nodes().Delete(ctx, "tiny-a", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		// The agent of a remaining node sweeps when it sees the deletion:
+		// the block is free in the status at once.
+		if err := w.agent("tiny-legacy").Sweep(ctx, "tiny"); err != nil {
+			t.Fatal(err)
+		}
+		if st := w.getPool(ctx, "tiny").Status; st.AllocatedBlocks != 0 || st.FreeBlocks != 1 || exhausted(w.getPool(ctx, "tiny")).Status != metav1.ConditionFalse {
+			t.Errorf("status after tiny-a's deletion and a sweep: %+v", st)
+		}
 		got, err = w.agent("tiny-b").Ensure(ctx, w.getNode(ctx, "tiny-b"), pool)
 		if err != nil || got != netip.MustParsePrefix("10.250.0.128/25") {
 			t.Fatalf("tiny-b after tiny-a left: %v, %v; want tiny-a's freed block", got, err)

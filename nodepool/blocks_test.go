@@ -172,7 +172,9 @@ func FuzzOverlapping(f *testing.F) {
 		if poolBits > 32 || bits > 32 || probeBits > 32 || bits < poolBits || bits-poolBits > 10 {
 			return
 		}
-		addr := func(v uint32) netip.Addr { return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}) }
+		addr := func(v uint32) netip.Addr {
+			return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		}
 		pool := netip.PrefixFrom(addr(base), int(poolBits)).Masked()
 		p := netip.PrefixFrom(addr(probe), int(probeBits)).Masked()
 		b, err := NewBlocks([]string{pool.String()}, int(bits))

@@ -52,8 +52,10 @@ type Agent struct {
 
 	events chan func() // serialised updates to the decider
 
-	profile    nodepool.Profile // the node's annotations and NodePool (nodepool.go)
-	overlayMTU int              // the NodePool's vxlan.mtu; 0: from the underlay
+	profile    nodepool.Profile    // the node's annotations and NodePool (nodepool.go)
+	overlayMTU int                 // the NodePool's vxlan.mtu; 0: from the underlay
+	poolAlloc  *nodepool.Allocator // set when the node's pool has podCIDRs
+	poolName   string
 	pools      poolSpecs
 
 	apiNodes nameSet     // nodes the API server has shown us

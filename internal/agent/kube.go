@@ -141,6 +141,7 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		DeleteFunc: func(obj any) {
 			if n, ok := obj.(*corev1.Node); ok {
 				a.post(func() { a.decider.RemoveNode(n.Name) })
+				go a.poolNodeGone(ctx, n, inf.GetStore().List())
 			}
 		},
 	})

@@ -84,6 +84,9 @@ func (a *Agent) applyPool(ctx context.Context, node *nodeInfo) error {
 	}
 	node.Labels, node.Pool = labels, spec
 
+	if pool != nil && len(pool.Spec.PodCIDRs) > 0 && alloc != nil {
+		a.poolAlloc, a.poolName = alloc, name
+	}
 	if node.PodCIDR == "" && pool != nil && len(pool.Spec.PodCIDRs) > 0 && alloc != nil && node.obj != nil {
 		cidr, err := a.poolCIDR(ctx, alloc, node.obj, pool)
 		if err != nil {
@@ -184,4 +187,33 @@ func (a *Agent) poolPodMTU(mtu int) int {
 		return min(mtu, a.overlayMTU)
 	}
 	return mtu
+}
+
+// poolNodeGone runs when a Node is deleted. If it was in this node's pool,
+// the pool's live node with the smallest name sweeps its claim and
+// refreshes the pool's status: one writer, chosen without a lease, since
+// every agent of the pool picks the same node from its Node list.
+func (a *Agent) poolNodeGone(ctx context.Context, gone *corev1.Node, live []any) {
+	if a.poolAlloc == nil || !sweeper(a.cfg.NodeName, a.poolName, gone, live) {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := a.poolAlloc.Sweep(rctx, a.poolName); err != nil {
+		a.log.Warn("cannot sweep the claim of a deleted Node; the next allocation from the pool does", "node", gone.Name, "err", err)
+	}
+}
+
+// sweeper says whether self is the node that sweeps after gone: gone was
+// in pool, and self is the pool's remaining node with the smallest name.
+func sweeper(self, pool string, gone *corev1.Node, live []any) bool {
+	if gone.Labels[topology.LabelPool] != pool {
+		return false
+	}
+	for _, o := range live {
+		if n, ok := o.(*corev1.Node); ok && n.Name != gone.Name && n.Name < self && n.Labels[topology.LabelPool] == pool {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-net/strata/internal/apis/strata/v1alpha1"
@@ -54,5 +57,27 @@ func TestApplyPoolOffline(t *testing.T) {
 	var mm *nodepool.MismatchError
 	if err := a.applyPool(context.Background(), &n); !errors.As(err, &mm) {
 		t.Errorf("label idc in an ens pool: %v, want the node refused", err)
+	}
+}
+
+// TestOneSweeperPerDeletion: of the pool's remaining nodes, exactly the one
+// with the smallest name sweeps a deleted Node's claim.
+func TestOneSweeperPerDeletion(t *testing.T) {
+	node := func(name, pool string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{topology.LabelPool: pool}}}
+	}
+	gone := node("edge-a", "p")
+	live := []any{node("edge-b", "p"), node("edge-c", "p"), node("a-other", "q")}
+	var sweepers []string
+	for _, self := range []string{"edge-b", "edge-c"} {
+		if sweeper(self, "p", gone, live) {
+			sweepers = append(sweepers, self)
+		}
+	}
+	if len(sweepers) != 1 || sweepers[0] != "edge-b" {
+		t.Errorf("sweepers %v, want [edge-b]", sweepers)
+	}
+	if sweeper("edge-b", "p", node("x", "q"), live) {
+		t.Error("a deletion in another pool is not this pool's to sweep")
 	}
 }

@@ -52,7 +52,7 @@ type PoolBGP struct {
 }
 
 // NodePoolStatus is the pool's pod CIDR accounting, written by the agents
-// of its nodes whenever they allocate, keep or sweep blocks.
+// of its nodes when one allocates a block or sees a Node of the pool go.
 type NodePoolStatus struct {
 	// TotalBlocks is how many blocks of nodeMaskSize spec.podCIDRs hold.
 	TotalBlocks int64 `json:"totalBlocks"`
