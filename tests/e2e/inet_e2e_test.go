@@ -65,6 +65,13 @@ func TestE2EInetLab(t *testing.T) {
 			if silent {
 				cut = func() error { return l.FailSilent("leased-line") }
 			}
+			healed := false
+			defer func() { // a failed check below must not leave the line cut for the next subtests
+				if !healed {
+					_ = l.Heal("leased-line")
+					time.Sleep(10 * time.Second)
+				}
+			}()
 			st, err := streamAround(ctx, l, cloud1, edgeA1.IP, 500, cut)
 			if err != nil {
 				t.Fatal(err)
@@ -76,7 +83,7 @@ func TestE2EInetLab(t *testing.T) {
 			// heal brings a session back rather than finding it still up.
 			time.Sleep(10 * time.Second)
 			matrixOK(t, l)
-			st, err = streamAround(ctx, l, cloud1, edgeA1.IP, 1500, func() error { return l.Heal("leased-line") })
+			st, err = streamAround(ctx, l, cloud1, edgeA1.IP, 1500, func() error { healed = true; return l.Heal("leased-line") })
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,24 +15,45 @@ import (
 )
 
 // wantPath is DESIGN.md §1: cloud↔cloud and cloud↔edge-a native, edge-a
-// among themselves native, anything with edge-b over VXLAN.
-func wantPath(from, to string) string {
-	kind := func(pod string) string {
-		node := strings.Split(pod, "/")[0]
-		switch {
-		case strings.HasPrefix(node, "cloud"), strings.HasPrefix(node, "edge-a"):
-			return "native-domain"
-		default:
-			return "overlay"
+// among themselves native, anything with edge-b over VXLAN, or over the WAN
+// when the lab has a real internet (VXLAN's private outer addresses cannot
+// cross it).
+func wantPath(from, to string) string { return wantPathIn(labHasInternet)(from, to) }
+
+// labHasInternet: lab.yaml has a router marked as the internet.
+var labHasInternet = func() bool {
+	s, err := lab.Load(filepath.Join(repoRoot(), "tests", "lab", "lab.yaml"))
+	if err != nil {
+		return false
+	}
+	for _, r := range s.Routers {
+		if r.Internet {
+			return true
 		}
 	}
-	if strings.Split(from, "/")[0] == strings.Split(to, "/")[0] {
-		return "local"
+	return false
+}()
+
+func wantPathIn(inet bool) func(from, to string) string {
+	across := map[bool]string{false: "vxlan", true: "wan"}[inet]
+	return func(from, to string) string {
+		kind := func(pod string) string {
+			node := strings.Split(pod, "/")[0]
+			switch {
+			case strings.HasPrefix(node, "cloud"), strings.HasPrefix(node, "edge-a"):
+				return "native-domain"
+			default:
+				return "overlay"
+			}
+		}
+		if strings.Split(from, "/")[0] == strings.Split(to, "/")[0] {
+			return "local"
+		}
+		if kind(from) == "native-domain" && kind(to) == "native-domain" {
+			return "native"
+		}
+		return across
 	}
-	if kind(from) == "native-domain" && kind(to) == "native-domain" {
-		return "native"
-	}
-	return "vxlan"
 }
 
 // cloudBalanced: on every cloud node, each address ECS gave the node is a
@@ -118,6 +140,9 @@ func TestE2EMixedLab(t *testing.T) {
 		pathsSettle(t, l, func(from, to string) string {
 			w := wantPath(from, to)
 			cross := (strings.HasPrefix(from, "cloud") && strings.HasPrefix(to, "edge-a")) || (strings.HasPrefix(from, "edge-a") && strings.HasPrefix(to, "cloud"))
+			if cross && labHasInternet {
+				return "wan"
+			}
 			if cross {
 				return "vxlan"
 			}
