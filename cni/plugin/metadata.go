@@ -20,8 +20,8 @@ import (
 //     datapath. On ipvlan and exclusive ENI it is the only lock: the pod's
 //     packets leave by the ENI without crossing the node's stack.
 //   - on veth datapaths, the host veth goes into wire.MetadataDenyGroup and
-//     the node's table wire.MetadataTable drops forwarded packets from that
-//     group to wire.MetadataPrefix; the pod cannot undo either.
+//     the node's table wire.MetadataTable drops packets arriving from that
+//     group for wire.MetadataPrefix; the pod cannot undo either.
 
 // addBlockedRoutes runs inside the pod.
 func addBlockedRoutes(a wire.Allocation) error {
@@ -59,12 +59,14 @@ func markHostVeth(link netlink.Link, a wire.Allocation) error {
 	return nil
 }
 
-const metadataChain = "forward"
+const metadataChain = "prerouting"
 
-// metadataTable is the node-wide half of the lock. It is a forward-hook
-// drop that concerns only wire.MetadataPrefix, a destination the eBPF fast
-// path never forwards (it redirects pod-to-pod traffic only), so the fast
-// path need not step aside for it.
+// metadataTable is the node-wide half of the lock. Its drop sits on the
+// prerouting hook, not forward: it also catches a packet the node would
+// deliver locally, and the fast path's netfilter check, which steps aside
+// for forward-hook drops, need not know it. The fast path itself never
+// forwards wire.MetadataPrefix (it redirects only to pod prefixes), so the
+// packet always reaches this hook.
 var metadataTable = &nftables.Table{Name: wire.MetadataTable, Family: nftables.TableFamilyINet}
 
 // ErrMetadataFilterDrift is MetadataFilterOK's answer when the table is
@@ -122,7 +124,7 @@ func metadataRule() []expr.Any {
 }
 
 // WriteMetadataFilter (re)writes the node's metadata table in one
-// transaction: forwarded packets from a host veth in
+// transaction: packets arriving from a host veth in
 // wire.MetadataDenyGroup to wire.MetadataPrefix are dropped. The agent
 // calls it at start and whenever MetadataFilterOK reports drift.
 func WriteMetadataFilter() error {
@@ -136,7 +138,7 @@ func WriteMetadataFilter() error {
 	c.AddTable(metadataTable)
 	prio := nftables.ChainPriorityFilter
 	ch := c.AddChain(&nftables.Chain{Name: metadataChain, Table: metadataTable, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: prio})
+		Hooknum: nftables.ChainHookPrerouting, Priority: prio})
 	c.AddRule(&nftables.Rule{Table: metadataTable, Chain: ch, Exprs: metadataRule()})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table inet %s (is nf_tables available in this kernel? modprobe nf_tables): %w", wire.MetadataTable, err)

@@ -99,7 +99,7 @@ const (
 
 // MetadataDenyGroup is the link group (IFLA_GROUP) of the host veth of a
 // pod that may not reach the metadata service; the node's nftables table
-// MetadataTable drops forwarded traffic from that group to MetadataPrefix.
+// MetadataTable drops traffic arriving from that group for MetadataPrefix.
 // A group on the host side survives whatever the pod does in its own
 // namespace, and dies with the link at DEL.
 const MetadataDenyGroup = 0x53544d

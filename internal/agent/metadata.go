@@ -92,7 +92,7 @@ func newMetadataFilter(log *slog.Logger, reg prometheus.Registerer) *metadataFil
 	f := &metadataFilter{log: log.With("component", "metadata-filter"),
 		enforcing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "strata_pod_metadata_filter_enforcing",
-			Help: "1 when the node's nftables table " + wire.MetadataTable + " drops forwarded traffic from denied pods' veths to the metadata service; 0 when it cannot be written (the prohibit route in each pod still holds).",
+			Help: "1 when the node's nftables table " + wire.MetadataTable + " drops traffic from denied pods' veths to the metadata service; 0 when it cannot be written (the prohibit route in each pod still holds).",
 		})}
 	f.dropped = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "strata_pod_metadata_dropped_packets_total",
