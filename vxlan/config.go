@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -182,109 +183,154 @@ type desired struct {
 
 // plan validates peers against cfg (already defaulted) and computes the
 // desired state. It does no I/O, so bad input leaves the kernel untouched.
+// Each peer is checked on its own: a bad one is left out with a *PeerError
+// (in the returned join) and the others are planned, so one bad peer never
+// stops the rest. Between two peers that claim the same address, MAC or
+// prefix, the first in the list keeps it.
 func plan(cfg DeviceConfig, peers []Peer) (desired, error) {
 	d := desired{
 		neigh:  make(map[netip.Addr]macKey, len(peers)),
 		fdb:    make(map[macKey]netip.Addr, len(peers)),
 		routes: make(map[netip.Prefix]netip.Addr, len(peers)),
-		peers:  len(peers),
 	}
-	names := make(map[string]struct{}, len(peers))
-	underlay := make(map[netip.Addr]string, len(peers))
-	macOwner := make(map[macKey]string, len(peers))
-	gwOwner := make(map[netip.Addr]string, len(peers))
-	routeOwner := make(map[netip.Prefix]string, len(peers))
-	localMAC, _ := keyOf(cfg.MAC)
+	o := owners{
+		names:    make(map[string]struct{}, len(peers)),
+		underlay: make(map[netip.Addr]string, len(peers)),
+		mac:      make(map[macKey]string, len(peers)),
+		gw:       make(map[netip.Addr]string, len(peers)),
+		route:    make(map[netip.Prefix]string, len(peers)),
+	}
+	var errs []error
 	for i, p := range peers {
-		if p.Name == "" {
-			return desired{}, fmt.Errorf("vxlan: peers[%d].Name is empty; give every peer its node name", i)
+		pp, err := planPeer(cfg, i, p, &o)
+		if err != nil {
+			errs = append(errs, &PeerError{Peer: p.Name, Err: err})
+			continue
 		}
-		if _, dup := names[p.Name]; dup {
-			return desired{}, fmt.Errorf("vxlan: peer %q is listed twice; pass each peer once", p.Name)
+		o.names[p.Name] = struct{}{}
+		o.underlay[pp.ul] = p.Name
+		o.gw[pp.gw] = p.Name
+		o.mac[pp.mac] = p.Name
+		d.neigh[pp.gw] = pp.mac
+		d.fdb[pp.mac] = pp.ul
+		for _, pfx := range pp.routes {
+			o.route[pfx] = p.Name
+			d.routes[pfx] = pp.gw
 		}
-		names[p.Name] = struct{}{}
-		if err := requireV4("peer "+p.Name+" UnderlayIP", "the peer's VTEP address", p.UnderlayIP); err != nil {
-			return desired{}, err
-		}
-		if err := requireV4("peer "+p.Name+" OverlayIP", "the peer's overlay gateway address", p.OverlayIP); err != nil {
-			return desired{}, err
-		}
-		ul, gw := p.UnderlayIP.Unmap(), p.OverlayIP.Unmap()
-		if ul == cfg.LocalIP.Unmap() {
-			return desired{}, fmt.Errorf("vxlan: peer %q UnderlayIP %s is this node's own LocalIP; do not list the local node as a peer", p.Name, ul)
-		}
-		if other, dup := underlay[ul]; dup {
-			return desired{}, fmt.Errorf("vxlan: peers %q and %q share UnderlayIP %s; each peer needs its own VTEP address", other, p.Name, ul)
-		}
-		underlay[ul] = p.Name
-		if gw == cfg.OverlayIP.Unmap() {
-			return desired{}, fmt.Errorf("vxlan: peer %q OverlayIP %s is this node's own OverlayIP; overlay addresses must be unique per node", p.Name, gw)
-		}
-		if other, dup := gwOwner[gw]; dup {
-			return desired{}, fmt.Errorf("vxlan: peers %q and %q share OverlayIP %s; overlay addresses must be unique per node", other, p.Name, gw)
-		}
-		gwOwner[gw] = p.Name
-		mac := p.MAC
-		if mac == nil {
-			mac = DefaultMAC(cfg.VNI, gw)
-		}
-		if err := checkMAC("peer "+p.Name+" MAC", mac); err != nil {
-			return desired{}, err
-		}
-		mk, _ := keyOf(mac)
-		if mk == localMAC {
-			return desired{}, fmt.Errorf("vxlan: peer %q MAC %s equals this node's VTEP MAC; VTEP MACs must be unique", p.Name, mac)
-		}
-		if other, dup := macOwner[mk]; dup {
-			return desired{}, fmt.Errorf("vxlan: peers %q and %q share VTEP MAC %s; VTEP MACs must be unique", other, p.Name, mac)
-		}
-		macOwner[mk] = p.Name
-		d.neigh[gw] = mk
-		d.fdb[mk] = ul
+		d.peers++
+	}
+	return d, errors.Join(errs...)
+}
 
-		gwCovered := false
-		for j, pfx := range p.Prefixes {
-			if !pfx.IsValid() {
-				return desired{}, fmt.Errorf("vxlan: peer %q Prefixes[%d] is not a valid prefix", p.Name, j)
-			}
-			if pfx.Addr().Is6() && !pfx.Addr().Is4In6() {
-				return desired{}, fmt.Errorf("vxlan: peer %q prefix %s is IPv6; the overlay supports IPv4 only for now (dual-stack is not implemented); route it natively or drop it", p.Name, pfx)
-			}
-			if pfx.Addr().Is4In6() {
-				if pfx.Bits() < 96 {
-					return desired{}, fmt.Errorf("vxlan: peer %q prefix %s is not a valid IPv4-mapped prefix", p.Name, pfx)
-				}
-				pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
-			}
-			if pfx.Masked() != pfx {
-				return desired{}, fmt.Errorf("vxlan: peer %q prefix %s has host bits set; use %s", p.Name, pfx, pfx.Masked())
-			}
-			if pfx.Bits() == 0 {
-				return desired{}, fmt.Errorf("vxlan: peer %q prefix %s would route everything through the overlay; give its pod CIDR, /28s or /32s", p.Name, pfx)
-			}
-			if other, dup := routeOwner[pfx]; dup {
-				if other == p.Name {
-					continue // the same prefix twice for one peer is harmless
-				}
-				return desired{}, fmt.Errorf("vxlan: prefix %s is claimed by peers %q and %q; a pod prefix belongs to one node", pfx, other, p.Name)
-			}
-			routeOwner[pfx] = p.Name
-			d.routes[pfx] = gw
-			if pfx.Contains(gw) {
-				gwCovered = true
-			}
+// PeerError is one peer Reconcile left out, and why; the other peers are
+// programmed.
+type PeerError struct {
+	Peer string
+	Err  error
+}
+
+func (e *PeerError) Error() string { return e.Err.Error() }
+func (e *PeerError) Unwrap() error { return e.Err }
+
+// owners are what the peers planned so far hold.
+type owners struct {
+	names    map[string]struct{}
+	underlay map[netip.Addr]string
+	mac      map[macKey]string
+	gw       map[netip.Addr]string
+	route    map[netip.Prefix]string
+}
+
+// peerPlan is one valid peer's share of the desired state.
+type peerPlan struct {
+	ul, gw netip.Addr
+	mac    macKey
+	routes []netip.Prefix
+}
+
+// planPeer validates one peer against cfg and what earlier peers hold,
+// changing nothing.
+func planPeer(cfg DeviceConfig, i int, p Peer, o *owners) (peerPlan, error) {
+	if p.Name == "" {
+		return peerPlan{}, fmt.Errorf("vxlan: peers[%d].Name is empty; give every peer its node name", i)
+	}
+	if _, dup := o.names[p.Name]; dup {
+		return peerPlan{}, fmt.Errorf("vxlan: peer %q is listed twice; pass each peer once", p.Name)
+	}
+	if err := requireV4("peer "+p.Name+" UnderlayIP", "the peer's VTEP address", p.UnderlayIP); err != nil {
+		return peerPlan{}, err
+	}
+	if err := requireV4("peer "+p.Name+" OverlayIP", "the peer's overlay gateway address", p.OverlayIP); err != nil {
+		return peerPlan{}, err
+	}
+	ul, gw := p.UnderlayIP.Unmap(), p.OverlayIP.Unmap()
+	if ul == cfg.LocalIP.Unmap() {
+		return peerPlan{}, fmt.Errorf("vxlan: peer %q UnderlayIP %s is this node's own LocalIP; do not list the local node as a peer", p.Name, ul)
+	}
+	if other, dup := o.underlay[ul]; dup {
+		return peerPlan{}, fmt.Errorf("vxlan: peers %q and %q share UnderlayIP %s; each peer needs its own VTEP address", other, p.Name, ul)
+	}
+	if gw == cfg.OverlayIP.Unmap() {
+		return peerPlan{}, fmt.Errorf("vxlan: peer %q OverlayIP %s is this node's own OverlayIP; overlay addresses must be unique per node", p.Name, gw)
+	}
+	if other, dup := o.gw[gw]; dup {
+		return peerPlan{}, fmt.Errorf("vxlan: peers %q and %q share OverlayIP %s; overlay addresses must be unique per node", other, p.Name, gw)
+	}
+	mac := p.MAC
+	if mac == nil {
+		mac = DefaultMAC(cfg.VNI, gw)
+	}
+	if err := checkMAC("peer "+p.Name+" MAC", mac); err != nil {
+		return peerPlan{}, err
+	}
+	mk, _ := keyOf(mac)
+	if localMAC, _ := keyOf(cfg.MAC); mk == localMAC {
+		return peerPlan{}, fmt.Errorf("vxlan: peer %q MAC %s equals this node's VTEP MAC; VTEP MACs must be unique", p.Name, mac)
+	}
+	if other, dup := o.mac[mk]; dup {
+		return peerPlan{}, fmt.Errorf("vxlan: peers %q and %q share VTEP MAC %s; VTEP MACs must be unique", other, p.Name, mac)
+	}
+	pp := peerPlan{ul: ul, gw: gw, mac: mk}
+	gwCovered := false
+	for j, pfx := range p.Prefixes {
+		if !pfx.IsValid() {
+			return peerPlan{}, fmt.Errorf("vxlan: peer %q Prefixes[%d] is not a valid prefix", p.Name, j)
 		}
-		if !gwCovered {
-			// The gateway address must be routable so replies to traffic the
-			// local node sends from its own OverlayIP come back (cloud nodes'
-			// dedicated gateway addresses are in no pod prefix).
-			host := netip.PrefixFrom(gw, 32)
-			if other, dup := routeOwner[host]; dup && other != p.Name {
-				return desired{}, fmt.Errorf("vxlan: peer %q OverlayIP %s is also a pod prefix of peer %q", p.Name, gw, other)
+		if pfx.Addr().Is6() && !pfx.Addr().Is4In6() {
+			return peerPlan{}, fmt.Errorf("vxlan: peer %q prefix %s is IPv6; the overlay supports IPv4 only for now (dual-stack is not implemented); route it natively or drop it", p.Name, pfx)
+		}
+		if pfx.Addr().Is4In6() {
+			if pfx.Bits() < 96 {
+				return peerPlan{}, fmt.Errorf("vxlan: peer %q prefix %s is not a valid IPv4-mapped prefix", p.Name, pfx)
 			}
-			routeOwner[host] = p.Name
-			d.routes[host] = gw
+			pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		}
+		if pfx.Masked() != pfx {
+			return peerPlan{}, fmt.Errorf("vxlan: peer %q prefix %s has host bits set; use %s", p.Name, pfx, pfx.Masked())
+		}
+		if pfx.Bits() == 0 {
+			return peerPlan{}, fmt.Errorf("vxlan: peer %q prefix %s would route everything through the overlay; give its pod CIDR, /28s or /32s", p.Name, pfx)
+		}
+		if other, dup := o.route[pfx]; dup {
+			return peerPlan{}, fmt.Errorf("vxlan: prefix %s is claimed by peers %q and %q; a pod prefix belongs to one node", pfx, other, p.Name)
+		}
+		if slices.Contains(pp.routes, pfx) {
+			continue // the same prefix twice for one peer is harmless
+		}
+		pp.routes = append(pp.routes, pfx)
+		gwCovered = gwCovered || pfx.Contains(gw)
+	}
+	if !gwCovered {
+		// The gateway address must be routable so replies to traffic the
+		// local node sends from its own OverlayIP come back (cloud nodes'
+		// dedicated gateway addresses are in no pod prefix).
+		host := netip.PrefixFrom(gw, 32)
+		if other, dup := o.route[host]; dup {
+			return peerPlan{}, fmt.Errorf("vxlan: peer %q OverlayIP %s is also a pod prefix of peer %q", p.Name, gw, other)
+		}
+		if !slices.Contains(pp.routes, host) {
+			pp.routes = append(pp.routes, host)
 		}
 	}
-	return d, nil
+	return pp, nil
 }

@@ -41,6 +41,7 @@ type Datapath struct {
 	mu        sync.Mutex
 	want      desired
 	hasWant   bool
+	rejected  error // the peers the last plan left out (*PeerError each)
 	lastPeers []Peer
 	runs      []runHandle // active Run calls, stopped by Close
 
@@ -152,7 +153,8 @@ func (d *Datapath) Config() DeviceConfig { return d.cfg }
 
 // Reconcile makes the kernel match peers: it creates or fixes the device,
 // then adds, replaces or removes only the neighbour, FDB and route entries
-// that differ. Peers are validated first, so bad input changes nothing.
+// that differ. Peers are validated first, each on its own: a bad peer is left
+// out (the error lists each as a *PeerError) and the others are programmed.
 // It is idempotent; Run repeats it from the last accepted peers.
 func (d *Datapath) Reconcile(ctx context.Context, peers []Peer) error {
 	d.mu.Lock()
@@ -167,26 +169,26 @@ func (d *Datapath) Reconcile(ctx context.Context, peers []Peer) error {
 		// Nothing asked, nothing changed in the kernel since it was verified.
 		d.status.LastChanges, d.status.LastReconcile = Counts{}, Counts{}
 		d.metrics.observe("reconcile-verified", 0, Counts{}, nil)
-		return nil
+		return d.rejected
 	}
 	old, trusted := d.want, d.trusted()
 	if !same {
-		want, err := plan(d.cfg, peers)
-		if err != nil {
-			return err
-		}
-		d.want, d.hasWant, d.lastPeers = want, true, clonePeers(peers)
+		// Bad peers are left out (d.rejected says which); the rest are
+		// programmed.
+		d.want, d.rejected = plan(d.cfg, peers)
+		d.hasWant, d.lastPeers = true, clonePeers(peers)
 	}
+	rejected := d.rejected
 	d.status.Peers, d.status.Routes = d.want.peers, len(d.want.routes)
 	if trusted {
 		// Incremental: the kernel is known to hold old, so write only the
 		// difference between old and the new plan, without dumps. Run's
 		// resync after the echoed events verifies the result.
-		return d.applyDelta(ctx, old)
+		return errors.Join(rejected, d.applyDelta(ctx, old))
 	}
 	c, err := d.syncLocked(ctx, "reconcile")
 	d.status.LastReconcile = c
-	return err
+	return errors.Join(rejected, err)
 }
 
 // trusted reports whether d.want is known to be the kernel's state.

@@ -139,6 +139,40 @@ func TestPlanRejectsBadPeers(t *testing.T) {
 	}
 }
 
+// One bad peer is left out with an error naming it; the others are planned
+// exactly as without it.
+func TestPlanOneBadPeerStopsNoOther(t *testing.T) {
+	cfg := testCfg(t)
+	good := []Peer{
+		peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24"),
+		peer("c", "192.168.30.13", "10.244.5.0", "10.244.5.0/24"),
+	}
+	alone, err := plan(cfg, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []Peer{
+		peer("b", "192.168.30.12", "10.244.4.0", "fd00::/64"),                // IPv6
+		peer("b", "192.168.30.12", "10.244.4.0", "10.244.3.0/24"),            // a's prefix
+		peer("b", "192.168.30.11", "10.244.4.0", "10.244.4.0/24"),            // a's VTEP
+		peer("b", "192.168.30.12", "10.244.4.0", "0.0.0.0/0", "10.9.0.0/16"), // default route
+	} {
+		d, err := plan(cfg, []Peer{good[0], bad, good[1]})
+		var pe *PeerError
+		if !errors.As(err, &pe) || pe.Peer != "b" {
+			t.Errorf("bad peer %v: err %v, want a *PeerError naming b", bad.Prefixes, err)
+		}
+		if d.peers != 2 || len(d.routes) != len(alone.routes) || len(d.fdb) != 2 || len(d.neigh) != 2 {
+			t.Errorf("bad peer %v changed the others' plan: %d peers, %d routes (want 2, %d)", bad.Prefixes, d.peers, len(d.routes), len(alone.routes))
+		}
+		for dst, gw := range alone.routes {
+			if d.routes[dst] != gw {
+				t.Errorf("bad peer %v: route %s via %s, want via %s", bad.Prefixes, dst, d.routes[dst], gw)
+			}
+		}
+	}
+}
+
 func TestDiffFromEmptyAddsAll(t *testing.T) {
 	cfg := testCfg(t)
 	d, err := plan(cfg, []Peer{peer("a", "192.168.30.11", "10.244.3.0", "10.244.3.0/24")})
@@ -248,10 +282,7 @@ func FuzzPlan(f *testing.F) {
 			peers = append(peers, p)
 			b = b[13:]
 		}
-		d, err := plan(cfg, peers)
-		if err != nil {
-			return
-		}
+		d, _ := plan(cfg, peers) // bad peers are left out; the rest must be consistent
 		for dst, gw := range d.routes {
 			mac, ok := d.neigh[gw]
 			if !ok {

@@ -538,13 +538,23 @@ func TestPrivilegedOverlay(t *testing.T) {
 		all(t)
 	})
 
-	t.Run("bad input changes nothing", func(t *testing.T) {
-		bad := []Peer{n2.peer(), {Name: "v6", UnderlayIP: netip.MustParseAddr("2001:db8::2"), OverlayIP: netip.MustParseAddr("10.244.9.0")}}
-		if err := n1.dp.Reconcile(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "IPv6") {
-			t.Fatalf("IPv6 peer: err %v, want a clear IPv6 refusal", err)
+	t.Run("one bad peer stops no other", func(t *testing.T) {
+		// n3 leaves, then comes back in the same list as a bad peer: the
+		// bad one is refused by name and n3 is programmed anyway.
+		must(t, n1.dp.Reconcile(context.Background(), []Peer{n2.peer()}))
+		if ok, err := hasRoute(lab, "n1", n3.prefix); err != nil || ok {
+			t.Fatalf("n3's route stayed after n3 left the peers (%v)", err)
 		}
-		if ok, err := hasRoute(lab, "n1", n3.prefix); err != nil || !ok {
-			t.Fatalf("a refused reconcile removed n3's route (%v)", err)
+		bad := []Peer{n2.peer(), {Name: "v6", UnderlayIP: netip.MustParseAddr("2001:db8::2"), OverlayIP: netip.MustParseAddr("10.244.9.0")}, n3.peer()}
+		err := n1.dp.Reconcile(context.Background(), bad)
+		var pe *PeerError
+		if !errors.As(err, &pe) || pe.Peer != "v6" || !strings.Contains(err.Error(), "IPv6") {
+			t.Fatalf("IPv6 peer: err %v, want a *PeerError naming v6 with a clear IPv6 refusal", err)
+		}
+		for _, n := range []*node{n2, n3} {
+			if ok, err := hasRoute(lab, "n1", n.prefix); err != nil || !ok {
+				t.Fatalf("a bad peer kept %s's route out (%v)", n.name, err)
+			}
 		}
 	})
 

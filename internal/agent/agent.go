@@ -58,8 +58,9 @@ type Agent struct {
 	poolName   string
 	pools      poolSpecs
 
-	apiNodes nameSet     // nodes the API server has shown us
-	offline  atomic.Bool // started from cached facts; gossip is the only channel
+	apiNodes    nameSet     // nodes the API server has shown us
+	cachedNodes nameSet     // nodes in the peer cache this agent started from
+	offline     atomic.Bool // started from cached facts; gossip is the only channel
 
 	mu       sync.Mutex
 	plan     *topology.Plan
@@ -148,6 +149,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.decider = d
+	// Ownership checks are on before any claim is seen (docs/trust.md).
+	d.SetAuthority(a.baseAuthority(ul))
+	d.SetNodeAuthority(self.Name, parseAllocation(node.PodCIDRs), node.Created)
 	dp, reason := topology.RoleFor(self)
 	factory, ok := a.roles[dp]
 	if !ok {
@@ -440,3 +444,4 @@ type nameSet struct{ m sync.Map }
 
 func (s *nameSet) Add(name string)      { s.m.Store(name, struct{}{}) }
 func (s *nameSet) Has(name string) bool { _, ok := s.m.Load(name); return ok }
+func (s *nameSet) Delete(name string)   { s.m.Delete(name) }

@@ -74,6 +74,13 @@ type Config struct {
 	PodMetadataAccess string
 
 	Topology topology.Config
+	// CloudPodCIDRs are the VPC's pod vSwitch CIDRs: the authority for the
+	// /28../32 pod prefixes cloud nodes claim (--cloud-pod-cidrs). Empty:
+	// every cloud node's claims are refused, with that reason.
+	CloudPodCIDRs []netip.Prefix
+	// ReservedCIDRs are underlay/node subnets no pod prefix may overlap
+	// (--reserved-cidrs); this node's own underlay subnets are added.
+	ReservedCIDRs []netip.Prefix
 	// APITimeout bounds the wait for the API server at start; past it the
 	// agent runs from its cached facts (edge autonomy).
 	APITimeout time.Duration

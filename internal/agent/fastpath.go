@@ -197,14 +197,16 @@ func (f *podFastpath) attachUplinks(names ...string) {
 }
 
 // setPodPrefixes lets the fast path forward to every pod prefix the plan
-// knows (this node's and its peers'); other destinations take the stack.
+// accepted (this node's and its peers'); other destinations take the stack.
+// Only accepted claims count: a refused prefix (docs/trust.md) must not be
+// forwarded past the routing table that leaves it out.
 func (f *podFastpath) setPodPrefixes(plan *topology.Plan) {
 	if !f.active() || plan == nil {
 		return
 	}
 	var want []netip.Prefix
 	for _, n := range plan.Nodes() {
-		want = append(want, n.Facts.PodAddrs()...)
+		want = append(want, n.PodPrefixes...)
 	}
 	want = collapsePrefixes(want)
 	f.mu.Lock()

@@ -32,10 +32,7 @@ func (a *Agent) startProber(ctx context.Context) error {
 			a.post(func() { a.decider.Observe(r) })
 		},
 		OnFacts: func(f topology.NodeFacts) {
-			// Facts the API server carries win: gossip metadata is bounded
-			// (512 bytes) and may lag; it is the channel for nodes the API
-			// server has not shown us, and for when it is away.
-			if f.Name == a.self.Name || (a.apiNodes.Has(f.Name) && !a.offline.Load()) {
+			if !a.acceptGossip(f.Name) {
 				return
 			}
 			a.post(func() {
@@ -77,4 +74,19 @@ func (a *Agent) startProber(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// acceptGossip says whether gossiped facts about a node are used. While the
+// API server answers, its facts win. Gossip is the channel for when it is
+// away, and only for nodes it (or the cache it left) has shown: gossip never
+// introduces a node, nor brings back a deleted one (docs/trust.md).
+func (a *Agent) acceptGossip(name string) bool {
+	if name == a.self.Name {
+		return false
+	}
+	if !a.knownNode(name) {
+		a.m.unknownGossip.Inc()
+		return false
+	}
+	return a.offline.Load()
 }

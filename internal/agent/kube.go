@@ -28,9 +28,13 @@ type nodeInfo struct {
 	Annotations map[string]string `json:"annotations"`
 	PodCIDR     string            `json:"podCIDR,omitempty"`
 	// Pool is the node's NodePool profile (nodepool.go), for offline starts.
-	Pool   *v1alpha1.NodePoolSpec `json:"pool,omitempty"`
-	obj    *corev1.Node
-	cached bool // read from the cache: the API server was unreachable
+	Pool *v1alpha1.NodePoolSpec `json:"pool,omitempty"`
+	// PodCIDRs and Created are the node's own ownership authority
+	// (spec.podCIDRs, creationTimestamp).
+	PodCIDRs []string  `json:"podCIDRs,omitempty"`
+	Created  time.Time `json:"created,omitzero"`
+	obj      *corev1.Node
+	cached   bool // read from the cache: the API server was unreachable
 }
 
 func (a *Agent) cachePath() string { return filepath.Join(a.cfg.StateDir, "node.json") }
@@ -50,7 +54,10 @@ func (a *Agent) loadNode(ctx context.Context) (nodeInfo, error) {
 		n, err := cs.CoreV1().Nodes().Get(rctx, a.cfg.NodeName, metav1.GetOptions{})
 		cancel()
 		if err == nil {
-			info := nodeInfo{Labels: n.Labels, Annotations: n.Annotations, PodCIDR: n.Spec.PodCIDR, obj: n}
+			info := nodeInfo{Labels: n.Labels, Annotations: n.Annotations, PodCIDR: n.Spec.PodCIDR, obj: n, Created: n.CreationTimestamp.Time}
+			for _, p := range nodeAllocation(n) {
+				info.PodCIDRs = append(info.PodCIDRs, p.String())
+			}
 			if b, err := json.Marshal(info); err == nil {
 				_ = os.WriteFile(a.cachePath(), b, 0o600)
 			}
@@ -128,7 +135,11 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		if n.Spec.PodCIDR != "" && ann[topology.AnnotationPodCIDR] == "" {
 			ann = copyWith(ann, topology.AnnotationPodCIDR, n.Spec.PodCIDR)
 		}
+		alloc, joined := nodeAllocation(n), n.CreationTimestamp.Time
 		a.post(func() {
+			// The authority first: the claims in the annotations are
+			// checked against it.
+			a.decider.SetNodeAuthority(n.Name, alloc, joined)
 			if _, err := a.decider.UpsertNodeMeta(n.Name, a.peerLabels(n), ann); err != nil {
 				a.log.Warn("node facts rejected; its last good facts stay", "peer", n.Name, "err", err)
 				a.m.badFacts.Inc()
@@ -139,9 +150,17 @@ func (a *Agent) watchNodes(ctx context.Context) {
 		AddFunc:    upsert,
 		UpdateFunc: func(_, obj any) { upsert(obj) },
 		DeleteFunc: func(obj any) {
-			if n, ok := obj.(*corev1.Node); ok {
-				a.post(func() { a.decider.RemoveNode(n.Name) })
-				go a.poolNodeGone(ctx, n, inf.GetStore().List())
+			var node *corev1.Node
+			switch n := obj.(type) {
+			case *corev1.Node:
+				node = n
+			case cache.DeletedFinalStateUnknown: // the delete was missed while the watch was down
+				node, _ = n.Obj.(*corev1.Node)
+			}
+			if node != nil && node.Name != a.self.Name {
+				name := node.Name
+				a.post(func() { a.forgetNode(name) })
+				go a.poolNodeGone(ctx, node, inf.GetStore().List())
 			}
 		},
 	})
@@ -189,6 +208,9 @@ func (a *Agent) savePeers(plan *topology.Plan) {
 	if os.WriteFile(tmp, b, 0o600) == nil {
 		_ = os.Rename(tmp, a.peersPath())
 	}
+	if err := a.saveAuthority(); err != nil {
+		a.log.Warn("ownership authority not cached; a restart without the API server refuses the peers it covered", "err", err)
+	}
 }
 
 func (a *Agent) loadCachedPeers() {
@@ -198,10 +220,16 @@ func (a *Agent) loadCachedPeers() {
 	}
 	var facts []topology.NodeFacts
 	if json.Unmarshal(b, &facts) != nil {
-		a.log.Warn("cached peers unreadable; waiting for gossip", "file", a.peersPath())
+		a.log.Warn("cached peers unreadable; waiting for the API server", "file", a.peersPath())
 		return
 	}
+	auth, err := a.loadAuthority()
+	if err != nil {
+		a.log.Error("cached ownership authority unreadable: cached peers without it are refused until the API server answers", "err", err)
+	}
 	for _, f := range facts {
+		a.cachedNodes.Add(f.Name)
+		a.decider.SetNodeAuthority(f.Name, auth.Allocations[f.Name], auth.Joined[f.Name])
 		if _, err := a.decider.UpsertNode(f); err != nil {
 			a.log.Warn("cached peer facts rejected", "peer", f.Name, "err", err)
 		}

@@ -13,6 +13,7 @@ type metrics struct {
 	programErrors prometheus.Counter
 	badFacts      prometheus.Counter
 	droppedEvents prometheus.Counter
+	unknownGossip prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,8 +26,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Node labels/annotations rejected as malformed (the node's last good facts stay)."}),
 		droppedEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_dropped_events_total",
 			Help: "Updates dropped because the agent's queue was full (the next resync recovers)."}),
+		unknownGossip: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gossip_unknown_node_facts_total",
+			Help: "Gossiped facts ignored because the API server (or the cache) never showed that node, or it was deleted."}),
 	}
-	reg.MustRegister(m.datapath, m.programErrors, m.badFacts, m.droppedEvents)
+	reg.MustRegister(m.datapath, m.programErrors, m.badFacts, m.droppedEvents, m.unknownGossip)
 	topo, err := topometrics.New(reg)
 	if err != nil {
 		panic(err) // a fresh registry per agent: a duplicate is a programming error

@@ -35,9 +35,12 @@ type Status struct {
 	// FastPath is the eBPF fast path: the decision, the switch, counters.
 	FastPath FastPathStatus `json:"fastPath"`
 	// WAN is the encrypted WAN transport (nil before the agent made it).
-	WAN   *WANStatus             `json:"wan,omitempty"`
-	Nodes []topology.NodePlan    `json:"nodes"`
-	Peers []topology.PeerProgram `json:"peers"`
+	WAN *WANStatus `json:"wan,omitempty"`
+	// Refused are the nodes whose pod prefix claims this node refused
+	// (isolated, or prefixes withheld), with the reason and the fix.
+	Refused []topology.NodePlan    `json:"refused,omitempty"`
+	Nodes   []topology.NodePlan    `json:"nodes"`
+	Peers   []topology.PeerProgram `json:"peers"`
 	// VXLANFilter is the overlay's member filter: "enforcing", or why not
 	// (then any host reaching the VTEP port can inject into pods).
 	VXLANFilter string `json:"vxlanFilter,omitempty"`
@@ -99,6 +102,7 @@ func (a *Agent) status() Status {
 			st.Datapath, st.Reason = np.Datapath, np.Reason
 		}
 		st.Nodes = plan.Nodes()
+		st.Refused = plan.Refused()
 		st.Peers = plan.PeersOf(a.cfg.NodeName)
 	}
 	return st

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,7 @@ func NewAgent() *cobra.Command {
 	var cloud cloudFlags
 	var bgpf bgpFlags
 	var underlayIP, wanIP, logLevel, publicEndpoint, wanImpl string
+	var cloudPodCIDRs, reservedCIDRs []string
 	cmd := &cobra.Command{
 		Use:   "strata-agent",
 		Short: "Per-node Strata daemon: discovers facts, builds the datapath, serves CNI",
@@ -52,6 +54,12 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 				return err
 			}
 			if cfg.WANIP, err = optAddr("--wan-ip", wanIP); err != nil {
+				return err
+			}
+			if cfg.CloudPodCIDRs, err = prefixList("--cloud-pod-cidrs", cloudPodCIDRs); err != nil {
+				return err
+			}
+			if cfg.ReservedCIDRs, err = prefixList("--reserved-cidrs", reservedCIDRs); err != nil {
 				return err
 			}
 			if publicEndpoint != "" {
@@ -105,6 +113,8 @@ at run time without a restart, and ` + "`strata status`" + ` shows it.`,
 	f.DurationVar(&cfg.ProbePeriod, "probe-period", 0, "native probe period per remote pool (default 100ms)")
 	f.IntVar(&cfg.Topology.FailThreshold, "fail-threshold", topology.DefaultConfig().FailThreshold, "consecutive failed native probes before a pair leaves native")
 	f.DurationVar(&cfg.Topology.HoldDown, "hold-down", topology.DefaultConfig().HoldDown, "time the native path must stay healthy before pairs return to it")
+	f.StringSliceVar(&cloudPodCIDRs, "cloud-pod-cidrs", nil, "the VPC's pod vSwitch CIDRs (comma separated): the authority for cloud nodes' pod prefixes; every agent needs the same list, or cloud nodes' claims are refused (docs/trust.md)")
+	f.StringSliceVar(&reservedCIDRs, "reserved-cidrs", nil, "underlay/node subnets no pod prefix may overlap (comma separated), besides this node's own underlay subnets")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&cfg.PodMetadataAccess, "pod-metadata-access", agent.MetadataDeny, "pods' access to the cloud metadata service 100.100.100.200 (the node's RAM-role credentials): deny (only pods annotated strata.io/metadata-access: allow reach it) or allow (every pod)")
 	cfg.BPF.AddFlags(f)
@@ -131,6 +141,22 @@ func optAddr(flag, s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// prefixList parses a list flag of CIDRs, naming the bad entry.
+func prefixList(flag string, in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p != p.Masked() || !p.Addr().Is4() {
+			return nil, fmt.Errorf("%s: %q is not an IPv4 network prefix such as 10.0.64.0/20 (host bits zero)", flag, s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // agentRoles maps each datapath to the role that builds it.
 func agentRoles(cloud cloudFlags, bgpf bgpFlags) agent.Roles {
 	return agent.Roles{
@@ -144,7 +170,7 @@ func agentRoles(cloud cloudFlags, bgpf bgpFlags) agent.Roles {
 // peers reach them over the overlay.
 func podCIDRRole(_ context.Context, env agent.RoleEnv) (role.Role, error) {
 	if !env.Facts.PodCIDR.IsValid() {
-		return nil, fmt.Errorf("node %s has no pod CIDR: give its NodePool spec.podCIDRs, or set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs)", env.NodeName)
+		return nil, fmt.Errorf("node %s has no pod CIDR: give its NodePool spec.podCIDRs, or set Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs); peers accept pod prefixes only inside it (docs/trust.md)", env.NodeName)
 	}
 	st, err := ipamstore.Open(filepath.Join(env.IPAMDir, "ipam.db"))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strata-net/strata/internal/agent"
+	"github.com/strata-net/strata/topology"
 )
 
 func init() { registerStrata(newStatusCmd) }
@@ -186,6 +187,26 @@ func PrintStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", p.Peer, p.Path, len(p.PodPrefixes), p.Reason)
 	}
 	_ = tw.Flush()
+	printRefused(w, st.Refused)
+}
+
+// printRefused lists the nodes whose pod prefix claims were refused: an
+// isolated node gets nothing programmed until its claims agree with the
+// authority (docs/trust.md).
+func printRefused(w io.Writer, refused []topology.NodePlan) {
+	if len(refused) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nREFUSED POD PREFIX CLAIMS (docs/trust.md)")
+	for _, n := range refused {
+		if n.Isolated != "" {
+			fmt.Fprintf(w, "  %s isolated (%s): %s\n", n.Name, n.Isolated, n.IsolatedReason)
+			continue
+		}
+		for _, r := range n.Withheld {
+			fmt.Fprintf(w, "  %s: %s withheld: %s\n", n.Name, r.Prefix, r.Reason)
+		}
+	}
 }
 
 // printWAN writes the WAN transport: implementation and why, key,

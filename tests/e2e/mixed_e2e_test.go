@@ -236,6 +236,8 @@ func TestE2EMixedLab(t *testing.T) {
 		matrixOK(t, l)
 	})
 
+	t.Run("hijack", func(t *testing.T) { hijackSubtest(t, l, nodesOf(pods)) })
+
 	t.Run("api-server-outage", func(t *testing.T) {
 		if err := l.StopAPIServer(); err != nil {
 			t.Fatal(err)

@@ -147,6 +147,7 @@ func (l *Lab) startAgent(n Node, i int, kubeconfig, key string) error {
 		// node's public endpoint comes from its Node annotation.
 		argv = append(argv, "--wan", "on")
 	}
+	argv = append(argv, l.authorityArgs()...)
 	return l.procs.start("agent-"+n.Name, l.ns(n.Name).Exec(argv...))
 }
 

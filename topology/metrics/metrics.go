@@ -19,6 +19,8 @@ type Metrics struct {
 	switches   *prometheus.CounterVec
 	lastSwitch prometheus.Gauge
 	nodes      prometheus.Gauge
+	isolated   *prometheus.GaugeVec
+	withheld   *prometheus.GaugeVec
 }
 
 // New builds the collectors and registers them on reg.
@@ -32,8 +34,12 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Time from the fact that caused the last path switch to the new plan being applied."}),
 		nodes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "strata", Subsystem: "topology", Name: "nodes",
 			Help: "Nodes in the current plan."}),
+		isolated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "strata", Name: "peer_isolated",
+			Help: "1 for each node whose pod prefix claims were refused (nothing is programmed for it); reason is the isolation code, strata status says the rest."}, []string{"peer", "reason"}),
+		withheld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "strata", Name: "peer_withheld_prefixes",
+			Help: "Pod prefixes of a node not programmed because an older node holds them."}, []string{"peer"}),
 	}
-	for _, c := range []prometheus.Collector{m.pairs, m.switches, m.lastSwitch, m.nodes} {
+	for _, c := range []prometheus.Collector{m.pairs, m.switches, m.lastSwitch, m.nodes, m.isolated, m.withheld} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register topology metrics: %w", err)
 		}
@@ -48,6 +54,16 @@ func (m *Metrics) SetPlan(p *topology.Plan) {
 		m.pairs.WithLabelValues(string(path)).Set(float64(c[path]))
 	}
 	m.nodes.Set(float64(p.Len()))
+	m.isolated.Reset()
+	m.withheld.Reset()
+	for _, n := range p.Refused() {
+		if n.Isolated != "" {
+			m.isolated.WithLabelValues(n.Name, string(n.Isolated)).Set(1)
+		}
+		if len(n.Withheld) > 0 {
+			m.withheld.WithLabelValues(n.Name).Set(float64(len(n.Withheld)))
+		}
+	}
 }
 
 // Switched records the peers of this node that changed path, and how long
