@@ -59,6 +59,9 @@ func (s *Setting) Type() string { return "auto|on|off" }
 type Config struct {
 	Setting Setting
 	Attach  AttachMode
+	// NetfilterIgnore are the tables and table/chains whose forward rules
+	// do not make the fast path step aside (DefaultForwardIgnore).
+	NetfilterIgnore []string
 }
 
 // AddFlags registers --bpf-fastpath and --bpf-attach on fs.
@@ -68,6 +71,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	}
 	fs.Var(&c.Setting, "bpf-fastpath", "eBPF pod fast path: auto (on when the kernel supports it), on (required) or off")
 	fs.Var((*attachFlag)(&c.Attach), "bpf-attach", "how to attach the fast path: tcx, tc (clsact + cls_bpf) or empty to probe")
+	fs.StringSliceVar(&c.NetfilterIgnore, "bpf-netfilter-ignore", DefaultForwardIgnore, "netfilter tables (name) and chains (table/chain) whose forward rules never filter pod-to-pod traffic; any other forward rule that drops, rejects or queues makes the auto fast path step aside (docs/bpf.md)")
 }
 
 type attachFlag AttachMode

@@ -59,7 +59,20 @@ type podFastpath struct {
 	attached map[netip.Addr]hostVeth        // pod address -> host veth of its entry
 	prefixes []netip.Prefix
 	lastErr  string
+
+	// netfilter lists the forward rules the fast path would bypass; nil
+	// skips the check. With --bpf-fastpath=auto the fast path steps aside
+	// (switches off) while any exist, unless the operator switched it.
+	netfilter    func() ([]bpf.ForwardFilter, error)
+	filters      []bpf.ForwardFilter
+	steppedAside bool
+	operatorSet  bool // switched at run time: the check no longer toggles it
 }
+
+// netfilterCheckEvery is how often the forward rules are re-read: a
+// NetworkPolicy enforcer that starts after the agent is bypassed for at
+// most this long.
+const netfilterCheckEvery = 2 * time.Second
 
 // newPodFastpath decides whether the fast path runs and loads it if so. The
 // probe runs only when the setting allows the fast path. It fails only when
@@ -93,8 +106,59 @@ func newPodFastpath(cfg bpf.Config, probe func() error, ns *nsutil.NS, log *slog
 		return f, nil
 	}
 	f.fp = fp
+	ignore := cfg.NetfilterIgnore
+	if ignore == nil {
+		ignore = bpf.DefaultForwardIgnore
+	}
+	f.netfilter = func() ([]bpf.ForwardFilter, error) { return bpf.FindForwardFilters(ns, ignore) }
 	log.Info("bpf fast path active", "reason", d.Reason)
+	f.checkNetfilter() // before the first pod is fast-pathed
 	return f, nil
+}
+
+// checkNetfilter re-reads the forward rules. Fast-pathed pod packets never
+// reach the FORWARD hook, so where a rule there can drop them (a
+// NetworkPolicy enforcer, a host firewall) the auto fast path switches off
+// and says why, and switches on again once no such rule is left. Rules
+// that cannot be read count as filtering.
+func (f *podFastpath) checkNetfilter() {
+	if !f.active() || f.netfilter == nil {
+		return
+	}
+	filters, err := f.netfilter()
+	if err != nil {
+		filters = []bpf.ForwardFilter{{Why: "netfilter rules unreadable, assumed to filter: " + err.Error()}}
+	}
+	f.mu.Lock()
+	f.filters = filters
+	toggle := f.setting == bpf.SettingAuto && !f.operatorSet
+	aside := f.steppedAside
+	f.mu.Unlock()
+	if !toggle {
+		if len(filters) > 0 && f.setting == bpf.SettingOn && !aside {
+			f.log.Warn("bpf fast path forced on while netfilter filters forwarded traffic: those rules do not see fast-pathed pod packets", "filters", fmt.Sprint(filters))
+		}
+		return
+	}
+	switch {
+	case len(filters) > 0 && !aside:
+		if err := f.fp.SetEnabled(false); err != nil {
+			f.noteErr(fmt.Errorf("step aside for netfilter: %w", err))
+			return
+		}
+		f.log.Warn("bpf fast path stepped aside: netfilter filters forwarded traffic, so pod traffic takes the kernel path through those rules", "filters", fmt.Sprint(filters))
+	case len(filters) == 0 && aside:
+		if err := f.fp.SetEnabled(true); err != nil {
+			f.noteErr(fmt.Errorf("resume after netfilter: %w", err))
+			return
+		}
+		f.log.Info("bpf fast path resumed: no netfilter forward rule filters pod traffic any more")
+	default:
+		return
+	}
+	f.mu.Lock()
+	f.steppedAside = !aside
+	f.mu.Unlock()
 }
 
 func (f *podFastpath) active() bool { return f != nil && f.fp != nil }
@@ -109,7 +173,17 @@ func (f *podFastpath) register(reg prometheus.Registerer) {
 			}
 			return 0
 		})
-	reg.MustRegister(on)
+	aside := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "strata_bpf_fastpath_stepped_aside",
+		Help: "1 while the auto fast path is off because netfilter rules filter forwarded traffic (strata status names them)."},
+		func() float64 {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.steppedAside {
+				return 1
+			}
+			return 0
+		})
+	reg.MustRegister(on, aside)
 	if f.active() {
 		reg.MustRegister(bpf.NewCollector(f.fp))
 	}
@@ -131,6 +205,13 @@ func (f *podFastpath) setEnabled(on bool) error {
 	}
 	if err := f.fp.SetEnabled(on); err != nil {
 		return err
+	}
+	f.mu.Lock()
+	f.operatorSet, f.steppedAside = true, false
+	filters := f.filters
+	f.mu.Unlock()
+	if on && len(filters) > 0 {
+		f.log.Warn("bpf fast path switched on while netfilter filters forwarded traffic: those rules do not see fast-pathed pod packets", "filters", fmt.Sprint(filters))
 	}
 	f.log.Info("bpf fast path switched", "enabled", on)
 	return nil
@@ -345,6 +426,8 @@ func (f *podFastpath) run(ctx context.Context, allocations func(context.Context)
 	}
 	resync := time.NewTicker(fastpathResync)
 	defer resync.Stop()
+	nf := time.NewTicker(netfilterCheckEvery)
+	defer nf.Stop()
 	full := true
 	for {
 		if full {
@@ -355,6 +438,9 @@ func (f *podFastpath) run(ctx context.Context, allocations func(context.Context)
 		select {
 		case <-ctx.Done():
 			return
+		case <-nf.C:
+			f.checkNetfilter()
+			continue
 		case <-resync.C:
 			full = true
 		case <-f.kick:
@@ -573,12 +659,17 @@ type FastPathStatus struct {
 	Prefixes  []netip.Prefix `json:"podPrefixes,omitempty"`
 	Counters  *bpf.Counters  `json:"counters,omitempty"`
 	LastError string         `json:"lastError,omitempty"`
+	// Netfilter are the forward rules fast-pathed pod packets would skip;
+	// SteppedAside is set while the auto fast path is off because of them.
+	Netfilter    []bpf.ForwardFilter `json:"netfilter,omitempty"`
+	SteppedAside bool                `json:"steppedAside,omitempty"`
 }
 
 func (f *podFastpath) status() FastPathStatus {
 	st := FastPathStatus{Setting: string(f.setting), Active: f.active(), Reason: f.decision.Reason}
 	f.mu.Lock()
 	st.Prefixes, st.LastError = slices.Clone(f.prefixes), f.lastErr
+	st.Netfilter, st.SteppedAside = slices.Clone(f.filters), f.steppedAside
 	f.mu.Unlock()
 	if !f.active() {
 		return st
@@ -599,8 +690,12 @@ func (s FastPathStatus) BPFStatus() bpf.Status {
 	switch {
 	case !s.Active:
 		out.Reason = "not loaded: " + s.Reason
+	case s.SteppedAside && len(s.Netfilter) > 0:
+		out.Reason = "loaded, stepped aside: netfilter filters forwarded traffic (" + s.Netfilter[0].String() + "); pod traffic takes the kernel path through those rules"
 	case !s.Enabled:
 		out.Reason = "loaded, switched off at run time"
+	case len(s.Netfilter) > 0:
+		out.Reason += "; WARNING: on while netfilter filters forwarded traffic (" + s.Netfilter[0].String() + "): those rules do not see fast-pathed pod packets"
 	}
 	if s.Counters != nil {
 		out.Counters = *s.Counters

@@ -119,7 +119,8 @@ func (l *lateRole) Allocations(ctx context.Context) ([]role.Allocation, error) {
 func (n *fastpathNode) startFastpath() {
 	t := n.t
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	f, err := newPodFastpath(bpf.Config{Setting: bpf.SettingOn}, bpf.Supported, &n.node, log)
+	// auto, as shipped: it also steps aside for netfilter forward rules.
+	f, err := newPodFastpath(bpf.Config{Setting: bpf.SettingAuto}, bpf.Supported, &n.node, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +260,53 @@ func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
 		}
 	})
 
+	t.Run("a netfilter forward rule makes it step aside", func(t *testing.T) {
+		// A NetworkPolicy-style rule in the node's FORWARD hook: fast-pathed
+		// packets would never meet it. The auto fast path must step aside
+		// so the rule holds, and come back once it is gone.
+		nft := func(ruleset string) {
+			t.Helper()
+			argv := n.node.Exec("nft", "-f", "-")
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Stdin = strings.NewReader(ruleset)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("nft: %v\n%s", err, out)
+			}
+		}
+		if _, err := exec.LookPath("nft"); err != nil {
+			t.Skip("nft(8) not installed (make deps installs it)")
+		}
+		nft(fmt.Sprintf(`table inet netpol {
+	chain pod_b_ingress {
+		ip saddr %s ip daddr %s drop
+	}
+	chain forwarding {
+		type filter hook forward priority 0; policy accept;
+		jump pod_b_ingress
+	}
+}`, ipA, ipB))
+		t.Cleanup(func() { // gone already unless the test failed half way
+			argv := n.node.Exec("nft", "delete", "table", "inet", "netpol")
+			_ = exec.Command(argv[0], argv[1:]...).Run()
+		})
+		waitFor(t, "the fast path to step aside", func() bool { st := n.fast.status(); return st.SteppedAside && !st.Enabled })
+		if r := n.fast.status().BPFStatus().Reason; !strings.Contains(r, "stepped aside") || !strings.Contains(r, "pod_b_ingress drops") {
+			t.Fatalf("status reason %q: want it to say it stepped aside and name the rule", r)
+		}
+		if err := n.ping("poda", ipB, "-c", "3", "-i", "0.05"); err == nil {
+			t.Fatal("pod A reached pod B through a netfilter rule that drops it: the fast path bypassed it")
+		}
+		nft("delete table inet netpol")
+		waitFor(t, "the fast path to resume", func() bool { st := n.fast.status(); return !st.SteppedAside && st.Enabled })
+		before, _ := n.fast.fp.Counters()
+		if err := n.ping("poda", ipB, "-c", "5", "-i", "0.05"); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := n.fast.fp.Counters(); after.Paths["local"].Packets < before.Paths["local"].Packets+10 {
+			t.Fatalf("resumed, the pings must be redirected again: local %d -> %d", before.Paths["local"].Packets, after.Paths["local"].Packets)
+		}
+	})
+
 	t.Run("the run-time switch loses no ping", func(t *testing.T) {
 		// The TCP status listener refuses the switch; the socket takes it.
 		h := n.serveHTTP()
@@ -325,4 +373,15 @@ func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
 			t.Fatalf("after restart pod A's pings were not redirected: %+v", c.Pods[ipA])
 		}
 	})
+}
+
+// waitFor polls cond (bounded; not a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }
