@@ -146,7 +146,7 @@ func (a *Agent) watchNodes(ctx context.Context) {
 			}
 		})
 	}
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    upsert,
 		UpdateFunc: func(_, obj any) { upsert(obj) },
 		DeleteFunc: func(obj any) {
@@ -164,10 +164,18 @@ func (a *Agent) watchNodes(ctx context.Context) {
 			}
 		},
 	})
+	if err != nil {
+		a.log.Error("node watch not started", "err", err)
+		return
+	}
 	f.Start(ctx.Done())
 	wctx, cancel := context.WithTimeout(ctx, a.cfg.APITimeout)
 	defer cancel()
-	if !cache.WaitForCacheSync(wctx.Done(), inf.HasSynced) {
+	// The handler's HasSynced, not the informer's: the informer is synced
+	// once its store holds the list, before the handler has seen it, and a
+	// first programming without those peers would remove their routes (a
+	// restarted agent dropped packets).
+	if !cache.WaitForCacheSync(wctx.Done(), handler.HasSynced) {
 		a.log.Warn("node list not synced yet; starting from what is known")
 	}
 }
