@@ -238,6 +238,8 @@ func TestE2EMixedLab(t *testing.T) {
 
 	t.Run("hijack", func(t *testing.T) { hijackSubtest(t, l, nodesOf(pods)) })
 
+	t.Run("hundred-pods", func(t *testing.T) { hundredPodsSubtest(t, l, pods) })
+
 	t.Run("api-server-outage", func(t *testing.T) {
 		if err := l.StopAPIServer(); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,37 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+)
+
+// AddPods creates n more pods on node through strata-cni, as a runtime
+// would (for scale tests: a cloud node with 100 pods). They are not part
+// of the matrix; DeletePods removes them.
+func (l *Lab) AddPods(node string, n int) ([]PodInfo, error) {
+	confDir := filepath.Join(l.nodeDir(node), "net.d")
+	out := make([]PodInfo, 0, n)
+	for i := range n {
+		p := PodInfo{Node: node, Name: fmt.Sprintf("pod-scale%d", i)}
+		ip, err := l.addPod(p, confDir)
+		if err != nil {
+			return out, fmt.Errorf("pod %d of %d on %s: %w", i+1, n, node, err)
+		}
+		p.IP = ip
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// DeletePods runs CNI DEL for each pod and removes its namespace; it tries
+// every pod and reports all failures.
+func (l *Lab) DeletePods(pods []PodInfo) error {
+	var errs []error
+	for _, p := range pods {
+		if err := l.delPod(p, filepath.Join(l.nodeDir(p.Node), "net.d")); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
