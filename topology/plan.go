@@ -381,7 +381,6 @@ type why uint8
 
 const (
 	whyIncomplete why = iota // base facts missing
-	whyDead
 	whyNativeHealthy
 	whyLinkDown
 	whyLinkRecovering
@@ -415,11 +414,9 @@ func (p *Plan) verdictTo(a, b *nodeEntry) verdict {
 			return verdict{path: PathUnreachable, why: whyIncomplete, who: e}
 		}
 	}
-	for _, e := range [2]*nodeEntry{a, b} {
-		if !e.alive {
-			return verdict{path: PathUnreachable, why: whyDead, who: e}
-		}
-	}
+	// A node whose gossip liveness is lost keeps its path: liveness is its
+	// agent's, and forwarding must not depend on the agent (a restart, a
+	// crash loop). Only gateway choice skips it (wanRoute); reason() says so.
 	v := verdict{path: PathVXLAN}
 	switch {
 	case !a.nativeOK || !b.nativeOK:
@@ -598,6 +595,19 @@ func rendezvous(a, b, g string) uint64 {
 }
 
 func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
+	s := p.pathReason(a, b, v)
+	if v.why == whyIsolated || v.why == whyIncomplete {
+		return s
+	}
+	for _, e := range [2]*nodeEntry{a, b} {
+		if !e.alive {
+			return fmt.Sprintf("node IPs of %s unreachable since %s (gossip): its agent may be restarting, so the path stays: %s", e.facts.Name, clock(e.liveSince), s)
+		}
+	}
+	return s
+}
+
+func (p *Plan) pathReason(a, b *nodeEntry, v verdict) string {
 	pools := a.facts.Pool + "↔" + b.facts.Pool
 	var s string
 	switch v.why {
@@ -605,8 +615,6 @@ func (p *Plan) reason(a, b *nodeEntry, v verdict) string {
 		return fmt.Sprintf("%s is isolated (%s): %s → unreachable", v.who.facts.Name, v.who.own.code, v.who.own.reason)
 	case whyIncomplete:
 		return fmt.Sprintf("%s facts incomplete (missing %s): no address to route to → unreachable", v.who.facts.Name, strings.Join(v.who.baseMiss, ", "))
-	case whyDead:
-		return fmt.Sprintf("node IPs of %s unreachable since %s (gossip/probe) → unreachable", v.who.facts.Name, clock(v.who.liveSince))
 	case whyNativeHealthy:
 		if a.pool == b.pool {
 			s = "same pool " + a.facts.Pool

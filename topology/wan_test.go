@@ -336,8 +336,9 @@ func TestWANGatewayFailover(t *testing.T) {
 				t.Errorf("unrelated change %s>%s: %+v → %+v", c.Local, peerName(c), c.Old, c.New)
 			}
 		}
-		// cloud-1 is dead for its 15 peers both ways; nothing else is lost.
-		if counts := p1.Counts(); counts[PathUnreachable] != 2*15 {
+		// cloud-1's own pairs keep their paths (its agent may be
+		// restarting; forwarding must not depend on it): nothing is lost.
+		if counts := p1.Counts(); counts[PathUnreachable] != 0 {
 			t.Errorf("counts %v", counts)
 		}
 		// Both gateways gone: relayed pairs are unreachable, and say why.

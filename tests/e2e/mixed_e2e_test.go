@@ -189,6 +189,7 @@ func TestE2EMixedLab(t *testing.T) {
 			wg.Wait()
 			if perr != nil || st.Lost != 0 {
 				t.Errorf("%s agent kill -9 + restart: %d of %d lost (%v); forwarding must not depend on the agent", node, st.Lost, st.Sent, perr)
+				t.Logf("%s agent log after the restart:\n%s", node, l.AgentLogTail(node, 60))
 			}
 		}
 		after, err := l.Pods()

@@ -35,3 +35,9 @@ func (l *Lab) DeletePods(pods []PodInfo) error {
 	}
 	return errors.Join(errs...)
 }
+
+// AgentLogTail is the last n lines of a node's agent log (for test
+// failures: the lab removes its logs when it goes down).
+func (l *Lab) AgentLogTail(node string, n int) string {
+	return tail(l.procs.logPath("agent-"+node), n)
+}
