@@ -88,10 +88,17 @@ func (p *procs) stop(name string, grace time.Duration) error {
 	return err
 }
 
-// kill sends SIGKILL at once (the e2e test's agent crash).
+// kill sends SIGKILL at once (the e2e test's agent crash) and waits until
+// the process is gone: a busy process can take seconds to exit on a loaded
+// machine, and its successor must not find its listeners still bound.
 func (p *procs) kill(name string) {
-	if pid := p.pid(name); pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	pid := p.pid(name)
+	if pid <= 0 {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(30 * time.Second); alive(pid) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
