@@ -151,7 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.decider = d
 	// Ownership checks are on before any claim is seen (docs/trust.md).
 	d.SetAuthority(a.baseAuthority(ul))
-	d.SetNodeAuthority(self.Name, parseAllocation(node.PodCIDRs), node.Created)
+	d.SetNodeAuthority(self.Name, node.allocation(), node.Created)
 	dp, reason := topology.RoleFor(self)
 	factory, ok := a.roles[dp]
 	if !ok {

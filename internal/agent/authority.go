@@ -114,3 +114,19 @@ func (a *Agent) forgetNode(name string) {
 	a.decider.RemoveNode(name)
 	a.decider.SetNodeAuthority(name, nil, time.Time{})
 }
+
+// allocation is this node's own pod CIDR allocation: from the Node object
+// when the API server answered (a NodePool block is written there too),
+// else from the cache.
+func (n nodeInfo) allocation() []netip.Prefix {
+	if n.obj != nil {
+		return nodeAllocation(n.obj)
+	}
+	if len(n.PodCIDRs) > 0 {
+		return parseAllocation(n.PodCIDRs)
+	}
+	if n.PodCIDR != "" {
+		return parseAllocation([]string{n.PodCIDR})
+	}
+	return nil
+}

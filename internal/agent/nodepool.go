@@ -92,7 +92,7 @@ func (a *Agent) applyPool(ctx context.Context, node *nodeInfo) error {
 		if err != nil {
 			return err
 		}
-		node.PodCIDR = cidr
+		node.PodCIDR, node.PodCIDRs = cidr, []string{cidr}
 		node.obj.Spec.PodCIDR, node.obj.Spec.PodCIDRs = cidr, []string{cidr}
 	}
 	if !node.cached {
