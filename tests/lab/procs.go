@@ -97,9 +97,21 @@ func (p *procs) kill(name string) {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for deadline := time.Now().Add(30 * time.Second); alive(pid) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); !gone(pid) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// gone reports whether a process has fully exited. A killed multi-threaded
+// process shows its leader as a zombie while other threads still tear
+// down and hold its sockets, so a zombie counts as gone only once it is
+// the last thread.
+func gone(pid int) bool {
+	if alive(pid) {
+		return false
+	}
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err != nil || len(tasks) <= 1
 }
 
 // names lists the processes with PID files.
