@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -74,9 +76,9 @@ func (a *Agent) startHTTP(ctx context.Context, lim httpLimits) (*agentHTTP, erro
 	out := &agentHTTP{control: a.cfg.ControlSocket}
 	var servers []*http.Server
 	if a.cfg.MetricsAddr != "" {
-		l, err := net.Listen("tcp", a.cfg.MetricsAddr)
+		l, err := listenRetry(ctx, a.cfg.MetricsAddr, 10*time.Second)
 		if err != nil {
-			return nil, fmt.Errorf("listen for metrics on %s (change --metrics-addr): %w", a.cfg.MetricsAddr, err)
+			return nil, fmt.Errorf("listen for metrics on %s (change --metrics-addr, or stop what holds it): %w", a.cfg.MetricsAddr, err)
 		}
 		out.tcp = l.Addr()
 		msg := fmt.Sprintf("this listener (--metrics-addr) is read-only; run-time switches are served only on the root-only unix socket %s: run `strata fastpath on|off` as root on the node", a.cfg.ControlSocket)
@@ -114,4 +116,18 @@ func readOnly(h http.Handler, msg string) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// listenRetry listens on addr, retrying while it is in use for up to wait:
+// a crashed predecessor's last threads can hold the port for a moment
+// after it is reported dead.
+func listenRetry(ctx context.Context, addr string, wait time.Duration) (net.Listener, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		l, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) || ctx.Err() != nil {
+			return l, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
