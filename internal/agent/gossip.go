@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/hashicorp/memberlist"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/strata-net/strata/topology"
 	"github.com/strata-net/strata/topology/probe"
@@ -46,17 +45,13 @@ func (a *Agent) startProber(ctx context.Context) error {
 		return fmt.Errorf("start gossip/prober: %w", err)
 	}
 	a.prober = p
+	// Seeds: --join plus every node the plan knows, which came from the
+	// API server or, while it is away, from the peer cache. A restart with
+	// the API server down must find the others again (edge autonomy).
 	seeds := append([]string(nil), a.cfg.Join...)
-	if a.kube != nil {
-		if nodes, err := a.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
-			for _, n := range nodes.Items {
-				if n.Name == a.self.Name {
-					continue
-				}
-				if f, err := topology.ParseNode(n.Name, n.Labels, n.Annotations); err == nil && f.Underlay().IsValid() {
-					seeds = append(seeds, f.Underlay().String())
-				}
-			}
+	for _, n := range a.decider.Plan().Nodes() {
+		if n.Name != a.self.Name && n.Facts.Underlay().IsValid() {
+			seeds = append(seeds, n.Facts.Underlay().String())
 		}
 	}
 	port := a.cfg.GossipPort
