@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 
+	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/nsutil"
 )
 
@@ -39,8 +40,10 @@ func (f ForwardFilter) String() string {
 // concern pod-to-pod traffic: kube-proxy's (both modes) only reject
 // traffic to Services without endpoints and drop conntrack-INVALID
 // packets, and Services are not pod prefixes, which the fast path alone
-// takes. A name is a table ("kube-proxy") or "table/chain".
-var DefaultForwardIgnore = []string{"kube-proxy", "filter/KUBE-FORWARD", "filter/KUBE-SERVICES",
+// takes; strata-cni's own metadata table (wire.MetadataTable) drops only
+// pods' packets to the metadata service, never a pod prefix. A name is a
+// table ("kube-proxy") or "table/chain".
+var DefaultForwardIgnore = []string{"kube-proxy", wire.MetadataTable, "filter/KUBE-FORWARD", "filter/KUBE-SERVICES",
 	"filter/KUBE-EXTERNAL-SERVICES", "filter/KUBE-NODEPORTS", "filter/KUBE-PROXY-FIREWALL", "filter/KUBE-PROXY-CANARY"}
 
 // nfChain is the part of a chain the check reads. rules are read only

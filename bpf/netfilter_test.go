@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/nftables/expr"
+
+	"github.com/strata-net/strata/cni/wire"
 )
 
 // rules makes a chain's rule loader.
@@ -35,6 +37,7 @@ func TestForwardFilters(t *testing.T) {
 			{name: "FORWARD", forward: true, rules: rules(jump("a"))},
 			{name: "a", rules: rules(jump("b"))}, {name: "b", rules: rules(jump("a"))},
 		}}}, ""},
+		{"strata-cni's metadata table is ignored", []nfTable{{family: "inet", name: wire.MetadataTable, chains: []nfChain{{name: "pods", forward: true, rules: rules(drop)}}}}, ""},
 		{"kube-proxy nftables mode is ignored", []nfTable{{family: "ip", name: "kube-proxy", chains: []nfChain{{name: "filter-forward", forward: true, rules: rules([]expr.Any{&expr.Reject{}})}}}}, ""},
 		{"kube-proxy iptables mode is ignored", []nfTable{{family: "ip", name: "filter", chains: []nfChain{
 			{name: "FORWARD", forward: true, rules: rules(jump("KUBE-FORWARD"), jump("KUBE-PROXY-FIREWALL"))},
