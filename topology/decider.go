@@ -358,14 +358,13 @@ func (d *Decider) Observe(r ProbeResult) (*Plan, bool) {
 		}
 		return d.plan, changed
 	case ProbeWAN:
-		from, okf := d.plan.index[r.From]
-		to, okt := d.plan.index[r.To]
+		_, okf := d.plan.index[r.From]
+		_, okt := d.plan.index[r.To]
 		if !okf || !okt || r.From == r.To {
 			return d.plan, false
 		}
-		if !r.OK && (!d.plan.nodes[from].alive || !d.plan.nodes[to].alive) {
-			return d.plan, false // liveness already explains it
-		}
+		// Counted whatever gossip liveness says: across the internet the
+		// WAN probe is the only liveness there is (gatewayUnusable).
 		return d.plan, d.observeWAN(wanKey{r.From, r.To}, r)
 	default:
 		return d.plan, false

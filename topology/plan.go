@@ -542,7 +542,6 @@ type gwState uint8
 const (
 	gwUsable gwState = iota
 	gwSelf
-	gwDead
 	gwIsolated
 	gwWANDown
 )
@@ -551,8 +550,10 @@ func (p *Plan) gatewayUnusable(a, b, g *nodeEntry) gwState {
 	switch {
 	case g == a || g == b:
 		return gwSelf
-	case !g.alive:
-		return gwDead
+	// Not memberlist liveness: gossip runs on the private underlay, which
+	// the internet does not route and a leased-line cut takes away, so a
+	// live gateway looks dead exactly when it is needed. The 100 ms WAN
+	// probes through the tunnel decide (gwWANDown).
 	case g.own.isolated():
 		return gwIsolated
 	case p.wanDown(a, g) != nil || p.wanDown(b, g) != nil:
@@ -739,8 +740,6 @@ func (p *Plan) gatewayWhy(a, b, g *nodeEntry, st gwState) string {
 	switch st {
 	case gwSelf:
 		return name + " is an end of the pair"
-	case gwDead:
-		return fmt.Sprintf("%s: node IPs unreachable since %s", name, clock(g.liveSince))
 	case gwIsolated:
 		return fmt.Sprintf("%s: isolated (%s)", name, g.own.code)
 	case gwWANDown:

@@ -320,7 +320,22 @@ func TestWANGatewayFailover(t *testing.T) {
 
 	t.Run("a gateway dies: its pairs move, no other relayed pair does", func(t *testing.T) {
 		before := d.Plan()
-		p1, _ := d.SetLiveness("cloud-1", false, t0.Add(time.Minute))
+		// Gossip liveness alone moves nothing: across the internet, or a
+		// cut leased line, a live gateway's private node IP looks dead.
+		pl, _ := d.SetLiveness("cloud-1", false, t0.Add(time.Minute))
+		if !reflect.DeepEqual(relays(pl), r0) {
+			t.Fatal("gossip liveness moved relayed pairs; only WAN probes may")
+		}
+		// Every node's WAN probes to cloud-1 fail: the gateway is gone.
+		var p1 *Plan
+		for i := range 3 {
+			at := t0.Add(time.Minute + time.Duration(i)*100*time.Millisecond)
+			for _, n := range before.Nodes() {
+				if n.Name != "cloud-1" {
+					p1, _ = d.Observe(wanProbe(n.Name, "cloud-1", false, at))
+				}
+			}
+		}
 		r1 := relays(p1)
 		for pair, g := range r0 {
 			want := g
@@ -342,9 +357,17 @@ func TestWANGatewayFailover(t *testing.T) {
 			t.Errorf("counts %v", counts)
 		}
 		// Both gateways gone: relayed pairs are unreachable, and say why.
-		p2, _ := d.SetLiveness("cloud-2", false, t0.Add(time.Minute))
+		var p2 *Plan
+		for i := range 3 {
+			at := t0.Add(time.Minute + time.Duration(i)*100*time.Millisecond)
+			for _, n := range before.Nodes() {
+				if n.Name != "cloud-2" {
+					p2, _ = d.Observe(wanProbe(n.Name, "cloud-2", false, at))
+				}
+			}
+		}
 		pp := mustPeer(t, p2, "edge-a2", "edge-b1")
-		if pp.Path != PathUnreachable || !strings.Contains(pp.Reason, "neither has a public endpoint and no WAN gateway is usable (cloud-1: node IPs unreachable since 12:01:00.000, cloud-2: node IPs unreachable since 12:01:00.000) → unreachable") {
+		if pp.Path != PathUnreachable || !strings.Contains(pp.Reason, "no WAN gateway is usable (cloud-1: WAN probes from edge-a2 failed 3×") || !strings.Contains(pp.Reason, "cloud-2: WAN probes from edge-a2 failed 3×") {
 			t.Errorf("%+v", pp)
 		}
 		if pp := mustPeer(t, p2, "edge-a1", "edge-b1"); pp.Path != PathWAN {
@@ -357,8 +380,17 @@ func TestWANGatewayFailover(t *testing.T) {
 		if !reflect.DeepEqual(p2.Counts(), want) {
 			t.Errorf("Counts %v, pairs %v", p2.Counts(), want)
 		}
-		d.SetLiveness("cloud-1", true, t0.Add(2*time.Minute))
-		p3, _ := d.SetLiveness("cloud-2", true, t0.Add(2*time.Minute))
+		// Back: healthy WAN probes, then the hold-down.
+		at := t0.Add(2 * time.Minute)
+		d.SetLiveness("cloud-1", true, at)
+		for _, n := range before.Nodes() {
+			for _, g := range []string{"cloud-1", "cloud-2"} {
+				if n.Name != g {
+					d.Observe(wanProbe(n.Name, g, true, at))
+				}
+			}
+		}
+		p3, _ := d.Advance(at.Add(time.Minute)) // past any hold-down
 		if !reflect.DeepEqual(relays(p3), r0) {
 			t.Error("gateways back: relays differ from the start")
 		}
