@@ -977,31 +977,30 @@ func (p *Plan) findGateways() {
 // withWAN returns a copy of p with the failed WAN path k set (nil: none).
 func (p *Plan) withWAN(k wanKey, s *linkSnap) *Plan {
 	q := *p
-	q.wanExc = make(map[wanKey]*linkSnap, len(p.wanExc)+1)
-	for k, v := range p.wanExc {
-		q.wanExc[k] = v
-	}
-	if s == nil {
-		delete(q.wanExc, k)
-	} else {
-		q.wanExc[k] = s
-	}
+	q.wanExc = withSnap(p.wanExc, k, s)
 	return &q
 }
 
 // withExc returns a copy of p with node name's exception set (nil: none).
 func (p *Plan) withExc(name string, s *linkSnap) *Plan {
 	q := *p
-	q.exc = make(map[string]*linkSnap, len(p.exc)+1)
-	for k, v := range p.exc {
-		q.exc[k] = v
+	q.exc = withSnap(p.exc, name, s)
+	return &q
+}
+
+// withSnap copies m with k set to s, or removed when s is nil: plans share
+// their maps, so every change writes a new one.
+func withSnap[K comparable](m map[K]*linkSnap, k K, s *linkSnap) map[K]*linkSnap {
+	out := make(map[K]*linkSnap, len(m)+1)
+	for kk, v := range m {
+		out[kk] = v
 	}
 	if s == nil {
-		delete(q.exc, name)
+		delete(out, k)
 	} else {
-		q.exc[name] = s
+		out[k] = s
 	}
-	return &q
+	return out
 }
 
 // withLink returns a copy of p sharing everything but the link table.
