@@ -130,12 +130,13 @@ func (f *podFastpath) checkNetfilter() {
 		filters = []bpf.ForwardFilter{{Why: "netfilter rules unreadable, assumed to filter: " + err.Error()}}
 	}
 	f.mu.Lock()
+	changed := !slices.Equal(filters, f.filters)
 	f.filters = filters
 	toggle := f.setting == bpf.SettingAuto && !f.operatorSet
 	aside := f.steppedAside
 	f.mu.Unlock()
 	if !toggle {
-		if len(filters) > 0 && f.setting == bpf.SettingOn && !aside {
+		if changed && len(filters) > 0 && f.setting == bpf.SettingOn {
 			f.log.Warn("bpf fast path forced on while netfilter filters forwarded traffic: those rules do not see fast-pathed pod packets", "filters", fmt.Sprint(filters))
 		}
 		return
