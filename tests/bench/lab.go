@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/strata-net/strata/internal/nsutil"
@@ -48,14 +47,7 @@ func runLab(ctx context.Context, log io.Writer) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	on := func(node string) lab.PodInfo {
-		for _, p := range pods {
-			if p.Node == node {
-				return p
-			}
-		}
-		return lab.PodInfo{}
-	}
+	on := func(node string) lab.PodInfo { p, _ := lab.PodOn(pods, node); return p }
 	cloud1, cloud2, edgeA, edgeB := on("cloud-1"), on("cloud-2"), on("edge-a1"), on("edge-b1")
 
 	nodeAddr := func(name string) string {
@@ -101,36 +93,20 @@ func runLab(ctx context.Context, log io.Writer) ([]Result, error) {
 
 	// Failover: a 20 ms probe stream across the leased-line cut.
 	const interval = 20 * time.Millisecond
-	st, err := streamAround(ctx, l, cloud1, edgeA.IP, 300, interval, func() error { return l.Fail("leased-line") })
+	st, err := l.StreamAround(ctx, cloud1, edgeA.IP, 300, interval, func() error { return l.Fail("leased-line") })
 	if err != nil {
 		return rs, err
 	}
 	rs = append(rs, New("lab.failover_outage_ms", float64(time.Duration(st.Lost)*interval)/float64(time.Millisecond), "ms", "<= 1000",
 		fmt.Sprintf("%d of %d probes lost, 20 ms apart, cloud-1 pod → edge-a1 pod, leased line cut 1 s into the stream", st.Lost, st.Sent)))
 	time.Sleep(3 * time.Second)
-	st, err = streamAround(ctx, l, cloud1, edgeA.IP, 700, interval, func() error { return l.Heal("leased-line") })
+	st, err = l.StreamAround(ctx, cloud1, edgeA.IP, 700, interval, func() error { return l.Heal("leased-line") })
 	if err != nil {
 		return rs, err
 	}
 	rs = append(rs, New("lab.heal_lost_probes", float64(st.Lost), "probes", "== 0",
 		fmt.Sprintf("%d of %d probes lost, 20 ms apart, across the heal, BGP convergence and the 3 s hold-down", st.Lost, st.Sent)))
 	return rs, nil
-}
-
-// streamAround runs a ping stream and calls act one second into it.
-func streamAround(ctx context.Context, l *lab.Lab, from lab.PodInfo, to string, count int, interval time.Duration, act func() error) (lab.PingStats, error) {
-	var st lab.PingStats
-	var perr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); st, perr = l.PingStream(ctx, from, to, count, interval) }()
-	time.Sleep(time.Second)
-	aerr := act()
-	wg.Wait()
-	if aerr != nil {
-		return st, aerr
-	}
-	return st, perr
 }
 
 func waitMatrix(ctx context.Context, l *lab.Lab) error {

@@ -65,14 +65,7 @@ func runLabInet(ctx context.Context, log io.Writer) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	on := func(node string) lab.PodInfo {
-		for _, p := range pods {
-			if p.Node == node {
-				return p
-			}
-		}
-		return lab.PodInfo{}
-	}
+	on := func(node string) lab.PodInfo { p, _ := lab.PodOn(pods, node); return p }
 	cloud1, edgeA1, edgeA2, edgeB1 := on("cloud-1"), on("edge-a1"), on("edge-a2"), on("edge-b1")
 	// reaches waits (up to 60 s) until a pair answers; a pair that never
 	// does is measured anyway, and the detail says so.
@@ -89,7 +82,7 @@ func runLabInet(ctx context.Context, log io.Writer) ([]Result, error) {
 
 	// A silent cut: carrier stays up, BGP holds until its hold time.
 	before := reaches(cloud1, edgeA1)
-	st, err := streamAround(ctx, l, cloud1, edgeA1.IP, 600, inetProbe, func() error { return l.FailSilent("leased-line") })
+	st, err := l.StreamAround(ctx, cloud1, edgeA1.IP, 600, inetProbe, func() error { return l.FailSilent("leased-line") })
 	if err != nil {
 		return rs, err
 	}
@@ -107,7 +100,7 @@ func runLabInet(ctx context.Context, log io.Writer) ([]Result, error) {
 	before = reaches(edgeA2, edgeB1)
 	worst, detail := 0.0, ""
 	for _, gw := range []string{"cloud-1", "cloud-2"} {
-		st, err := streamAround(ctx, l, edgeA2, edgeB1.IP, 500, inetProbe, func() error { l.KillAgent(gw); return nil })
+		st, err := l.StreamAround(ctx, edgeA2, edgeB1.IP, 500, inetProbe, func() error { l.KillAgent(gw); return nil })
 		if err != nil {
 			return rs, err
 		}

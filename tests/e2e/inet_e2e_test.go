@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -72,7 +71,7 @@ func TestE2EInetLab(t *testing.T) {
 					time.Sleep(10 * time.Second)
 				}
 			}()
-			st, err := streamAround(ctx, l, cloud1, edgeA1.IP, 500, cut)
+			st, err := l.StreamAround(ctx, cloud1, edgeA1.IP, 500, probeInterval, cut)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +82,7 @@ func TestE2EInetLab(t *testing.T) {
 			// heal brings a session back rather than finding it still up.
 			time.Sleep(10 * time.Second)
 			matrixOK(t, l)
-			st, err = streamAround(ctx, l, cloud1, edgeA1.IP, 1500, func() error { healed = true; return l.Heal("leased-line") })
+			st, err = l.StreamAround(ctx, cloud1, edgeA1.IP, 1500, probeInterval, func() error { healed = true; return l.Heal("leased-line") })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +103,7 @@ func TestE2EInetLab(t *testing.T) {
 		// killed in turn, so the one carrying the pair is among them.
 		src, dst := podOn(t, pods, "edge-a2"), podOn(t, pods, "edge-b1")
 		for _, gw := range []string{"cloud-1", "cloud-2"} {
-			st, err := streamAround(ctx, l, src, dst.IP, 500, func() error { l.KillAgent(gw); return nil })
+			st, err := l.StreamAround(ctx, src, dst.IP, 500, probeInterval, func() error { l.KillAgent(gw); return nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,22 +119,6 @@ func TestE2EInetLab(t *testing.T) {
 }
 
 const probeInterval = 10 * time.Millisecond
-
-// streamAround runs a 10 ms probe stream and calls act one second into it.
-func streamAround(ctx context.Context, l *lab.Lab, from lab.PodInfo, to string, count int, act func() error) (lab.PingStats, error) {
-	var st lab.PingStats
-	var perr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); st, perr = l.PingStream(ctx, from, to, count, probeInterval) }()
-	time.Sleep(time.Second)
-	aerr := act()
-	wg.Wait()
-	if aerr != nil {
-		return st, aerr
-	}
-	return st, perr
-}
 
 // marker is what pods send each other across sites; it must never appear
 // in a capture on the internet.

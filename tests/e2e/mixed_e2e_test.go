@@ -69,13 +69,11 @@ func cloudBalanced(acc []lab.Accounting) bool {
 
 func podOn(t *testing.T, pods []lab.PodInfo, node string) lab.PodInfo {
 	t.Helper()
-	for _, p := range pods {
-		if p.Node == node {
-			return p
-		}
+	p, ok := lab.PodOn(pods, node)
+	if !ok {
+		t.Fatalf("no pod on %s", node)
 	}
-	t.Fatalf("no pod on %s", node)
-	return lab.PodInfo{}
+	return p
 }
 
 // pathsSettle waits until every pair has the expected path and reaches.

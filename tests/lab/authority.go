@@ -2,9 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -67,26 +64,9 @@ type Refused struct {
 
 // RefusedClaims asks node's agent which nodes' claims it refuses.
 func (l *Lab) RefusedClaims(ctx context.Context, node string) ([]Refused, error) {
-	idx := slices.IndexFunc(l.spec.Nodes, func(n Node) bool { return n.Name == node })
-	if idx < 0 {
-		return nil, fmt.Errorf("no node %q", node)
-	}
-	b, err := l.httpGet(ctx, "http://"+net.JoinHostPort(l.spec.MgmtAddr(idx+1).String(), "9253")+"/status")
+	st, err := l.agentStatus(ctx, node)
 	if err != nil {
 		return nil, err
-	}
-	var st struct {
-		Refused []struct {
-			Name           string `json:"name"`
-			Isolated       string `json:"isolated"`
-			IsolatedReason string `json:"isolatedReason"`
-			Withheld       []struct {
-				Reason string `json:"reason"`
-			} `json:"withheld"`
-		} `json:"refused"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("status of %s: %w", node, err)
 	}
 	var out []Refused
 	for _, r := range st.Refused {

@@ -178,7 +178,15 @@ type agentStatus struct {
 	Ready       string `json:"ready"`
 	Allocations int    `json:"allocations"`
 	PoolIdle    *int   `json:"poolIdle"`
-	Peers       []struct {
+	Refused     []struct {
+		Name           string `json:"name"`
+		Isolated       string `json:"isolated"`
+		IsolatedReason string `json:"isolatedReason"`
+		Withheld       []struct {
+			Reason string `json:"reason"`
+		} `json:"withheld"`
+	} `json:"refused"`
+	Peers []struct {
 		Peer   string `json:"peer"`
 		Path   string `json:"path"`
 		Reason string `json:"reason"`

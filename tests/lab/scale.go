@@ -1,9 +1,11 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 )
 
 // AddPods creates n more pods on node through strata-cni, as a runtime
@@ -40,4 +42,30 @@ func (l *Lab) DeletePods(pods []PodInfo) error {
 // failures: the lab removes its logs when it goes down).
 func (l *Lab) AgentLogTail(node string, n int) string {
 	return tail(l.procs.logPath("agent-"+node), n)
+}
+
+// PodOn is the first of pods on node (ok false when none is).
+func PodOn(pods []PodInfo, node string) (PodInfo, bool) {
+	for _, p := range pods {
+		if p.Node == node {
+			return p, true
+		}
+	}
+	return PodInfo{}, false
+}
+
+// StreamAround runs a ping stream from a pod and calls act one second into
+// it: the failover and heal measurements of the e2e tests and benchmarks.
+func (l *Lab) StreamAround(ctx context.Context, from PodInfo, to string, count int, interval time.Duration, act func() error) (PingStats, error) {
+	var st PingStats
+	var perr error
+	done := make(chan struct{})
+	go func() { defer close(done); st, perr = l.PingStream(ctx, from, to, count, interval) }()
+	time.Sleep(time.Second)
+	aerr := act()
+	<-done
+	if aerr != nil {
+		return st, aerr
+	}
+	return st, perr
 }
