@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	cloudnode "github.com/strata-net/strata/cloud-node"
@@ -307,111 +306,4 @@ func (n *Node) Prune(ctx context.Context, keep map[netip.Addr]bool) error {
 		}
 		return nil
 	})
-}
-
-// SetupExclusiveENI moves the ENI with mac from the current namespace into
-// the pod namespace at podNetns, names it ifName and gives it addr (the ENI
-// primary IP with the vSwitch prefix length) and a default route via gw.
-func SetupExclusiveENI(mac string, podNetns string, ifName string, addr netip.Prefix, gw netip.Addr) error {
-	l, err := linkByMAC(mac)
-	if err != nil {
-		return err
-	}
-	if l == nil {
-		return fmt.Errorf("exclusive ENI: no link with MAC %s on the node", mac)
-	}
-	f, err := os.Open(podNetns)
-	if err != nil {
-		return fmt.Errorf("exclusive ENI: open pod netns %s: %w", podNetns, err)
-	}
-	defer f.Close()
-	if err := netlink.LinkSetDown(l); err != nil {
-		return err
-	}
-	if err := netlink.LinkSetNsFd(l, int(f.Fd())); err != nil {
-		return fmt.Errorf("exclusive ENI: move %s into %s: %w", l.Attrs().Name, podNetns, err)
-	}
-	// configure through a handle bound to the pod namespace: no thread
-	// switching, so this works from inside another NS.Do too
-	h, err := handleAt(podNetns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	pl, err := h.LinkByIndex(l.Attrs().Index)
-	if err != nil {
-		// the index may change on the move; find it by MAC
-		links, lerr := nlretry.Dump(h.LinkList)
-		if lerr != nil {
-			return fmt.Errorf("exclusive ENI: list pod links: %w", lerr)
-		}
-		for _, c := range links {
-			if c.Attrs().HardwareAddr.String() == l.Attrs().HardwareAddr.String() {
-				pl = c
-			}
-		}
-		if pl == nil {
-			return fmt.Errorf("exclusive ENI: link %s lost after the move", mac)
-		}
-	}
-	if err := h.LinkSetName(pl, ifName); err != nil {
-		return fmt.Errorf("exclusive ENI: rename to %s: %w", ifName, err)
-	}
-	if err := h.AddrReplace(pl, &netlink.Addr{IPNet: prefixNet(addr)}); err != nil {
-		return fmt.Errorf("exclusive ENI: address %s: %w", addr, err)
-	}
-	if err := h.LinkSetUp(pl); err != nil {
-		return fmt.Errorf("exclusive ENI: set %s up: %w", ifName, err)
-	}
-	if err := h.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: prefixNet(netip.MustParsePrefix("0.0.0.0/0")),
-		Gw: gw.AsSlice(), Protocol: rtproto.ENI}); err != nil {
-		return fmt.Errorf("exclusive ENI: default route via %s: %w", gw, err)
-	}
-	return nil
-}
-
-func handleAt(path string) (*netlink.Handle, error) {
-	nsh, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer func() { _ = nsh.Close() }()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in %s: %w", path, err)
-	}
-	return h, nil
-}
-
-// TeardownExclusiveENI moves the ENI back from the pod namespace into
-// hostNetns, so the node can reuse or detach it.
-func TeardownExclusiveENI(mac, podNetns, hostNetns string) error {
-	f, err := os.Open(hostNetns)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h, err := handleAt(podNetns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	links, err := nlretry.Dump(h.LinkList)
-	if err != nil {
-		return err
-	}
-	for _, l := range links {
-		if l.Attrs().HardwareAddr.String() == mac {
-			_ = h.LinkSetDown(l)
-			// the pod's name (eth0) is taken on the node: use one from the MAC
-			if err := h.LinkSetName(l, "eni"+strings.ReplaceAll(mac, ":", "")[6:]); err != nil {
-				return fmt.Errorf("exclusive ENI: rename before moving back: %w", err)
-			}
-			if err := h.LinkSetNsFd(l, int(f.Fd())); err != nil {
-				return fmt.Errorf("exclusive ENI: move back to %s: %w", hostNetns, err)
-			}
-			return nil
-		}
-	}
-	return nil
 }

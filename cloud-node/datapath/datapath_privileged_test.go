@@ -364,6 +364,10 @@ func TestPrivilegedIPVlanProbeAndFallback(t *testing.T) {
 	t.Logf("kernel ipvlan support: %v (the veth + policy routing fallback is used when false)", supported)
 }
 
+// TestPrivilegedExclusiveENI moves an ENI the emulator attached into a pod
+// with strata-cni's own code (plugin.Wire, the one implementation of the
+// move), checks the pod answers on the ENI's primary IP across the vSwitch,
+// and that DEL (plugin.Unwire) puts the ENI back on the node under its name.
 func TestPrivilegedExclusiveENI(t *testing.T) {
 	testutil.RequireRoot(t)
 	cl := newCloudLab(t)
@@ -381,46 +385,64 @@ func TestPrivilegedExclusiveENI(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.emu.Wait()
+	node1, node2 := cl.lab.NS("node1"), cl.lab.NS("node2")
+	var link string
+	if err := node1.Do(func() error {
+		links, err := netlink.LinkList()
+		for _, l := range links {
+			if l.Attrs().HardwareAddr.String() == eni.MAC {
+				link = l.Attrs().Name
+			}
+		}
+		return err
+	}); err != nil || link == "" {
+		t.Fatalf("attached ENI %s (%s) has no link on node1 (%v)", eni.ID, eni.MAC, err)
+	}
+	gw, err := metadata.New(cl.url+"/i/i-node1").Gateway(ctx, eni.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := nsutil.Create(nsutil.OwnedName("excl"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nsutil.Delete(p.Name) })
-	node1 := cl.lab.NS("node1")
-	addr := netip.PrefixFrom(eni.PrimaryIP, 20)
-	gw, err := metadata.New(cl.url+"/i/i-node1").Gateway(ctx, eni.MAC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node1.Do(func() error {
-		return datapath.SetupExclusiveENI(eni.MAC, p.Path, "eth0", addr, gw)
-	}); err != nil {
+	a := wire.Allocation{ContainerID: "excl1", IfName: "eth0", Addr: netip.PrefixFrom(eni.PrimaryIP, 20), Gateway: gw,
+		MTU: 1500, Datapath: role.DatapathExclusiveENI, ENILink: link, ENIMAC: eni.MAC}
+	if err := node1.Do(func() error { _, err := plugin.Wire(p.Path, a.ContainerID, a.IfName, a); return err }); err != nil {
 		t.Fatal(err)
 	}
 	out := testutil.Run(t, p.Exec("ip", "-br", "addr", "show", "eth0")...)
-	if !strings.Contains(out, addr.String()) {
+	if !strings.Contains(out, a.Addr.String()) {
 		t.Fatalf("exclusive ENI in the pod: %s", out)
 	}
 	if err := node1.Do(func() error {
-		l, _ := netlink.LinkByName("eth1")
-		if l != nil {
-			return fmt.Errorf("ENI link still on the node")
+		if l, _ := netlink.LinkByName(link); l != nil {
+			return fmt.Errorf("ENI link %s still on the node", link)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := datapath.TeardownExclusiveENI(eni.MAC, p.Path, node1.Path); err != nil {
+	// node2 plays the vSwitch gateway: the pod's default route must leave
+	// by the moved ENI, onto the vSwitch, for the echo to come back.
+	testutil.Run(t, node2.Exec("ip", "addr", "add", gw.String()+"/20", "dev", "eth0")...)
+	testutil.Run(t, node2.Exec("ping", "-c", "1", "-W", "2", "-I", gw.String(), eni.PrimaryIP.String())...)
+	testutil.Run(t, node2.Exec("ping", "-c", "1", "-W", "2", "-I", "10.0.1.12", eni.PrimaryIP.String())...)
+
+	if err := node1.Do(func() error { return plugin.Unwire(p.Path, a.ContainerID, a.IfName, a) }); err != nil {
 		t.Fatal(err)
 	}
-	back := false
 	if err := node1.Do(func() error {
-		links, err := netlink.LinkList()
-		for _, l := range links {
-			back = back || l.Attrs().HardwareAddr.String() == eni.MAC
+		l, err := netlink.LinkByName(link)
+		if err != nil {
+			return fmt.Errorf("ENI not back on the node as %s after DEL: %w", link, err)
 		}
-		return err
-	}); err != nil || !back {
-		t.Fatalf("ENI not back on the node after teardown (%v)", err)
+		if l.Attrs().HardwareAddr.String() != eni.MAC {
+			return fmt.Errorf("%s on the node has MAC %s, want the ENI's %s", link, l.Attrs().HardwareAddr, eni.MAC)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
