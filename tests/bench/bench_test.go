@@ -18,3 +18,24 @@ func TestMeets(t *testing.T) {
 		}
 	}
 }
+
+func TestAreaSelected(t *testing.T) {
+	lab := Area{Name: "lab", IDs: []string{"lab.iperf_native_ratio_vs_veth", "lab.heal_lost_probes"}}
+	inet := Area{Name: "lab", IDs: []string{"lab.wan_throughput_ratio_vs_wireguard"}}
+	cni := Area{Name: "cni"}
+	cases := []struct {
+		a    Area
+		only string
+		want bool
+	}{
+		{lab, "", true}, {lab, "lab", true}, {lab, "la", true}, {inet, "lab", true},
+		{lab, "lab.iperf", true}, {inet, "lab.iperf", false},
+		{lab, "lab.wan", false}, {inet, "lab.wan_throughput_ratio_vs_wireguard", true},
+		{cni, "cni.add", true}, {cni, "lab", false}, {lab, "cni", false},
+	}
+	for _, c := range cases {
+		if got := c.a.selected(c.only); got != c.want {
+			t.Errorf("area %s %v: selected(%q) = %v, want %v", c.a.Name, c.a.IDs, c.only, got, c.want)
+		}
+	}
+}

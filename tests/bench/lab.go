@@ -18,7 +18,10 @@ import (
 // the leased-line failover window, probes lost while healing, and iperf3
 // throughput per path kind beside a raw veth between two namespaces.
 
-func init() { Register(Area{Name: "lab", Run: runLab}) }
+func init() {
+	Register(Area{Name: "lab", Run: runLab, IDs: []string{"lab.iperf_native_ratio_vs_veth", "lab.iperf_vxlan_ratio_vs_veth",
+		"lab.failover_outage_ms", "lab.heal_lost_probes"}})
+}
 
 const (
 	labIperfSeconds = 3

@@ -25,7 +25,10 @@ import (
 // same two node namespaces. Until the agent has its WAN these measure its
 // absence, and say so in detail; the targets stay.
 
-func init() { Register(Area{Name: "lab", Run: runLabInet}) }
+func init() {
+	Register(Area{Name: "lab", Run: runLabInet, IDs: []string{"lab.failover_silent_outage_ms", "lab.gateway_failover_outage_ms",
+		"lab.wan_throughput_ratio_vs_wireguard"}})
+}
 
 // inetSpecPath is the description with a real internet: its own file while
 // lab.yaml keeps the old shape, lab.yaml itself once that is the default.
