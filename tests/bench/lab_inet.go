@@ -255,10 +255,12 @@ func plainWireGuard(l *lab.Lab, a, b string, aPublic netip.AddrPort) (plainTunne
 	if err != nil {
 		return plainTunnel{}, cleanup, fmt.Errorf("%s end: %w", b, err)
 	}
-	if err := ta.Reconcile([]wan.Peer{{Name: b, PublicKey: tb.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrB, 32)}}}); err != nil {
+	if err := ta.Reconcile([]wan.Peer{{Name: b, PublicKey: tb.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrB, 32)},
+		Routes: []netip.Prefix{netip.PrefixFrom(addrB, 32)}}}); err != nil {
 		return plainTunnel{}, cleanup, err
 	}
-	if err := tb.Reconcile([]wan.Peer{{Name: a, PublicKey: ta.PublicKey(), Endpoint: aPublic, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrA, 32)}}}); err != nil {
+	if err := tb.Reconcile([]wan.Peer{{Name: a, PublicKey: ta.PublicKey(), Endpoint: aPublic, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addrA, 32)},
+		Routes: []netip.Prefix{netip.PrefixFrom(addrA, 32)}}}); err != nil {
 		return plainTunnel{}, cleanup, err
 	}
 	// b speaks first (it is behind NAT), so a learns where b is.
