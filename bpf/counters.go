@@ -3,12 +3,12 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
-	"sort"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/strata-net/strata/api"
 )
 
 // Path names, indexed by enum path_id in fastpath.h. "local" and "remote" are
@@ -35,24 +35,12 @@ var pathNames = [...]string{
 // PathNames lists every path label, in the programs' order.
 func PathNames() []string { return slices.Clone(pathNames[:]) }
 
-// Counter is a packet and byte count.
-type Counter struct {
-	Packets uint64
-	Bytes   uint64
-}
-
-// PodCounters are one pod address's outgoing packets by where they went.
-type PodCounters struct {
-	Local  Counter // redirected to a pod on this node
-	Remote Counter // forwarded by FIB lookup to the uplink or overlay
-	Stack  Counter // handed to the kernel stack
-}
-
-// Counters are the summed per-CPU counters of the fast path.
-type Counters struct {
-	Paths map[string]Counter
-	Pods  map[netip.Addr]PodCounters
-}
+// The counters' types are the agent API's, which `strata status` reads.
+type (
+	Counter     = api.Counter
+	PodCounters = api.PodCounters
+	Counters    = api.FastPathCounters
+)
 
 // Counters reads and sums the per-CPU counters.
 func (f *Fastpath) Counters() (Counters, error) {
@@ -90,11 +78,9 @@ func (f *Fastpath) Counters() (Counters, error) {
 	return c, nil
 }
 
-// Status is what `strata status` and the plan show about the fast path.
+// Status is the loaded fast path's state (the agent serves it as api.FastPath).
 type Status struct {
-	// Supported is nil when the kernel can run the fast path.
-	Supported error
-	Active    bool
+	Active bool
 	// Reason says why the fast path is or is not forwarding (the agent's
 	// decision, or the run-time switch).
 	Reason    string
@@ -119,43 +105,4 @@ func (f *Fastpath) Status() (Status, error) {
 		return Status{}, err
 	}
 	return Status{Active: on, Mode: f.Mode(), Attached: f.Attached(), Endpoints: len(eps), Counters: c}, nil
-}
-
-// WriteText prints the status for humans (used by `strata status`).
-func (s Status) WriteText(w io.Writer) {
-	state := "off"
-	if s.Active {
-		state = "on"
-	}
-	if s.Supported != nil {
-		state = "unsupported: " + s.Supported.Error()
-	}
-	if s.Reason != "" {
-		state += " (" + s.Reason + ")"
-	}
-	fmt.Fprintf(w, "bpf fast path: %s; attach %s, %d interfaces, %d endpoints\n", state, orDash(string(s.Mode)), len(s.Attached), s.Endpoints)
-	for _, name := range pathNames {
-		c := s.Counters.Paths[name]
-		if c.Packets == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "  path %-22s %12d pkts %14d bytes\n", name, c.Packets, c.Bytes)
-	}
-	ips := make([]netip.Addr, 0, len(s.Counters.Pods))
-	for ip := range s.Counters.Pods {
-		ips = append(ips, ip)
-	}
-	sort.Slice(ips, func(i, j int) bool { return ips[i].Less(ips[j]) })
-	for _, ip := range ips {
-		p := s.Counters.Pods[ip]
-		fmt.Fprintf(w, "  pod  %-22s local %d/%dB remote %d/%dB stack %d/%dB\n", ip,
-			p.Local.Packets, p.Local.Bytes, p.Remote.Packets, p.Remote.Bytes, p.Stack.Packets, p.Stack.Bytes)
-	}
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -332,10 +332,8 @@ func TestPrivilegedFastpathDatapaths(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var b bytes.Buffer
-				st.WriteText(&b)
-				if !st.Active || st.Endpoints != 4 || !strings.Contains(b.String(), "pod  "+p1.ip4.String()) {
-					t.Fatalf("status: active %v, %d endpoints, text:\n%s", st.Active, st.Endpoints, b.String())
+				if _, ok := st.Counters.Pods[p1.ip4]; !st.Active || st.Endpoints != 4 || !ok {
+					t.Fatalf("status: active %v, %d endpoints, pod counters %v (want %s's)", st.Active, st.Endpoints, st.Counters.Pods, p1.ip4)
 				}
 			})
 

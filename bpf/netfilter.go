@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/nsutil"
 )
@@ -22,19 +23,8 @@ import (
 // such rules exist (docs/bpf.md). This file finds them.
 
 // ForwardFilter is one netfilter base chain on the forward hook that can
-// drop, reject or queue forwarded packets.
-type ForwardFilter struct {
-	Family string `json:"family"`
-	Table  string `json:"table"`
-	Chain  string `json:"chain"`
-	// Why names what filters: the chain policy, or the chain and verdict
-	// of the first filtering rule reached from it.
-	Why string `json:"why"`
-}
-
-func (f ForwardFilter) String() string {
-	return fmt.Sprintf("%s %s %s: %s", f.Family, f.Table, f.Chain, f.Why)
-}
+// drop, reject or queue forwarded packets (the agent reports it in its API).
+type ForwardFilter = api.ForwardFilter
 
 // DefaultForwardIgnore are tables and chains whose forward rules never
 // concern pod-to-pod traffic: kube-proxy's (both modes) only reject

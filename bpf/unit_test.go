@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"bytes"
 	"errors"
 	"net/netip"
 	"strings"
@@ -50,7 +49,7 @@ func TestCollectorExportsCounters(t *testing.T) {
 	src := fakeSource{c: Counters{
 		Paths: map[string]Counter{"local": {Packets: 3, Bytes: 300}, "remote": {Packets: 1, Bytes: 100}},
 		Pods: map[netip.Addr]PodCounters{
-			netip.MustParseAddr("10.244.1.10"): {Local: Counter{3, 300}, Stack: Counter{2, 84}},
+			netip.MustParseAddr("10.244.1.10"): {Local: Counter{Packets: 3, Bytes: 300}, Stack: Counter{Packets: 2, Bytes: 84}},
 		},
 	}}
 	reg := prometheus.NewPedanticRegistry()
@@ -110,25 +109,6 @@ func TestCollectorReportsReadFailure(t *testing.T) {
 	reg.MustRegister(NewCollector(fakeSource{err: errors.New("map gone")}))
 	if v := gather(t, reg)["strata_bpf_scrape_error{}"]; v != 1 {
 		t.Fatalf("strata_bpf_scrape_error = %v, want 1", v)
-	}
-}
-
-func TestStatusText(t *testing.T) {
-	s := Status{Active: true, Reason: "kernel supports it", Mode: AttachTCX, Attached: []string{"veth1", "veth2"}, Endpoints: 2, Counters: Counters{
-		Paths: map[string]Counter{"local": {Packets: 5, Bytes: 500}},
-		Pods:  map[netip.Addr]PodCounters{netip.MustParseAddr("10.244.1.10"): {Local: Counter{5, 500}}},
-	}}
-	var b bytes.Buffer
-	s.WriteText(&b)
-	for _, want := range []string{"bpf fast path: on (kernel supports it); attach tcx, 2 interfaces, 2 endpoints", "path local", "pod  10.244.1.10"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("status text lacks %q:\n%s", want, b.String())
-		}
-	}
-	b.Reset()
-	Status{Supported: errors.New("no TCX")}.WriteText(&b)
-	if !strings.Contains(b.String(), "unsupported: no TCX") {
-		t.Errorf("unsupported status not shown:\n%s", b.String())
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/strata-net/strata/api"
 )
 
 // Tunnel prober defaults. A probe goes from this node's probe address to a
@@ -79,11 +81,9 @@ type pendingProbe struct {
 	kind  byte
 }
 
-// PeerProbeCounts are one peer's probe outcomes since start.
-type PeerProbeCounts struct {
-	OK     uint64 `json:"ok"`
-	Failed uint64 `json:"failed"`
-}
+// PeerProbeCounts are one peer's probe outcomes since start (the agent
+// API's type).
+type PeerProbeCounts = api.WANProbeCounts
 
 // Wire format: magic, kind, sequence, nonce (as the native probes, with a
 // magic of its own). An endpoint answer carries the address after the

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/rtproto"
 )
@@ -375,17 +376,8 @@ func netPrefix(n *net.IPNet) netip.Prefix {
 	return netip.PrefixFrom(a.Unmap(), ones)
 }
 
-// PeerStatus is one peer as the device sees it.
-type PeerStatus struct {
-	Name          string         `json:"name"`
-	PublicKey     string         `json:"publicKey"`
-	Endpoint      netip.AddrPort `json:"endpoint,omitzero"` // configured or learned
-	AllowedIPs    []netip.Prefix `json:"allowedIPs,omitempty"`
-	LastHandshake time.Time      `json:"lastHandshake,omitzero"`
-	RxBytes       int64          `json:"rxBytes"`
-	TxBytes       int64          `json:"txBytes"`
-	Error         string         `json:"error,omitempty"`
-}
+// PeerStatus is one peer as the device sees it (the agent API's type).
+type PeerStatus = api.WANDevicePeer
 
 // Status is the transport for `strata status`.
 type Status struct {

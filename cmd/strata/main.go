@@ -4,11 +4,11 @@ package main
 import (
 	"os"
 
-	"github.com/strata-net/strata/internal/cli"
+	"github.com/strata-net/strata/internal/cli/operator"
 )
 
 func main() {
-	if err := cli.NewStrata().Execute(); err != nil {
+	if err := operator.NewStrata().Execute(); err != nil {
 		os.Exit(1)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/cni/wire"
 	"github.com/strata-net/strata/internal/role"
@@ -89,7 +90,7 @@ type Config struct {
 
 // DefaultControlSocket is where the agent serves its run-time switches
 // (`strata fastpath on|off`) and `strata` finds them.
-const DefaultControlSocket = "/run/strata/agent.sock"
+const DefaultControlSocket = api.DefaultControlSocket
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {

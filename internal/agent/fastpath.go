@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/bpf"
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/nsutil"
@@ -646,25 +647,7 @@ func (f *podFastpath) noteErr(err error) {
 }
 
 // FastPathStatus is the fast path's part of /status.
-type FastPathStatus struct {
-	// Setting is --bpf-fastpath: auto, on or off.
-	Setting string `json:"setting"`
-	// Active is the start-time decision: the programs are loaded.
-	Active bool   `json:"active"`
-	Reason string `json:"reason"`
-	// Enabled is the run-time switch (POST /bpf/fastpath/{on,off}).
-	Enabled   bool           `json:"enabled"`
-	Attach    string         `json:"attach,omitempty"`
-	Attached  []string       `json:"attached,omitempty"`
-	Endpoints int            `json:"endpoints"`
-	Prefixes  []netip.Prefix `json:"podPrefixes,omitempty"`
-	Counters  *bpf.Counters  `json:"counters,omitempty"`
-	LastError string         `json:"lastError,omitempty"`
-	// Netfilter are the forward rules fast-pathed pod packets would skip;
-	// SteppedAside is set while the auto fast path is off because of them.
-	Netfilter    []bpf.ForwardFilter `json:"netfilter,omitempty"`
-	SteppedAside bool                `json:"steppedAside,omitempty"`
-}
+type FastPathStatus = api.FastPath
 
 func (f *podFastpath) status() FastPathStatus {
 	st := FastPathStatus{Setting: string(f.setting), Active: f.active(), Reason: f.decision.Reason}
@@ -682,26 +665,6 @@ func (f *podFastpath) status() FastPathStatus {
 	}
 	st.Enabled, st.Attach, st.Attached, st.Endpoints, st.Counters = s.Active, string(s.Mode), s.Attached, s.Endpoints, &s.Counters
 	return st
-}
-
-// BPFStatus turns the /status section back into what bpf.Status.WriteText
-// prints (for `strata status`).
-func (s FastPathStatus) BPFStatus() bpf.Status {
-	out := bpf.Status{Active: s.Active && s.Enabled, Reason: s.Reason, Mode: bpf.AttachMode(s.Attach), Attached: s.Attached, Endpoints: s.Endpoints}
-	switch {
-	case !s.Active:
-		out.Reason = "not loaded: " + s.Reason
-	case s.SteppedAside && len(s.Netfilter) > 0:
-		out.Reason = "loaded, stepped aside: netfilter filters forwarded traffic (" + s.Netfilter[0].String() + "); pod traffic takes the kernel path through those rules"
-	case !s.Enabled:
-		out.Reason = "loaded, switched off at run time"
-	case len(s.Netfilter) > 0:
-		out.Reason += "; WARNING: on while netfilter filters forwarded traffic (" + s.Netfilter[0].String() + "): those rules do not see fast-pathed pod packets"
-	}
-	if s.Counters != nil {
-		out.Counters = *s.Counters
-	}
-	return out
 }
 
 // serveStatus answers GET /bpf/fastpath.

@@ -290,7 +290,7 @@ func TestPrivilegedAgentFastpathFollowsCNI(t *testing.T) {
 			_ = exec.Command(argv[0], argv[1:]...).Run()
 		})
 		waitFor(t, "the fast path to step aside", func() bool { st := n.fast.status(); return st.SteppedAside && !st.Enabled })
-		if r := n.fast.status().BPFStatus().Reason; !strings.Contains(r, "stepped aside") || !strings.Contains(r, "pod_b_ingress drops") {
+		if r := forwardingReason(n.fast.status()); !strings.Contains(r, "stepped aside") || !strings.Contains(r, "pod_b_ingress drops") {
 			t.Fatalf("status reason %q: want it to say it stepped aside and name the rule", r)
 		}
 		if err := n.ping("poda", ipB, "-c", "3", "-i", "0.05"); err == nil {

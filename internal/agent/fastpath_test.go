@@ -41,7 +41,13 @@ func TestFastpathOnWithoutSupportRefusesToStart(t *testing.T) {
 	if f.wrap(r) != r || f.setEnabled(true) == nil {
 		t.Fatal("an inactive fast path must leave the role alone and refuse the switch")
 	}
-	if st := f.status(); st.Active || st.Setting != "off" || !strings.Contains(st.BPFStatus().Reason, "switched off by configuration") {
+	if st := f.status(); st.Active || st.Setting != "off" || !strings.Contains(forwardingReason(st), "switched off by configuration") {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// forwardingReason is what `strata status` says about the fast path.
+func forwardingReason(st FastPathStatus) string {
+	_, why := st.Forwarding()
+	return why
 }

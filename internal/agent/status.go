@@ -6,48 +6,12 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/strata-net/strata/topology"
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/topology/render"
 )
 
 // Status is what /status serves and `strata status` prints.
-type Status struct {
-	Node     string            `json:"node"`
-	Datapath topology.Datapath `json:"datapath"`
-	Reason   string            `json:"reason"`
-	Role     string            `json:"role"`
-	Ready    string            `json:"ready"`
-	// Allocations is the number of live pod attachments in the role's IPAM.
-	Allocations int `json:"allocations"`
-	// PoolIdle is the warm pool's free addresses, on roles that keep one
-	// (cloud ENI): with Allocations it accounts for the addresses the
-	// cloud has given the node.
-	PoolIdle *int `json:"poolIdle,omitempty"`
-	// PoolUnconfirmed are addresses the node holds that the cloud's last
-	// listing left out: kept, never handed out, until listed again or
-	// confirmed gone (docs/cloud-node.md).
-	PoolUnconfirmed *int `json:"poolUnconfirmed,omitempty"`
-	// PoolLost are pods whose address the cloud has confirmed gone from the
-	// node: recreate them.
-	PoolLost []string `json:"poolLost,omitempty"`
-	// PoolError is the pool's last cloud error, retried at each resync.
-	PoolError string `json:"poolError,omitempty"`
-	// FastPath is the eBPF fast path: the decision, the switch, counters.
-	FastPath FastPathStatus `json:"fastPath"`
-	// WAN is the encrypted WAN transport (nil before the agent made it).
-	WAN *WANStatus `json:"wan,omitempty"`
-	// Refused are the nodes whose pod prefix claims this node refused
-	// (isolated, or prefixes withheld), with the reason and the fix.
-	Refused []topology.NodePlan    `json:"refused,omitempty"`
-	Nodes   []topology.NodePlan    `json:"nodes"`
-	Peers   []topology.PeerProgram `json:"peers"`
-	// VXLANFilter is the overlay's member filter: "enforcing", or why not
-	// (then any host reaching the VTEP port can inject into pods).
-	VXLANFilter string `json:"vxlanFilter,omitempty"`
-	// PodMetadata is pods' access to the metadata service: the setting and
-	// whether the node's table enforces it (metadata.go).
-	PodMetadata string `json:"podMetadata,omitempty"`
-}
+type Status = api.Status
 
 // idlePool is a role with a warm address pool (cloud-node's Manager).
 type idlePool interface{ Idle() int }

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/internal/nlretry"
 	"github.com/strata-net/strata/internal/rtproto"
 	"github.com/strata-net/strata/topology"
@@ -99,33 +100,11 @@ func (c *WANConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// WANStatus is the WAN part of /status.
-type WANStatus struct {
-	Setting string `json:"setting"`
-	// Off says why there is no WAN device (empty when there is one).
-	Off        string `json:"off,omitempty"`
-	Impl       string `json:"impl,omitempty"`
-	ImplReason string `json:"implReason,omitempty"`
-	PublicKey  string `json:"publicKey,omitempty"`
-	Port       uint16 `json:"port,omitempty"`
-	// PublicEndpoint is the declared endpoint peers send to (published).
-	PublicEndpoint netip.AddrPort `json:"publicEndpoint,omitzero"`
-	// SeenAs is this node's outer address as each reachable peer reports
-	// it (learned, shown only: a NAT mapping others may not reach).
-	SeenAs map[string]netip.AddrPort `json:"seenAs,omitempty"`
-	Peers  []WANPeerStatus           `json:"peers,omitempty"`
-	// Errors are programs the WAN could not apply (the others are).
-	Errors    []string `json:"errors,omitempty"`
-	LastError string   `json:"lastError,omitempty"`
-}
-
-// WANPeerStatus is one WireGuard peer.
-type WANPeerStatus struct {
-	wan.PeerStatus
-	// HandshakeAgeSeconds since the last handshake; absent before the first.
-	HandshakeAgeSeconds *float64            `json:"handshakeAgeSeconds,omitempty"`
-	Probes              wan.PeerProbeCounts `json:"probes"`
-}
+// The WAN part of /status (the API package defines it for `strata status`).
+type (
+	WANStatus     = api.WAN
+	WANPeerStatus = api.WANPeer
+)
 
 // wanPath is the agent's WAN: the device, its prober, and what the last
 // programming could not apply.
@@ -405,7 +384,7 @@ func (w *wanPath) status() *WANStatus {
 	}
 	now := time.Now()
 	for _, p := range ts.Peers {
-		ps := WANPeerStatus{PeerStatus: p, Probes: counts[p.Name]}
+		ps := WANPeerStatus{WANDevicePeer: p, Probes: counts[p.Name]}
 		if !p.LastHandshake.IsZero() {
 			age := now.Sub(p.LastHandshake).Seconds()
 			ps.HandshakeAgeSeconds = &age

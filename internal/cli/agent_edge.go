@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/bgp"
 	"github.com/strata-net/strata/bgp/peersync"
 	edgenode "github.com/strata-net/strata/edge-node"
@@ -124,8 +125,8 @@ func (b *bgpFlags) role(ctx context.Context, env agent.RoleEnv) (role.Role, erro
 		env.Registry.MustRegister(bgp.NewCollector(sp), bgp.NewInstallCollector(in))
 	}
 	if env.Handle != nil {
-		env.Handle(bgp.PeersPath, bgp.StatusHandler(sp))
-		env.Handle(bgp.InstallPath, bgp.InstallHandler(in))
+		env.Handle(api.BGPPeersPath, bgp.StatusHandler(sp))
+		env.Handle(api.BGPInstallPath, bgp.InstallHandler(in))
 	}
 	return &bgpRole{Role: r, sp: sp}, nil
 }

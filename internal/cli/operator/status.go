@@ -1,4 +1,4 @@
-package cli
+package operator
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/strata-net/strata/internal/agent"
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/topology"
 )
 
@@ -57,16 +57,16 @@ unreachable) and the reason.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", agentFlagHelp)
+	cmd.Flags().StringVar(&addr, "agent", api.DefaultAgentAddr, agentFlagHelp)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	return cmd
 }
 
 const agentFlagHelp = "the agent: its --metrics-addr as host:port or http://host:port, or its --control-socket path"
 
-func fetchStatus(ctx context.Context, addr string) (agent.Status, []byte, error) {
-	var st agent.Status
-	raw, err := getAgentJSON(ctx, addr, "/status", &st, "")
+func fetchStatus(ctx context.Context, addr string) (api.Status, []byte, error) {
+	var st api.Status
+	raw, err := getAgentJSON(ctx, addr, api.StatusPath, &st, "")
 	return st, raw, err
 }
 
@@ -157,7 +157,7 @@ func agentJSON(ctx context.Context, method, addr, path string, v any, hint strin
 }
 
 // PrintStatus writes an agent's status as tables.
-func PrintStatus(w io.Writer, st agent.Status) {
+func PrintStatus(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "node %s: datapath %s (%s)\nrole %s, ready: %s\n", st.Node, st.Datapath, st.Reason, st.Role, st.Ready)
 	if st.PoolIdle != nil {
 		fmt.Fprintf(w, "pool: %d idle", *st.PoolIdle)
@@ -172,7 +172,7 @@ func PrintStatus(w io.Writer, st agent.Status) {
 			fmt.Fprintf(w, "lost pod address (the cloud no longer gives it this node; recreate the pod): %s\n", l)
 		}
 	}
-	st.FastPath.BPFStatus().WriteText(w)
+	writeFastPath(w, st.FastPath)
 	if st.VXLANFilter != "" {
 		fmt.Fprintf(w, "vxlan member filter: %s\n", st.VXLANFilter)
 	}
@@ -211,7 +211,7 @@ func printRefused(w io.Writer, refused []topology.NodePlan) {
 
 // printWAN writes the WAN transport: implementation and why, key,
 // endpoints, and each WireGuard peer with its handshake age.
-func printWAN(w io.Writer, st *agent.WANStatus) {
+func printWAN(w io.Writer, st *api.WAN) {
 	if st == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package cli
+package operator
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/strata-net/strata/api"
 	"github.com/strata-net/strata/bgp"
 )
 
@@ -26,7 +27,7 @@ func TestBGPPeersFromAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(bgp.PeersPath, bgp.StatusHandler(sp))
+	mux.Handle(api.BGPPeersPath, bgp.StatusHandler(sp))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	ps, _, err := fetchBGPPeers(ctx, strings.TrimPrefix(srv.URL, "http://"))
@@ -42,8 +43,8 @@ func TestBGPPeersFromAgent(t *testing.T) {
 
 func TestPrintBGPInstall(t *testing.T) {
 	var out bytes.Buffer
-	PrintBGPInstall(&out, bgp.InstallJSON{FailingRoutes: 1, ErrorsTotal: 4, Stale: "keeping routes of an earlier run until End-of-RIB from [10.0.1.1]", StaleWaiting: true,
-		Failing: []bgp.FailedRouteJSON{{Prefix: "10.99.0.0/24", NextHops: []string{"10.0.9.1"}, Error: "network is unreachable", Attempts: 4}}})
+	PrintBGPInstall(&out, api.BGPInstall{FailingRoutes: 1, ErrorsTotal: 4, Stale: "keeping routes of an earlier run until End-of-RIB from [10.0.1.1]", StaleWaiting: true,
+		Failing: []api.BGPFailedRoute{{Prefix: "10.99.0.0/24", NextHops: []string{"10.0.9.1"}, Error: "network is unreachable", Attempts: 4}}})
 	for _, want := range []string{"1 learned routes NOT installed", "10.99.0.0/24 via [10.0.9.1]: network is unreachable (attempt 4", "End-of-RIB from [10.0.1.1]"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("missing %q in:\n%s", want, out.String())

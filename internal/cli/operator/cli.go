@@ -1,7 +1,9 @@
-// Package cli builds the command trees of Strata's binaries. Mains stay thin:
-// each calls one constructor here and executes it. Subcommands register
-// themselves from their own files, so each concern's verbs live in one place.
-package cli
+// Package operator builds `strata`, the operator's CLI. It reads and
+// switches strata-agent over HTTP only (the types and paths of package api),
+// so it links none of the daemon; deps_test.go keeps it so. Subcommands
+// register themselves from their own files, so each concern's verbs live in
+// one place.
+package operator
 
 import (
 	"github.com/spf13/cobra"
@@ -24,7 +26,11 @@ func NewStrata() *cobra.Command {
 Strata gives pods on cloud (ECS ENI), data-centre (BGP underlay) and
 L3-only edge (VXLAN overlay) nodes one flat pod network, and chooses the
 path between every pair of nodes from declared facts and measured
-reachability.`,
+reachability.
+
+This CLI runs no datapath: status, bgp and fastpath ask the strata-agent
+daemon on a node (see --agent; the daemon is the separate strata-agent
+binary), and topology computes a plan from a facts file offline.`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: false,

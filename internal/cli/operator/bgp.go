@@ -1,4 +1,4 @@
-package cli
+package operator
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/strata-net/strata/bgp"
+	"github.com/strata-net/strata/api"
 )
 
 func init() { registerStrata(newBGPCmd) }
@@ -33,27 +33,27 @@ func newBGPCmd() *cobra.Command {
 				return err
 			}
 			PrintBGPPeers(os.Stdout, ps)
-			var inst bgp.InstallJSON
-			if _, err := getAgentJSON(cmd.Context(), addr, bgp.InstallPath, &inst, "is this an edge node with BGP?"); err == nil {
+			var inst api.BGPInstall
+			if _, err := getAgentJSON(cmd.Context(), addr, api.BGPInstallPath, &inst, "is this an edge node with BGP?"); err == nil {
 				PrintBGPInstall(os.Stdout, inst)
 			}
 			return nil
 		},
 	}
-	peers.Flags().StringVar(&addr, "agent", "127.0.0.1:9253", agentFlagHelp)
+	peers.Flags().StringVar(&addr, "agent", api.DefaultAgentAddr, agentFlagHelp)
 	peers.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 	cmd.AddCommand(peers)
 	return cmd
 }
 
-func fetchBGPPeers(ctx context.Context, addr string) ([]bgp.PeerJSON, []byte, error) {
-	var ps []bgp.PeerJSON
-	raw, err := getAgentJSON(ctx, addr, bgp.PeersPath, &ps, "is this an edge node with BGP?")
+func fetchBGPPeers(ctx context.Context, addr string) ([]api.BGPPeer, []byte, error) {
+	var ps []api.BGPPeer
+	raw, err := getAgentJSON(ctx, addr, api.BGPPeersPath, &ps, "is this an edge node with BGP?")
 	return ps, raw, err
 }
 
 // PrintBGPPeers writes peers as a table.
-func PrintBGPPeers(w io.Writer, ps []bgp.PeerJSON) {
+func PrintBGPPeers(w io.Writer, ps []api.BGPPeer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tASN\tSTATE\tSINCE\tRECEIVED\tREJECTED\tMAX\tSENT\tFLAPS\tREASON")
 	for _, p := range ps {
@@ -86,7 +86,7 @@ func PrintBGPPeers(w io.Writer, ps []bgp.PeerJSON) {
 
 // PrintBGPInstall writes the installer's state under the peers: refused
 // routes with their errors, and stale routes kept after a restart.
-func PrintBGPInstall(w io.Writer, in bgp.InstallJSON) {
+func PrintBGPInstall(w io.Writer, in api.BGPInstall) {
 	if in.StaleWaiting || in.Stale != "" {
 		fmt.Fprintf(w, "stale routes: %s\n", in.Stale)
 	}

@@ -1,4 +1,4 @@
-package cli
+package operator
 
 import (
 	"bytes"
@@ -7,18 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strata-net/strata/internal/agent"
-	"github.com/strata-net/strata/wan"
+	"github.com/strata-net/strata/api"
 )
 
 func TestPrintStatusShowsTheWAN(t *testing.T) {
 	age := 3.2
-	st := agent.Status{Node: "edge-b1", WAN: &agent.WANStatus{Setting: "auto", Impl: "userspace",
+	st := api.Status{Node: "edge-b1", WAN: &api.WAN{Setting: "auto", Impl: "userspace",
 		ImplReason: "the kernel has no WireGuard", PublicKey: "KEY=", Port: 51871,
 		SeenAs: map[string]netip.AddrPort{"cloud-1": netip.MustParseAddrPort("198.51.100.2:40001")},
-		Peers: []agent.WANPeerStatus{{PeerStatus: wan.PeerStatus{Name: "cloud-1", Endpoint: netip.MustParseAddrPort("203.0.113.11:51871"),
-			LastHandshake: time.Now()}, HandshakeAgeSeconds: &age, Probes: wan.PeerProbeCounts{OK: 10, Failed: 1}},
-			{PeerStatus: wan.PeerStatus{Name: "cloud-2"}}},
+		Peers: []api.WANPeer{{WANDevicePeer: api.WANDevicePeer{Name: "cloud-1", Endpoint: netip.MustParseAddrPort("203.0.113.11:51871"),
+			LastHandshake: time.Now()}, HandshakeAgeSeconds: &age, Probes: api.WANProbeCounts{OK: 10, Failed: 1}},
+			{WANDevicePeer: api.WANDevicePeer{Name: "cloud-2"}}},
 		Errors: []string{"wan peer edge-a2: relay nobody is not a peer"}}}
 	var b bytes.Buffer
 	PrintStatus(&b, st)
@@ -30,7 +29,7 @@ func TestPrintStatusShowsTheWAN(t *testing.T) {
 		}
 	}
 	b.Reset()
-	PrintStatus(&b, agent.Status{WAN: &agent.WANStatus{Setting: "off", Off: "--wan=off"}})
+	PrintStatus(&b, api.Status{WAN: &api.WAN{Setting: "off", Off: "--wan=off"}})
 	if !strings.Contains(b.String(), "wan: off (--wan=off)") {
 		t.Errorf("WAN off not shown:\n%s", b.String())
 	}

@@ -1,4 +1,4 @@
-package cli
+package operator
 
 import (
 	"bytes"
@@ -12,24 +12,23 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/strata-net/strata/bpf"
-	"github.com/strata-net/strata/internal/agent"
+	"github.com/strata-net/strata/api"
 )
 
 func TestStatusPrintsTheFastPath(t *testing.T) {
 	ip := netip.MustParseAddr("10.244.1.10")
-	st := agent.Status{Node: "n1", Datapath: "vxlan-overlay", FastPath: agent.FastPathStatus{
+	st := api.Status{Node: "n1", Datapath: "vxlan-overlay", FastPath: api.FastPath{
 		Setting: "auto", Active: true, Enabled: true, Reason: "kernel supports it", Attach: "tcx",
 		Attached: []string{"eth0", "stc1"}, Endpoints: 1,
-		Counters: &bpf.Counters{Paths: map[string]bpf.Counter{"local": {Packets: 7, Bytes: 700}},
-			Pods: map[netip.Addr]bpf.PodCounters{ip: {Local: bpf.Counter{Packets: 7, Bytes: 700}}}},
+		Counters: &api.FastPathCounters{Paths: map[string]api.Counter{"local": {Packets: 7, Bytes: 700}},
+			Pods: map[netip.Addr]api.PodCounters{ip: {Local: api.Counter{Packets: 7, Bytes: 700}}}},
 	}}
 	// Through JSON, as `strata status` gets it.
 	raw, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back agent.Status
+	var back api.Status
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +40,7 @@ func TestStatusPrintsTheFastPath(t *testing.T) {
 		}
 	}
 	b.Reset()
-	PrintStatus(&b, agent.Status{FastPath: agent.FastPathStatus{Setting: "off", Reason: "switched off by configuration"}})
+	PrintStatus(&b, api.Status{FastPath: api.FastPath{Setting: "off", Reason: "switched off by configuration"}})
 	if !strings.Contains(b.String(), "bpf fast path: off (not loaded: switched off by configuration)") {
 		t.Errorf("inactive fast path not explained:\n%s", b.String())
 	}
@@ -51,7 +50,7 @@ func TestFastpathSwitchCallsTheAgent(t *testing.T) {
 	var got []string
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Method+" "+r.URL.Path)
-		_ = json.NewEncoder(w).Encode(agent.FastPathStatus{Active: true, Enabled: false})
+		_ = json.NewEncoder(w).Encode(api.FastPath{Active: true, Enabled: false})
 	})
 	// Over a unix socket, as to the agent's control socket.
 	sock := filepath.Join(t.TempDir(), "agent.sock")
@@ -76,8 +75,8 @@ func TestFastpathSwitchCallsTheAgent(t *testing.T) {
 			t.Fatalf("--agent %s: agent got %q, want POST /bpf/fastpath/off", addr, got)
 		}
 	}
-	if def := newFastpathCmd().Flags().Lookup("agent").DefValue; def != agent.DefaultControlSocket {
-		t.Errorf("strata fastpath's default --agent is %q, want the control socket %s", def, agent.DefaultControlSocket)
+	if def := newFastpathCmd().Flags().Lookup("agent").DefValue; def != api.DefaultControlSocket {
+		t.Errorf("strata fastpath's default --agent is %q, want the control socket %s", def, api.DefaultControlSocket)
 	}
 	cmd := newFastpathCmd()
 	cmd.SetArgs([]string{"maybe"})
