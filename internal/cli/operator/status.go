@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -225,7 +226,7 @@ func printWAN(w io.Writer, st *api.WAN) {
 	} else {
 		fmt.Fprintln(w, "  public endpoint: none (behind NAT: this node initiates, with keepalives)")
 	}
-	for _, peer := range sortedKeys(st.SeenAs) {
+	for _, peer := range slices.Sorted(maps.Keys(st.SeenAs)) {
 		fmt.Fprintf(w, "  seen by %s as %s (learned, not published)\n", peer, st.SeenAs[peer])
 	}
 	for _, e := range st.Errors {
@@ -251,13 +252,4 @@ func printWAN(w io.Writer, st *api.WAN) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d/%d\t%d/%d\t%s\n", p.Name, ep, hs, len(p.AllowedIPs), p.Probes.OK, p.Probes.Failed, p.RxBytes, p.TxBytes, p.Error)
 	}
 	_ = tw.Flush()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
